@@ -1,0 +1,43 @@
+"""mcip: fine-tune CLIP-style models for image-to-image search while keeping their text alignment.
+
+Implements Schall et al., "Optimizing CLIP Models for Image Retrieval with Maintained Joint-Embedding
+Alignment" (SISAP 2024): 2SFT and MCIP.
+"""
+
+from mcip.errors import ConfigError, InputError, MCIPError, MissingDependencyError, ModelLoadError
+from mcip.models import (
+    PARTS,
+    EmbeddingModel,
+    list_backends,
+    load_model,
+    save_model,
+    set_trainable_parts,
+    unlock_last_text_blocks,
+)
+
+__version__ = "0.1.0"
+
+
+def create_loss(name: str, **kwargs):
+    """Build a loss by name (``infonce``, ``siglip``, ``arcmargin``, ``mcarcmargin``, ``mcip``)."""
+    from mcip.losses import create_loss as _create
+
+    return _create(name, **kwargs)
+
+
+__all__ = [
+    "PARTS",
+    "ConfigError",
+    "EmbeddingModel",
+    "InputError",
+    "MCIPError",
+    "MissingDependencyError",
+    "ModelLoadError",
+    "__version__",
+    "create_loss",
+    "list_backends",
+    "load_model",
+    "save_model",
+    "set_trainable_parts",
+    "unlock_last_text_blocks",
+]

@@ -1,0 +1,209 @@
+"""The one protocol every backend implements: a dual encoder with a joint, L2-normalised embedding.
+
+An :class:`EmbeddingModel` wraps a backend network ``self.net`` (an open_clip model, a transformers
+CLIP/SigLIP model, or mcip's composed model). Parameter names are those of ``net``, so an open_clip
+model saved by mcip is still an open_clip state dict.
+
+Every parameter belongs to exactly one named part (``PARTS``). Freezing, optimiser groups and the
+training stages all work on these parts:
+
+- ``image_encoder``   the image tower up to its pooled features, (B, F_img)
+- ``image_projector`` the map from pooled image features to the joint space (may be empty)
+- ``text_encoder``    the text tower up to its pooled features, (B, F_txt)
+- ``text_projector``  the map from pooled text features to the joint space
+- ``logit_scale``     log inverse temperature;  ``logit_bias`` (SigLIP only)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mcip.errors import ConfigError, InputError
+from mcip.models.transforms import ImageConfig, eval_transform, train_transform
+
+PARTS = ("image_encoder", "image_projector", "text_encoder", "text_projector", "logit_scale", "logit_bias")
+
+Tokens = dict[str, torch.Tensor]
+
+
+class EmbeddingModel(nn.Module, ABC):
+    """A CLIP-style dual encoder. Subclasses implement the abstract methods; everything else is shared."""
+
+    backend: ClassVar[str]
+
+    def __init__(self, net: nn.Module, image_config: ImageConfig, spec: str) -> None:
+        super().__init__()
+        self.net = net
+        self.image_config = image_config
+        self.spec = spec
+        self._freeze_bn_stats = False
+
+    # ----------------------------------------------------------------- backend hooks
+    @abstractmethod
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) normalised pixels -> (B, F_img) pooled features, before the image projector."""
+
+    @abstractmethod
+    def project_image(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, F_img) -> (B, D), unnormalised joint embedding."""
+
+    @abstractmethod
+    def text_features(self, tokens: Tokens) -> torch.Tensor:
+        """Tokenizer output -> (B, F_txt) pooled features, before the text projector."""
+
+    @abstractmethod
+    def project_text(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, F_txt) -> (B, D), unnormalised joint embedding."""
+
+    @abstractmethod
+    def tokenize(self, texts: Sequence[str]) -> Tokens:
+        """List of B strings -> dict of (B, L) tensors (``input_ids`` and, where used, ``attention_mask``)."""
+
+    @abstractmethod
+    def part_of(self, name: str) -> str:
+        """The part (one of ``PARTS``) that owns parameter ``name`` (a name in ``self.net``)."""
+
+    @abstractmethod
+    def text_block_prefixes(self) -> list[str]:
+        """Parameter-name prefixes of the text transformer blocks, input side first."""
+
+    @abstractmethod
+    def text_final_norm_prefixes(self) -> list[str]:
+        """Parameter-name prefixes of the text tower's final normalisation layer(s)."""
+
+    @abstractmethod
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Trade compute for memory in both towers (where the backend supports it)."""
+
+    @abstractmethod
+    def drop_image_projector(self) -> None:
+        """Use pooled image features as the embedding (the ICMR'23 GPR-FT variant); D becomes F_img."""
+
+    @abstractmethod
+    def replace_text_projector(self, out_dim: int, weight: torch.Tensor | None = None) -> None:
+        """New text projector F_txt -> ``out_dim`` (e.g. to match a dropped image projector).
+
+        ``weight`` (F_txt, out_dim) initialises it (e.g. a least-squares fit); random otherwise.
+        """
+
+    @abstractmethod
+    def build_info(self, asset_dir: Path) -> dict[str, Any]:
+        """JSON-serialisable description that rebuilds this architecture (random weights) via
+        ``from_build_info``; may write tokenizer files and the like into ``asset_dir``."""
+
+    @classmethod
+    @abstractmethod
+    def from_build_info(cls, info: dict[str, Any], asset_dir: Path, spec: str) -> EmbeddingModel:
+        """Rebuild the architecture described by ``build_info`` (weights are loaded afterwards)."""
+
+    @property
+    @abstractmethod
+    def embed_dim(self) -> int:
+        """D, the width of the joint embedding."""
+
+    # ----------------------------------------------------------------- shared behaviour
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.net.parameters()).dtype
+
+    @property
+    def image_size(self) -> int:
+        return self.image_config.size
+
+    @property
+    def eval_transform(self):
+        """PIL image -> (3, S, S) tensor for evaluation and indexing."""
+        return eval_transform(self.image_config)
+
+    @property
+    def train_transform(self):
+        """PIL image -> (3, S, S) tensor with the paper's training augmentation."""
+        return train_transform(self.image_config)
+
+    def encode_image(self, images: torch.Tensor | Sequence, normalize: bool = True) -> torch.Tensor:
+        """Images -> (B, D) joint embeddings, L2-normalised unless ``normalize=False``.
+
+        ``images`` is a (B, 3, S, S) tensor already transformed, or a sequence of PIL images (the eval
+        transform is applied).
+        """
+        pixels = self._as_pixels(images)
+        emb = self.project_image(self.image_features(pixels))
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    def encode_text(self, texts: Sequence[str] | Tokens, normalize: bool = True) -> torch.Tensor:
+        """Strings (or tokenizer output) -> (B, D) joint embeddings, L2-normalised unless told not to."""
+        if isinstance(texts, str):
+            raise InputError("encode_text expects a list of strings, got a single string; wrap it: [text].")
+        tokens = texts if isinstance(texts, dict) else self.tokenize(list(texts))
+        tokens = {k: v.to(self.device) for k, v in tokens.items()}
+        emb = self.project_text(self.text_features(tokens))
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    def _as_pixels(self, images: torch.Tensor | Sequence) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise InputError(
+                    f"encode_image expects a (B, 3, H, W) tensor, got shape {tuple(images.shape)}; "
+                    "apply model.eval_transform to each image and stack them."
+                )
+            pixels = images
+        else:
+            if len(images) == 0:
+                raise InputError("encode_image got an empty list of images.")
+            tf = self.eval_transform
+            pixels = torch.stack([tf(im) for im in images])
+        return pixels.to(device=self.device, dtype=self.dtype)
+
+    # ----------------------------------------------------------------- parts
+    def named_part_parameters(self, part: str) -> dict[str, nn.Parameter]:
+        """Parameters (name in ``net`` -> Parameter) that belong to ``part``."""
+        check_part(part)
+        return {n: p for n, p in self.net.named_parameters() if self.part_of(n) == part}
+
+    def part_sizes(self) -> dict[str, int]:
+        """Number of scalar parameters in each part."""
+        sizes = dict.fromkeys(PARTS, 0)
+        for n, p in self.net.named_parameters():
+            sizes[self.part_of(n)] += p.numel()
+        return sizes
+
+    def has_logit_bias(self) -> bool:
+        return bool(self.named_part_parameters("logit_bias"))
+
+    # ----------------------------------------------------------------- BatchNorm statistics
+    def freeze_bn_stats(self, enable: bool = True) -> None:
+        """Keep BatchNorm running statistics fixed (BN layers stay in eval mode even in ``train()``)."""
+        self._freeze_bn_stats = enable
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> EmbeddingModel:
+        super().train(mode)
+        if self._freeze_bn_stats:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def extra_repr(self) -> str:
+        return f"spec={self.spec!r}, embed_dim={self.embed_dim}, image_size={self.image_size}"
+
+
+def check_part(part: str) -> None:
+    if part not in PARTS:
+        raise ConfigError(f"Unknown model part '{part}'. Valid parts: {', '.join(PARTS)}.")
+
+
+def prefix_match(name: str, prefixes: Sequence[str]) -> bool:
+    """True when ``name`` equals a prefix or lies under it (``a.b`` matches ``a.b.weight``, not ``a.bc``)."""
+    return any(name == p or name.startswith(p + ".") for p in prefixes)

@@ -1,0 +1,123 @@
+"""mcip's model format: a directory with the weights and a JSON that says how to rebuild the model.
+
+    MODEL_DIR/
+      mcip_model.json     {"format": "mcip-model", "version": 1, "backend": ..., "spec": ..., "build": {...}}
+      model.safetensors   the state dict of ``model.net`` (for open_clip models: an open_clip state dict)
+      assets/             tokenizer files and the like, written by the backend
+
+Writes are atomic: everything goes to a temporary sibling directory that replaces the target at the end,
+so an interrupted save never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from mcip.errors import ModelLoadError
+from mcip.models.base import EmbeddingModel
+
+FORMAT = "mcip-model"
+VERSION = 1
+META_FILE = "mcip_model.json"
+WEIGHTS_FILE = "model.safetensors"
+ASSET_DIR = "assets"
+
+
+def is_mcip_checkpoint(path: str | os.PathLike) -> bool:
+    return (Path(path) / META_FILE).is_file()
+
+
+def save_model(model: EmbeddingModel, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to directory ``path`` (replaced atomically if it exists). Returns the path.
+
+    ``extra`` is stored under ``"extra"`` in the JSON (e.g. the training run that produced it).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        (tmp / ASSET_DIR).mkdir()
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "backend": model.backend,
+            "spec": model.spec,
+            "embed_dim": model.embed_dim,
+            "build": model.build_info(tmp / ASSET_DIR),
+            "extra": extra or {},
+        }
+        state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
+        save_file(_unshare(state), str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (tied weights): store each one separately."""
+    seen: dict[int, str] = {}
+    out = {}
+    for k, v in state.items():
+        ptr = v.untyped_storage().data_ptr() if v.numel() else id(v)
+        out[k] = v.clone() if ptr in seen else v
+        seen.setdefault(ptr, k)
+    return out
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    meta_path = Path(path) / META_FILE
+    if not meta_path.is_file():
+        raise ModelLoadError(f"{path} is not an mcip model directory: {META_FILE} is missing.")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ModelLoadError(f"{meta_path} is not an mcip model description (format={meta.get('format')!r}).")
+    if int(meta.get("version", 0)) > VERSION:
+        raise ModelLoadError(
+            f"{path} was written by a newer mcip (format version {meta['version']}); upgrade mcip to load it."
+        )
+    return meta
+
+
+def load_mcip_checkpoint(path: str | os.PathLike, backends: dict[str, type[EmbeddingModel]]) -> EmbeddingModel:
+    """Rebuild the architecture from the JSON, then load the weights strictly."""
+    path = Path(path)
+    meta = read_meta(path)
+    backend = meta["backend"]
+    if backend not in backends:
+        raise ModelLoadError(f"{path} needs backend '{backend}', which this mcip does not have.")
+    model = backends[backend].from_build_info(meta["build"], path / ASSET_DIR, spec=str(path))
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelLoadError(f"{weights} is missing; the model directory is incomplete (copy it again).")
+    state = load_file(str(weights))
+    result = model.net.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelLoadError(
+            f"The weights in {weights} do not match the architecture described in {META_FILE}: "
+            f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}. "
+            "The directory may have been edited or mixed with another model's files."
+        )
+    model.eval()
+    return model

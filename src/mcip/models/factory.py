@@ -1,0 +1,92 @@
+"""``load_model(spec)``: one entry point for every backend and for mcip's own checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mcip.errors import ConfigError, ModelLoadError
+from mcip.models.base import EmbeddingModel
+from mcip.models.checkpoint import is_mcip_checkpoint, load_mcip_checkpoint
+from mcip.registry import Registry
+
+BACKENDS: Registry[type[EmbeddingModel]] = Registry("model backend")
+
+SPEC_HELP = (
+    "Model specs: openclip:ARCH[/PRETRAINED_TAG_OR_PATH] (e.g. openclip:ViT-B-32/openai), "
+    "hf:ID_OR_DIR (transformers CLIP/SigLIP), composed:lab or composed:TIMM_NAME+TEXT_ID_OR_DIR, "
+    "or the directory of a model saved by mcip."
+)
+
+
+def _register_builtin() -> None:
+    from mcip.models.composed import ComposedModel
+    from mcip.models.hf import HFModel
+    from mcip.models.openclip import OpenCLIPModel
+
+    for cls in (OpenCLIPModel, HFModel, ComposedModel):
+        if cls.backend not in BACKENDS:
+            BACKENDS.register(cls.backend)(cls)
+
+
+def _backends() -> dict[str, type[EmbeddingModel]]:
+    _register_builtin()
+    return {name: BACKENDS.get(name) for name in BACKENDS.names()}
+
+
+def load_model(
+    spec: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    drop_projector: bool = False,
+    **backend_kwargs: Any,
+) -> EmbeddingModel:
+    """Build a dual encoder from a spec string or an mcip model directory.
+
+    Args:
+        spec: ``openclip:...``, ``hf:...``, ``composed:...``, or a directory written by ``save_model``
+            (optionally prefixed ``mcip:``).
+        device: where to put the model.
+        drop_projector: use pre-projector image features as the embedding (ICMR'23 GPR-FT variant).
+        **backend_kwargs: passed to the backend (e.g. ``embed_dim`` for composed models).
+
+    Returns:
+        The model in eval mode.
+    """
+    backends = _backends()
+    text = str(spec)
+    if text.startswith("mcip:"):
+        text = text[len("mcip:"):]
+    if is_mcip_checkpoint(text):
+        if backend_kwargs:
+            raise ConfigError(f"Options {sorted(backend_kwargs)} do not apply to a saved mcip model ({text}).")
+        model = load_mcip_checkpoint(text, backends)
+    else:
+        model = _from_spec(text, backends, backend_kwargs)
+    if drop_projector:
+        model.drop_image_projector()
+    return model.to(device).eval()
+
+
+def _from_spec(text: str, backends: dict[str, type[EmbeddingModel]], kwargs: dict[str, Any]) -> EmbeddingModel:
+    prefix, sep, rest = text.partition(":")
+    if sep and prefix in backends:
+        if not rest:
+            raise ConfigError(f"Model spec '{text}' names no model after '{prefix}:'. {SPEC_HELP}")
+        return backends[prefix].from_spec(rest, spec=text, **kwargs)
+    if Path(text).is_dir():
+        raise ModelLoadError(f"{text} is a directory but not an mcip model (no mcip_model.json). {SPEC_HELP}")
+    if Path(text).suffix in (".pt", ".pth", ".safetensors", ".bin"):
+        raise ModelLoadError(
+            f"'{text}' looks like a weights file; say which architecture it belongs to, e.g. "
+            f"openclip:ViT-L-14-336/{text}. {SPEC_HELP}"
+        )
+    known = ", ".join(f"{b}:" for b in backends)
+    raise ConfigError(f"Unknown model spec '{text}' (known prefixes: {known}). {SPEC_HELP}")
+
+
+def list_backends() -> list[str]:
+    _register_builtin()
+    return BACKENDS.names()

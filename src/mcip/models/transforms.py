@@ -1,0 +1,82 @@
+"""Image transforms shared by every backend.
+
+SPEC section 5/6: evaluation resizes the shorter side to ``resize_ratio * S`` (1.125 by default) and
+centre-crops ``S``; training resizes the same way, random-crops ``S``, flips horizontally and applies
+colour jitter 0.4. Mean, std and interpolation come from the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from torchvision import transforms as T
+
+_INTERPOLATIONS = {
+    "bicubic": T.InterpolationMode.BICUBIC,
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "nearest": T.InterpolationMode.NEAREST,
+}
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """How a model wants its pixels: square side ``size`` (px), per-channel ``mean``/``std``."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    resize_ratio: float = 1.125
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _INTERPOLATIONS:
+            from mcip.errors import ConfigError
+
+            raise ConfigError(
+                f"Unknown interpolation '{self.interpolation}'; use one of {sorted(_INTERPOLATIONS)}."
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ImageConfig:
+        return cls(
+            size=int(d["size"]),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            interpolation=d.get("interpolation", "bicubic"),
+            resize_ratio=float(d.get("resize_ratio", 1.125)),
+        )
+
+
+def _to_rgb(img):
+    return img.convert("RGB") if getattr(img, "mode", "RGB") != "RGB" else img
+
+
+def eval_transform(cfg: ImageConfig) -> T.Compose:
+    """PIL image -> (3, S, S) float tensor: resize 1.125*S (shorter side), centre crop S, normalise."""
+    return T.Compose(
+        [
+            T.Lambda(_to_rgb),
+            T.Resize(round(cfg.resize_ratio * cfg.size), interpolation=_INTERPOLATIONS[cfg.interpolation]),
+            T.CenterCrop(cfg.size),
+            T.ToTensor(),
+            T.Normalize(cfg.mean, cfg.std),
+        ]
+    )
+
+
+def train_transform(cfg: ImageConfig, color_jitter: float = 0.4, hflip: bool = True) -> T.Compose:
+    """PIL image -> (3, S, S): resize 1.125*S, random crop S, horizontal flip, colour jitter, normalise."""
+    steps = [
+        T.Lambda(_to_rgb),
+        T.Resize(round(cfg.resize_ratio * cfg.size), interpolation=_INTERPOLATIONS[cfg.interpolation]),
+        T.RandomCrop(cfg.size),
+    ]
+    if hflip:
+        steps.append(T.RandomHorizontalFlip())
+    if color_jitter > 0:
+        steps.append(T.ColorJitter(color_jitter, color_jitter, color_jitter))
+    steps += [T.ToTensor(), T.Normalize(cfg.mean, cfg.std)]
+    return T.Compose(steps)
