@@ -51,7 +51,16 @@ class ImageConfig:
 
 
 def _to_rgb(img):
-    return img.convert("RGB") if getattr(img, "mode", "RGB") != "RGB" else img
+    """Any PIL image -> RGB; transparency is composited onto white (emoji, logos, product cut-outs)."""
+    from PIL import Image
+
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 def eval_transform(cfg: ImageConfig) -> T.Compose:

@@ -1,0 +1,167 @@
+"""``mcip <command>``: a thin shell. Each command parses arguments and calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mcip.errors import MCIPError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--drop-projector", action="store_true",
+                   help="use pre-projector image features as the embedding (ICMR'23 variant)")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from mcip.models.factory import SPEC_HELP, list_backends
+
+    if args.backend == "openclip":
+        import open_clip
+
+        for name in open_clip.list_models():
+            tags = open_clip.list_pretrained_tags_by_model(name)
+            print(f"openclip:{name}" + (f"  [{', '.join(tags)}]" if tags else ""))
+        return 0
+    print("backends:", ", ".join(list_backends()))
+    print("composed presets: composed:lab (EfficientNet-Lite0 + all-MiniLM-L6-v2, offline)")
+    print(SPEC_HELP)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from mcip.models import load_model
+
+    model = load_model(args.model, device=args.device, drop_projector=args.drop_projector)
+    sizes = model.part_sizes()
+    info = {
+        "spec": model.spec,
+        "backend": model.backend,
+        "embed_dim": model.embed_dim,
+        "image_config": model.image_config.to_dict(),
+        "text_blocks": len(model.text_block_prefixes()),
+        "parameters": sizes,
+        "total_parameters": sum(sizes.values()),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{model.spec}  ({model.backend}, joint embedding D={model.embed_dim}, image {model.image_size} px)")
+    print(f"text tower: {info['text_blocks']} blocks")
+    for part, n in sizes.items():
+        print(f"  {part:<16} {n:>14,d} parameters")
+    print(f"  {'total':<16} {info['total_parameters']:>14,d}")
+    return 0
+
+
+def cmd_save(args: argparse.Namespace) -> int:
+    from mcip.models import load_model, save_model
+
+    model = load_model(args.model, device="cpu", drop_projector=args.drop_projector)
+    path = save_model(model, args.out)
+    print(f"saved {model.spec} -> {path} (reload with: mcip info {path})")
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from mcip.data.images import find_images
+    from mcip.embed import encode_images, write_encoded
+    from mcip.models import load_model
+
+    root = Path(args.images)
+    paths = find_images(root)
+    model = load_model(args.model, device=args.device, drop_projector=args.drop_projector)
+    torch.set_grad_enabled(False)
+    result = encode_images(model, paths, batch_size=args.batch_size, progress=not args.quiet)
+    summary = write_encoded(result, args.out, root, model.spec)
+    names = [str(p.relative_to(root)) for p in result.paths]
+    if args.neighbours and len(names) > 1:
+        sim = result.embeddings @ result.embeddings.T
+        np.fill_diagonal(sim, -np.inf)
+        print(f"\nnearest neighbours (cosine) of the first {min(args.show, len(names))} images:")
+        for i in range(min(args.show, len(names))):
+            order = np.argsort(-sim[i])[: args.neighbours]
+            hits = ", ".join(f"{names[j]} {sim[i, j]:.2f}" for j in order)
+            print(f"  {names[i]:<32} -> {hits}")
+    for query in args.query or []:
+        scores = result.embeddings @ model.encode_text([query]).float().cpu().numpy()[0]
+        top = np.argsort(-scores)[:3]
+        print(f"\ntext '{query}' -> " + ", ".join(f"{names[j]} {scores[j]:.2f}" for j in top))
+    acc = summary["folder_1nn_accuracy"]
+    print(
+        f"\nencoded {summary['images']} images (D={summary['embedding_dim']}) in {summary['seconds']:.1f} s, "
+        f"skipped {summary['skipped']} unreadable"
+        + (f"; leave-one-out 1-NN accuracy by folder: {100 * acc:.1f}%" if acc is not None else "")
+        + f"\nwrote {Path(args.out) / 'embeddings.npy'}, images.txt, summary.json"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcip",
+        description="Fine-tune and use CLIP-style models whose single image embedding serves image search, "
+        "k-NN and zero-shot classification and text search (Schall et al., SISAP 2024).",
+    )
+    from mcip import __version__
+
+    parser.add_argument("--version", action="version", version=f"mcip {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list model backends and presets (--backend openclip: architectures)")
+    p.add_argument("--backend", choices=["openclip"], help="list this backend's architectures and tags")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("info", help="load a model and show its parts, sizes and embedding width")
+    p.add_argument("model", help="model spec (openclip:..., hf:..., composed:...) or an mcip model directory")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("save", help="save any model spec as an mcip model directory (safetensors + JSON)")
+    p.add_argument("model", help="model spec or mcip model directory")
+    p.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    p.add_argument("--drop-projector", action="store_true", help="drop the image projector before saving")
+    p.set_defaults(func=cmd_save)
+
+    p = sub.add_parser("encode", help="encode a folder of images into embeddings.npy (+ neighbours, text queries)")
+    p.add_argument("--model", required=True, help="model spec or mcip model directory")
+    p.add_argument("--images", required=True, help="folder of images (recursive; sub-folders act as labels)")
+    p.add_argument("--out", required=True, help="output folder for embeddings.npy, images.txt, summary.json")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--neighbours", type=int, default=3, help="nearest neighbours to print per image (0: none)")
+    p.add_argument("--show", type=int, default=8, help="how many images to print neighbours for")
+    p.add_argument("--query", action="append", help="a text query to rank the images by (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_encode)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args))
+    except MCIPError as exc:
+        print(f"mcip {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mcip {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

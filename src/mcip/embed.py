@@ -1,0 +1,86 @@
+"""Encode a folder of images into a matrix of joint embeddings, skipping unreadable files."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mcip.data.images import find_images, open_image
+from mcip.models.base import EmbeddingModel
+
+
+@dataclass
+class EncodedImages:
+    """(N, D) float32 embeddings of the readable images, their paths, and what was skipped."""
+
+    embeddings: np.ndarray
+    paths: list[Path]
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def labels_from_folders(self, root: Path) -> list[str]:
+        """The parent folder of each image relative to ``root`` ('' for images directly in it)."""
+        return [str(p.relative_to(root).parent) if p.parent != root else "" for p in self.paths]
+
+
+@torch.no_grad()
+def encode_images(model: EmbeddingModel, paths: list[Path], batch_size: int = 32,
+                  progress: bool = True) -> EncodedImages:
+    """Encode ``paths`` in batches. Files that fail to decode are skipped and reported, never fatal."""
+    start = time.perf_counter()
+    transform = model.eval_transform
+    chunks, kept, skipped = [], [], {}
+    bar = tqdm(total=len(paths), desc="encoding images", unit="img", disable=not progress)
+    for i in range(0, len(paths), batch_size):
+        pixels = []
+        for path in paths[i : i + batch_size]:
+            try:
+                pixels.append(transform(open_image(path)))
+                kept.append(path)
+            except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three for bad files
+                skipped[str(path)] = f"{type(exc).__name__}: {exc}"
+        if pixels:
+            chunks.append(model.encode_image(torch.stack(pixels)).float().cpu().numpy())
+        bar.update(min(batch_size, len(paths) - i))
+    bar.close()
+    dim = model.embed_dim
+    emb = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    return EncodedImages(emb, kept, skipped, time.perf_counter() - start)
+
+
+def leave_one_out_nn_accuracy(emb: np.ndarray, labels: list[str]) -> float | None:
+    """Fraction of images whose nearest other image (cosine) has the same label; None if < 2 labels."""
+    if len(set(labels)) < 2 or len(labels) < 2:
+        return None
+    sim = emb @ emb.T
+    np.fill_diagonal(sim, -np.inf)
+    nearest = sim.argmax(1)
+    return float(np.mean([labels[j] == labels[i] for i, j in enumerate(nearest)]))
+
+
+def write_encoded(result: EncodedImages, out_dir: str | os.PathLike, root: Path, model_spec: str) -> dict:
+    """Write embeddings.npy, images.txt and summary.json; return the summary."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "embeddings.npy", result.embeddings)
+    rel = [str(p.relative_to(root)) for p in result.paths]
+    (out / "images.txt").write_text("".join(r + "\n" for r in rel))
+    labels = result.labels_from_folders(root)
+    summary = {
+        "model": model_spec,
+        "images": len(result.paths),
+        "embedding_dim": int(result.embeddings.shape[1]),
+        "skipped": len(result.skipped),
+        "skipped_files": result.skipped,
+        "seconds": round(result.seconds, 3),
+        "folder_1nn_accuracy": leave_one_out_nn_accuracy(result.embeddings, labels),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
