@@ -8,10 +8,38 @@ from pathlib import Path
 import pytest
 import torch
 
-WORDS = (
-    "a photo of the an dog cat bird car red green blue small large emoji face smiling banana apple "
-    "tree house on in with and picture drawing sketch two one"
-).split()
+WORDS = [
+    "a",
+    "photo",
+    "of",
+    "the",
+    "an",
+    "dog",
+    "cat",
+    "bird",
+    "car",
+    "red",
+    "green",
+    "blue",
+    "small",
+    "large",
+    "emoji",
+    "face",
+    "smiling",
+    "banana",
+    "apple",
+    "tree",
+    "house",
+    "on",
+    "in",
+    "with",
+    "and",
+    "picture",
+    "drawing",
+    "sketch",
+    "two",
+    "one",
+]
 SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]", "[CLS]", "[SEP]", "[MASK]"]
 TINY_OPENCLIP_ARCH = "mcip-test-tiny-vit"
 
@@ -28,8 +56,15 @@ def build_word_tokenizer(out_dir: Path, bos: str = "[BOS]", eos: str = "[EOS]"):
         single=f"{bos} $A {eos}", special_tokens=[(bos, vocab[bos]), (eos, vocab[eos])]
     )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token=bos, eos_token=eos,
-        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=16,
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        bos_token=bos,
+        eos_token=eos,
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=16,
     )
     fast.save_pretrained(out_dir)
     return fast, vocab
@@ -53,8 +88,14 @@ def tiny_openclip(tmp_path_factory) -> str:
 
 
 def _vision_cfg():
-    return dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                intermediate_size=37)
+    return dict(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -63,11 +104,21 @@ def tiny_hf_clip_dir(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("hf_clip")
     _, vocab = build_word_tokenizer(out)
-    text = dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-                intermediate_size=37, max_position_embeddings=16, eos_token_id=vocab["[EOS]"],
-                bos_token_id=vocab["[BOS]"], pad_token_id=vocab["[PAD]"])
+    text = dict(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=16,
+        eos_token_id=vocab["[EOS]"],
+        bos_token_id=vocab["[BOS]"],
+        pad_token_id=vocab["[PAD]"],
+    )
     torch.manual_seed(0)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=_vision_cfg(), projection_dim=16)).save_pretrained(out)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=_vision_cfg(), projection_dim=16)).save_pretrained(
+        out
+    )
     return out
 
 
@@ -77,9 +128,17 @@ def tiny_hf_siglip_dir(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("hf_siglip")
     _, vocab = build_word_tokenizer(out)
-    text = dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-                intermediate_size=37, max_position_embeddings=16,
-                pad_token_id=vocab["[PAD]"], eos_token_id=vocab["[EOS]"], bos_token_id=vocab["[BOS]"])
+    text = dict(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=16,
+        pad_token_id=vocab["[PAD]"],
+        eos_token_id=vocab["[EOS]"],
+        bos_token_id=vocab["[BOS]"],
+    )
     torch.manual_seed(0)
     SiglipModel(SiglipConfig(text_config=text, vision_config=_vision_cfg())).save_pretrained(out)
     return out
@@ -93,8 +152,16 @@ def tiny_text_tower_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_bert")
     _, vocab = build_word_tokenizer(out, bos="[CLS]", eos="[SEP]")
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=37, max_position_embeddings=32)).save_pretrained(out)
+    BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=32,
+        )
+    ).save_pretrained(out)
     (out / "1_Pooling").mkdir()
     (out / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
     return out
@@ -107,8 +174,11 @@ def model_specs(tiny_openclip, tiny_hf_clip_dir, tiny_hf_siglip_dir, tiny_text_t
         "openclip": {"spec": f"openclip:{tiny_openclip}"},
         "hf-clip": {"spec": f"hf:{tiny_hf_clip_dir}"},
         "hf-siglip": {"spec": f"hf:{tiny_hf_siglip_dir}"},
-        "composed": {"spec": f"composed:test_efficientnet+{tiny_text_tower_dir}", "embed_dim": 16,
-                     "image_size": 32},
+        "composed": {
+            "spec": f"composed:test_efficientnet+{tiny_text_tower_dir}",
+            "embed_dim": 16,
+            "image_size": 32,
+        },
     }
 
 

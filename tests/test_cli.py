@@ -45,7 +45,7 @@ def test_save_then_info_reloads(model_specs, tmp_path, capsys):
     assert main(["save", spec, "--out", str(tmp_path / "m"), "--drop-projector"]) == 0
     assert main(["info", str(tmp_path / "m"), "--json"]) == 0
     out = capsys.readouterr().out
-    info = json.loads(out[out.index("{"):])
+    info = json.loads(out[out.index("{") :])
     assert info["embed_dim"] == 32
 
 
@@ -65,8 +65,20 @@ def test_encode_folder_skips_corrupt_images(model_specs, tiny_text_tower_dir, tm
     out = tmp_path / "out"
     spec = f"composed:test_efficientnet+{tiny_text_tower_dir}"
     # composed kwargs are not CLI options; the tiny text tower still builds a 512-d composed model
-    code = main(["encode", "--model", spec, "--images", str(images), "--out", str(out), "--quiet",
-                 "--query", "a red square"])
+    code = main(
+        [
+            "encode",
+            "--model",
+            spec,
+            "--images",
+            str(images),
+            "--out",
+            str(out),
+            "--quiet",
+            "--query",
+            "a red square",
+        ]
+    )
     assert code == 0
     emb = np.load(out / "embeddings.npy")
     summary = json.loads((out / "summary.json").read_text())
@@ -80,6 +92,18 @@ def test_encode_folder_skips_corrupt_images(model_specs, tiny_text_tower_dir, tm
 
 
 def test_encode_missing_folder(capsys, tmp_path):
-    assert main(["encode", "--model", "composed:lab", "--images", str(tmp_path / "nope"),
-                 "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "encode",
+                "--model",
+                "composed:lab",
+                "--images",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "not found" in capsys.readouterr().err

@@ -15,8 +15,11 @@ Command = Callable[[argparse.Namespace], int]
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    p.add_argument("--drop-projector", action="store_true",
-                   help="use pre-projector image features as the embedding (ICMR'23 variant)")
+    p.add_argument(
+        "--drop-projector",
+        action="store_true",
+        help="use pre-projector image features as the embedding (ICMR'23 variant)",
+    )
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -52,7 +55,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{model.spec}  ({model.backend}, joint embedding D={model.embed_dim}, image {model.image_size} px)")
+    print(
+        f"{model.spec}  ({model.backend}, joint embedding D={model.embed_dim}, image {model.image_size} px)"
+    )
     print(f"text tower: {info['text_blocks']} blocks")
     for part, n in sizes.items():
         print(f"  {part:<16} {n:>14,d} parameters")
@@ -133,12 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-projector", action="store_true", help="drop the image projector before saving")
     p.set_defaults(func=cmd_save)
 
-    p = sub.add_parser("encode", help="encode a folder of images into embeddings.npy (+ neighbours, text queries)")
+    p = sub.add_parser(
+        "encode", help="encode a folder of images into embeddings.npy (+ neighbours, text queries)"
+    )
     p.add_argument("--model", required=True, help="model spec or mcip model directory")
     p.add_argument("--images", required=True, help="folder of images (recursive; sub-folders act as labels)")
     p.add_argument("--out", required=True, help="output folder for embeddings.npy, images.txt, summary.json")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--neighbours", type=int, default=3, help="nearest neighbours to print per image (0: none)")
+    p.add_argument(
+        "--neighbours", type=int, default=3, help="nearest neighbours to print per image (0: none)"
+    )
     p.add_argument("--show", type=int, default=8, help="how many images to print neighbours for")
     p.add_argument("--query", action="append", help="a text query to rank the images by (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

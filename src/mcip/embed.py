@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mcip.data.images import find_images, open_image
+from mcip.data.images import open_image
 from mcip.models.base import EmbeddingModel
 
 
@@ -31,8 +31,9 @@ class EncodedImages:
 
 
 @torch.no_grad()
-def encode_images(model: EmbeddingModel, paths: list[Path], batch_size: int = 32,
-                  progress: bool = True) -> EncodedImages:
+def encode_images(
+    model: EmbeddingModel, paths: list[Path], batch_size: int = 32, progress: bool = True
+) -> EncodedImages:
     """Encode ``paths`` in batches. Files that fail to decode are skipped and reported, never fatal."""
     start = time.perf_counter()
     transform = model.eval_transform

@@ -29,7 +29,11 @@ def test_pil_images_go_through_eval_transform(tiny_model):
     assert emb.shape == (2, tiny_model.embed_dim)
     x = tiny_model.eval_transform(pil[0])
     assert tuple(x.shape) == (3, tiny_model.image_size, tiny_model.image_size)
-    assert tuple(tiny_model.train_transform(pil[1]).shape) == (3, tiny_model.image_size, tiny_model.image_size)
+    assert tuple(tiny_model.train_transform(pil[1]).shape) == (
+        3,
+        tiny_model.image_size,
+        tiny_model.image_size,
+    )
 
 
 def test_every_parameter_has_exactly_one_part(tiny_model):
@@ -44,7 +48,14 @@ def test_every_parameter_has_exactly_one_part(tiny_model):
 
 
 def test_named_part_attributes_exist(tiny_model):
-    for attr in ("image_encoder", "image_projector", "text_encoder", "text_projector", "logit_scale", "logit_bias"):
+    for attr in (
+        "image_encoder",
+        "image_projector",
+        "text_encoder",
+        "text_projector",
+        "logit_scale",
+        "logit_bias",
+    ):
         getattr(tiny_model, attr)
     assert isinstance(tiny_model.logit_scale, torch.nn.Parameter)
 
@@ -144,12 +155,16 @@ def test_drop_projector_and_new_text_projector_survive_reload(tiny_model, tmp_pa
     tiny_model.drop_image_projector()
     width = features.shape[-1]
     assert tiny_model.embed_dim == width
-    torch.testing.assert_close(tiny_model.encode_image(pixels), torch.nn.functional.normalize(features, dim=-1))
+    torch.testing.assert_close(
+        tiny_model.encode_image(pixels), torch.nn.functional.normalize(features, dim=-1)
+    )
     text_width = tiny_model.text_features(tiny_model.tokenize(TEXTS)).shape[-1]
     weight = torch.randn(text_width, width)
     tiny_model.replace_text_projector(width, weight)
     assert tiny_model.encode_text(TEXTS).shape == (3, width)
-    expected = torch.nn.functional.normalize(tiny_model.text_features(tiny_model.tokenize(TEXTS)) @ weight, dim=-1)
+    expected = torch.nn.functional.normalize(
+        tiny_model.text_features(tiny_model.tokenize(TEXTS)) @ weight, dim=-1
+    )
     torch.testing.assert_close(tiny_model.encode_text(TEXTS), expected, rtol=1e-4, atol=1e-5)
     again = mcip.load_model(mcip.save_model(tiny_model, tmp_path / "m"))
     assert again.embed_dim == width

@@ -8,7 +8,7 @@ import mcip
 
 
 def test_unknown_prefix_lists_backends():
-    with pytest.raises(mcip.ConfigError, match="openclip:, hf:|composed:"):
+    with pytest.raises(mcip.ConfigError, match=r"known prefixes: .*openclip:"):
         mcip.load_model("clip:ViT-B-32")
 
 
@@ -18,12 +18,12 @@ def test_empty_model_after_prefix():
 
 
 def test_bare_weights_file_asks_for_architecture(tmp_path):
-    with pytest.raises(mcip.ModelLoadError, match="openclip:ViT-L-14-336/"):
+    with pytest.raises(mcip.ModelLoadError, match=r"openclip:ViT-L-14-336/"):
         mcip.load_model("MCIP-ViT-L-14-336.pth")
 
 
 def test_plain_directory_is_not_a_model(tmp_path):
-    with pytest.raises(mcip.ModelLoadError, match="mcip_model.json"):
+    with pytest.raises(mcip.ModelLoadError, match=r"mcip_model\.json"):
         mcip.load_model(tmp_path)
 
 

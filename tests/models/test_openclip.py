@@ -101,10 +101,7 @@ def test_saved_custom_arch_reloads_without_registration(model, tmp_path):
     import sys
 
     path = mcip.save_model(model, tmp_path / "m")
-    code = (
-        "import mcip, torch; m = mcip.load_model(r'%s'); "
-        "print(m.arch, m.embed_dim)" % path
-    )
+    code = f"import mcip; m = mcip.load_model(r'{path}'); print(m.arch, m.embed_dim)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [model.arch, "16"]

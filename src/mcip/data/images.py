@@ -18,8 +18,10 @@ def find_images(root: str | os.PathLike) -> list[Path]:
     if root.is_file():
         raise InputError(f"{root} is a file; pass the folder that contains the images.")
     found = [
-        p for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+        and p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     ]
     if not found:

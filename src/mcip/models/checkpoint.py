@@ -100,7 +100,9 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def load_mcip_checkpoint(path: str | os.PathLike, backends: dict[str, type[EmbeddingModel]]) -> EmbeddingModel:
+def load_mcip_checkpoint(
+    path: str | os.PathLike, backends: dict[str, type[EmbeddingModel]]
+) -> EmbeddingModel:
     """Rebuild the architecture from the JSON, then load the weights strictly."""
     path = Path(path)
     meta = read_meta(path)

@@ -133,7 +133,9 @@ class ComposedModel(EmbeddingModel):
 
     def tokenize(self, texts: Sequence[str]) -> Tokens:
         max_len = min(int(self.tokenizer.model_max_length), int(self.net.text.config.max_position_embeddings))
-        out = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        out = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt"
+        )
         return dict(out)
 
     # ------------------------------------------------------------------ parts
@@ -173,7 +175,9 @@ class ComposedModel(EmbeddingModel):
 
     def replace_text_projector(self, out_dim: int, weight: torch.Tensor | None = None) -> None:
         old = self.net.text_proj
-        new = nn.Linear(old.in_features, out_dim, bias=False).to(device=old.weight.device, dtype=old.weight.dtype)
+        new = nn.Linear(old.in_features, out_dim, bias=False).to(
+            device=old.weight.device, dtype=old.weight.dtype
+        )
         if weight is not None:
             if tuple(weight.shape) != (old.in_features, out_dim):
                 raise ConfigError(
@@ -271,7 +275,9 @@ def build_composed(
     try:
         visual = timm.create_model(image, pretrained=image_pretrained, num_classes=0)
     except Exception as exc:  # timm raises various errors for hub downloads
-        raise ModelLoadError(f"timm could not create '{image}' (pretrained={image_pretrained}): {exc}") from exc
+        raise ModelLoadError(
+            f"timm could not create '{image}' (pretrained={image_pretrained}): {exc}"
+        ) from exc
     if image_checkpoint is not None:
         load_timm_checkpoint(visual, image_checkpoint)
     text_net, tokenizer, default_pooling = load_text_tower(text)
@@ -291,4 +297,3 @@ def load_timm_checkpoint(visual: nn.Module, path: str | Path) -> None:
             f"Image tower checkpoint {path} does not match the timm model: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}."
         )
-

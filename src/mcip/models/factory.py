@@ -58,10 +58,12 @@ def load_model(
     backends = _backends()
     text = str(spec)
     if text.startswith("mcip:"):
-        text = text[len("mcip:"):]
+        text = text[len("mcip:") :]
     if is_mcip_checkpoint(text):
         if backend_kwargs:
-            raise ConfigError(f"Options {sorted(backend_kwargs)} do not apply to a saved mcip model ({text}).")
+            raise ConfigError(
+                f"Options {sorted(backend_kwargs)} do not apply to a saved mcip model ({text})."
+            )
         model = load_mcip_checkpoint(text, backends)
     else:
         model = _from_spec(text, backends, backend_kwargs)
@@ -70,7 +72,9 @@ def load_model(
     return model.to(device).eval()
 
 
-def _from_spec(text: str, backends: dict[str, type[EmbeddingModel]], kwargs: dict[str, Any]) -> EmbeddingModel:
+def _from_spec(
+    text: str, backends: dict[str, type[EmbeddingModel]], kwargs: dict[str, Any]
+) -> EmbeddingModel:
     prefix, sep, rest = text.partition(":")
     if sep and prefix in backends:
         if not rest:

@@ -26,7 +26,12 @@ _FAMILIES: dict[str, dict[str, Any]] = {
         "std": (0.26862954, 0.26130258, 0.27577711),
         "padding": "longest",
     },
-    "siglip": {"cls": "SiglipModel", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "padding": "max_length"},
+    "siglip": {
+        "cls": "SiglipModel",
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+        "padding": "max_length",
+    },
 }
 
 
@@ -117,7 +122,9 @@ class HFModel(EmbeddingModel):
     def tokenize(self, texts: Sequence[str]) -> Tokens:
         padding = _FAMILIES[self.model_type]["padding"]
         max_len = self.net.config.text_config.max_position_embeddings
-        out = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=max_len, return_tensors="pt")
+        out = self.tokenizer(
+            list(texts), padding=padding, truncation=True, max_length=max_len, return_tensors="pt"
+        )
         return dict(out)
 
     # ------------------------------------------------------------------ parts
@@ -172,7 +179,11 @@ class HFModel(EmbeddingModel):
         if self._siglip:
             return int(self.net.text_model.head.out_features)
         proj = self.net.visual_projection
-        return int(proj.out_features) if isinstance(proj, nn.Linear) else int(self.net.config.vision_config.hidden_size)
+        return (
+            int(proj.out_features)
+            if isinstance(proj, nn.Linear)
+            else int(self.net.config.vision_config.hidden_size)
+        )
 
     @property
     def image_encoder(self) -> nn.Module:

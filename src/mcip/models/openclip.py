@@ -159,7 +159,9 @@ class OpenCLIPModel(EmbeddingModel):
                 path.write_text(json.dumps(info["model_cfg"]))
                 open_clip.add_model_config(path)
         net = open_clip.create_model(arch, pretrained=None, pretrained_text=False)
-        model = cls(net, arch, open_clip.get_tokenizer(arch), ImageConfig.from_dict(info["image_config"]), spec)
+        model = cls(
+            net, arch, open_clip.get_tokenizer(arch), ImageConfig.from_dict(info["image_config"]), spec
+        )
         mods = info.get("modifications", {})
         if mods.get("drop_image_projector"):
             model.drop_image_projector()
@@ -195,7 +197,9 @@ class OpenCLIPModel(EmbeddingModel):
             cast = net.transformer.get_cast_dtype()
             x = net.token_embedding(ids).to(cast) + net.positional_embedding.to(cast)
             x = net.ln_final(net.transformer(x, attn_mask=net.attn_mask))
-            return text_global_pool(x, ids, net.text_pool_type, eos_token_id=getattr(net, "text_eos_id", None))
+            return text_global_pool(
+                x, ids, net.text_pool_type, eos_token_id=getattr(net, "text_eos_id", None)
+            )
         t = net.text
         if hasattr(t, "pooler"):  # HFTextEncoder
             mask = (ids != t.config.pad_token_id).long()
@@ -204,7 +208,9 @@ class OpenCLIPModel(EmbeddingModel):
         x = t.transformer(x, attn_mask=attn_mask)
         if t.cls_emb is not None:
             return t.ln_final(text_global_pool(x, pool_type="last"))
-        return text_global_pool(t.ln_final(x), ids, pool_type=t.pool_type, eos_token_id=getattr(t, "eos_id", None))
+        return text_global_pool(
+            t.ln_final(x), ids, pool_type=t.pool_type, eos_token_id=getattr(t, "eos_id", None)
+        )
 
     def project_text(self, features: torch.Tensor) -> torch.Tensor:
         proj = self._text_projection_attr()[1]
@@ -277,7 +283,9 @@ class OpenCLIPModel(EmbeddingModel):
         new = nn.Parameter(torch.empty(in_dim, out_dim, dtype=ref.dtype, device=ref.device))
         if weight is not None:
             if tuple(weight.shape) != (in_dim, out_dim):
-                raise ConfigError(f"Text projector weight must be ({in_dim}, {out_dim}), got {tuple(weight.shape)}.")
+                raise ConfigError(
+                    f"Text projector weight must be ({in_dim}, {out_dim}), got {tuple(weight.shape)}."
+                )
             new.data.copy_(weight)
         else:
             nn.init.normal_(new, std=in_dim**-0.5)

@@ -61,8 +61,9 @@ def load_lab_image_tower() -> nn.Module:
     return visual
 
 
-def build_lab_model(spec: str = "composed:lab", embed_dim: int = LAB_EMBED_DIM, image_size: int | None = None,
-                    seed: int = 0) -> ComposedModel:
+def build_lab_model(
+    spec: str = "composed:lab", embed_dim: int = LAB_EMBED_DIM, image_size: int | None = None, seed: int = 0
+) -> ComposedModel:
     """The offline lab's dual encoder (pretrained towers, untrained orthogonal projectors).
 
     ``seed`` fixes the projector initialisation so that two builds are identical.
