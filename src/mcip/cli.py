@@ -15,6 +15,7 @@ Command = Callable[[argparse.Namespace], int]
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights dtype")
     p.add_argument(
         "--drop-projector",
         action="store_true",
@@ -41,7 +42,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from mcip.models import load_model
 
-    model = load_model(args.model, device=args.device, drop_projector=args.drop_projector)
+    model = load_model(
+        args.model, device=args.device, drop_projector=args.drop_projector, precision=args.precision
+    )
     sizes = model.part_sizes()
     info = {
         "spec": model.spec,
@@ -84,7 +87,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     root = Path(args.images)
     paths = find_images(root)
-    model = load_model(args.model, device=args.device, drop_projector=args.drop_projector)
+    model = load_model(
+        args.model, device=args.device, drop_projector=args.drop_projector, precision=args.precision
+    )
     torch.set_grad_enabled(False)
     result = encode_images(model, paths, batch_size=args.batch_size, progress=not args.quiet)
     summary = write_encoded(result, args.out, root, model.spec)

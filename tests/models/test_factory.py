@@ -47,3 +47,14 @@ def test_corrupt_weights_file_is_reported(tiny_model, tmp_path):
 
 def test_backends_listed():
     assert mcip.list_backends() == ["composed", "hf", "openclip"]
+
+
+def test_bf16_precision_encodes(model_specs):
+    import torch
+
+    model = mcip.load_model(model_specs["openclip"]["spec"], precision="bf16")
+    assert model.dtype == torch.bfloat16
+    emb = model.encode_image(torch.randn(2, 3, 32, 32))
+    assert emb.dtype == torch.bfloat16 and torch.isfinite(emb).all()
+    with pytest.raises(mcip.ConfigError, match="fp32, bf16, fp16"):
+        mcip.load_model(model_specs["openclip"]["spec"], precision="half")

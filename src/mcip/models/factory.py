@@ -37,10 +37,14 @@ def _backends() -> dict[str, type[EmbeddingModel]]:
     return {name: BACKENDS.get(name) for name in BACKENDS.names()}
 
 
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def load_model(
     spec: str | os.PathLike,
     device: str | torch.device = "cpu",
     drop_projector: bool = False,
+    precision: str = "fp32",
     **backend_kwargs: Any,
 ) -> EmbeddingModel:
     """Build a dual encoder from a spec string or an mcip model directory.
@@ -50,11 +54,15 @@ def load_model(
             (optionally prefixed ``mcip:``).
         device: where to put the model.
         drop_projector: use pre-projector image features as the embedding (ICMR'23 GPR-FT variant).
+        precision: weights dtype, ``fp32`` (default; use AMP for mixed-precision training), ``bf16`` or
+            ``fp16`` (inference).
         **backend_kwargs: passed to the backend (e.g. ``embed_dim`` for composed models).
 
     Returns:
         The model in eval mode.
     """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"Unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}.")
     backends = _backends()
     text = str(spec)
     if text.startswith("mcip:"):
@@ -69,7 +77,7 @@ def load_model(
         model = _from_spec(text, backends, backend_kwargs)
     if drop_projector:
         model.drop_image_projector()
-    return model.to(device).eval()
+    return model.to(device=device, dtype=PRECISIONS[precision]).eval()
 
 
 def _from_spec(
