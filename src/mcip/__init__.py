@@ -5,6 +5,7 @@ Alignment" (SISAP 2024): 2SFT and MCIP.
 """
 
 from mcip.errors import ConfigError, InputError, MCIPError, MissingDependencyError, ModelLoadError
+from mcip.losses import create_loss, list_losses
 from mcip.models import (
     PARTS,
     EmbeddingModel,
@@ -18,13 +19,6 @@ from mcip.models import (
 __version__ = "0.1.0"
 
 
-def create_loss(name: str, **kwargs):
-    """Build a loss by name (``infonce``, ``siglip``, ``arcmargin``, ``mcarcmargin``, ``mcip``)."""
-    from mcip.losses import create_loss as _create
-
-    return _create(name, **kwargs)
-
-
 __all__ = [
     "PARTS",
     "ConfigError",
@@ -36,6 +30,7 @@ __all__ = [
     "__version__",
     "create_loss",
     "list_backends",
+    "list_losses",
     "load_model",
     "save_model",
     "set_trainable_parts",

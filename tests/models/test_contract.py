@@ -186,3 +186,14 @@ def test_bad_image_tensor_shape(tiny_model):
         tiny_model.encode_image(torch.zeros(3, 8, 8))
     with pytest.raises(mcip.InputError, match="single string"):
         tiny_model.encode_text("a dog")
+
+
+def test_forward_returns_both_towers_and_scales(tiny_model):
+    pixels = random_images(2, tiny_model.image_size)
+    tokens = tiny_model.tokenize(TEXTS)
+    out = tiny_model(pixels=pixels, tokens=tokens)
+    torch.testing.assert_close(out["image"], tiny_model.encode_image(pixels))
+    torch.testing.assert_close(out["text"], tiny_model.encode_text(tokens))
+    assert out["logit_scale"] is tiny_model.logit_scale
+    assert ("logit_bias" in out) == tiny_model.has_logit_bias()
+    assert set(tiny_model(pixels=pixels)) >= {"image"} and "text" not in tiny_model(pixels=pixels)

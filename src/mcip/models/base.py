@@ -150,6 +150,20 @@ class EmbeddingModel(nn.Module, ABC):
         emb = self.project_text(self.text_features(tokens))
         return F.normalize(emb, dim=-1) if normalize else emb
 
+    def forward(
+        self, pixels: torch.Tensor | None = None, tokens: Tokens | None = None, normalize: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Both towers in one call (what DDP wraps): ``{"image": (B, D), "text": (B', D)}`` for the
+        inputs given, plus ``"logit_scale"`` (and ``"logit_bias"``) so a loss has all it needs."""
+        out: dict[str, torch.Tensor] = {"logit_scale": self.logit_scale}
+        if self.logit_bias is not None:
+            out["logit_bias"] = self.logit_bias
+        if pixels is not None:
+            out["image"] = self.encode_image(pixels, normalize=normalize)
+        if tokens is not None:
+            out["text"] = self.encode_text(tokens, normalize=normalize)
+        return out
+
     def _as_pixels(self, images: torch.Tensor | Sequence) -> torch.Tensor:
         if isinstance(images, torch.Tensor):
             if images.ndim != 4 or images.shape[1] != 3:
