@@ -98,11 +98,10 @@ def _vision_cfg():
     )
 
 
-@pytest.fixture(scope="session")
-def tiny_hf_clip_dir(tmp_path_factory) -> Path:
-    from transformers import CLIPConfig, CLIPModel
+def _save_tiny_dual_encoder(out: Path, family: str) -> Path:
+    """A 3-block text / 2-block vision transformers CLIP or SigLIP, with the word tokenizer, in ``out``."""
+    from transformers import CLIPConfig, CLIPModel, SiglipConfig, SiglipModel
 
-    out = tmp_path_factory.mktemp("hf_clip")
     _, vocab = build_word_tokenizer(out)
     text = dict(
         vocab_size=len(vocab),
@@ -116,32 +115,22 @@ def tiny_hf_clip_dir(tmp_path_factory) -> Path:
         pad_token_id=vocab["[PAD]"],
     )
     torch.manual_seed(0)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=_vision_cfg(), projection_dim=16)).save_pretrained(
-        out
-    )
+    if family == "clip":
+        net = CLIPModel(CLIPConfig(text_config=text, vision_config=_vision_cfg(), projection_dim=16))
+    else:
+        net = SiglipModel(SiglipConfig(text_config=text, vision_config=_vision_cfg()))
+    net.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_clip_dir(tmp_path_factory) -> Path:
+    return _save_tiny_dual_encoder(tmp_path_factory.mktemp("hf_clip"), "clip")
 
 
 @pytest.fixture(scope="session")
 def tiny_hf_siglip_dir(tmp_path_factory) -> Path:
-    from transformers import SiglipConfig, SiglipModel
-
-    out = tmp_path_factory.mktemp("hf_siglip")
-    _, vocab = build_word_tokenizer(out)
-    text = dict(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=16,
-        pad_token_id=vocab["[PAD]"],
-        eos_token_id=vocab["[EOS]"],
-        bos_token_id=vocab["[BOS]"],
-    )
-    torch.manual_seed(0)
-    SiglipModel(SiglipConfig(text_config=text, vision_config=_vision_cfg())).save_pretrained(out)
-    return out
+    return _save_tiny_dual_encoder(tmp_path_factory.mktemp("hf_siglip"), "siglip")
 
 
 @pytest.fixture(scope="session")

@@ -88,3 +88,8 @@ def test_frozen_batchnorm_statistics_stay_fixed_in_train_mode(model_specs):
     model.freeze_bn_stats(False)
     model.encode_image(torch.randn(4, 3, 32, 32) * 3 + 1)
     assert not all(torch.equal(b, bn.running_mean) for b, bn in zip(before, bns, strict=True))
+
+
+def test_lab_truncates_like_sentence_transformers(lab_model):
+    long_text = " ".join(["word"] * 600)
+    assert lab_model.tokenize([long_text])["input_ids"].shape[1] == 256

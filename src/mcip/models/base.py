@@ -44,6 +44,8 @@ class EmbeddingModel(nn.Module, ABC):
         self.image_config = image_config
         self.spec = spec
         self._freeze_bn_stats = False
+        # Architecture changes made after construction; saved with the model and replayed on load.
+        self.modifications: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- backend hooks
     @abstractmethod
@@ -109,6 +111,13 @@ class EmbeddingModel(nn.Module, ABC):
         """D, the width of the joint embedding."""
 
     # ----------------------------------------------------------------- shared behaviour
+    def apply_modifications(self, mods: dict[str, Any]) -> None:
+        """Replay recorded surgery (``drop_image_projector``, ``text_projector_out``) on a fresh build."""
+        if mods.get("drop_image_projector"):
+            self.drop_image_projector()
+        if "text_projector_out" in mods:
+            self.replace_text_projector(int(mods["text_projector_out"]))
+
     @property
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
@@ -211,6 +220,12 @@ class EmbeddingModel(nn.Module, ABC):
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}, embed_dim={self.embed_dim}, image_size={self.image_size}"
+
+
+def check_projector_weight(weight: torch.Tensor | None, in_dim: int, out_dim: int) -> None:
+    """A projector initialisation must be (F_txt, out_dim)."""
+    if weight is not None and tuple(weight.shape) != (in_dim, out_dim):
+        raise ConfigError(f"Text projector weight must be ({in_dim}, {out_dim}), got {tuple(weight.shape)}.")
 
 
 def check_part(part: str) -> None:

@@ -52,6 +52,7 @@ def save_model(model: EmbeddingModel, path: str | os.PathLike, extra: dict[str, 
             "spec": model.spec,
             "embed_dim": model.embed_dim,
             "build": model.build_info(tmp / ASSET_DIR),
+            "modifications": dict(model.modifications),
             "extra": extra or {},
         }
         state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
@@ -110,6 +111,7 @@ def load_mcip_checkpoint(
     if backend not in backends:
         raise ModelLoadError(f"{path} needs backend '{backend}', which this mcip does not have.")
     model = backends[backend].from_build_info(meta["build"], path / ASSET_DIR, spec=str(path))
+    model.apply_modifications(meta.get("modifications", {}))
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelLoadError(f"{weights} is missing; the model directory is incomplete (copy it again).")

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from mcip.errors import ConfigError, ModelLoadError, require
-from mcip.models.base import EmbeddingModel, Tokens, prefix_match
+from mcip.models.base import EmbeddingModel, Tokens, check_projector_weight, prefix_match
 from mcip.models.transforms import ImageConfig
 
 POOLINGS = ("mean", "cls")
@@ -67,7 +67,6 @@ class ComposedModel(EmbeddingModel):
         super().__init__(net, image_config, spec)
         self.tokenizer = tokenizer
         self.image_tower = image_tower
-        self._modifications: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -92,7 +91,6 @@ class ComposedModel(EmbeddingModel):
             "pooling": self.net.pooling,
             "embed_dim": self.net.init_embed_dim,
             "image_config": self.image_config.to_dict(),
-            "modifications": dict(self._modifications),
         }
 
     @classmethod
@@ -105,13 +103,7 @@ class ComposedModel(EmbeddingModel):
         text = _drop_pooler(tf.AutoModel.from_config(tf.AutoConfig.for_model(**cfg)))
         net = ComposedNet(visual, text, int(info["embed_dim"]), info["pooling"])
         tokenizer = tf.AutoTokenizer.from_pretrained(str(asset_dir / "tokenizer"))
-        model = cls(net, tokenizer, ImageConfig.from_dict(info["image_config"]), spec, info["image_tower"])
-        mods = info.get("modifications", {})
-        if mods.get("drop_image_projector"):
-            model.drop_image_projector()
-        if "text_projector_out" in mods:
-            model.replace_text_projector(int(mods["text_projector_out"]))
-        return model
+        return cls(net, tokenizer, ImageConfig.from_dict(info["image_config"]), spec, info["image_tower"])
 
     # ------------------------------------------------------------------ encoders
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -171,22 +163,19 @@ class ComposedModel(EmbeddingModel):
     # ------------------------------------------------------------------ surgery
     def drop_image_projector(self) -> None:
         self.net.image_proj = nn.Identity()
-        self._modifications["drop_image_projector"] = True
+        self.modifications["drop_image_projector"] = True
 
     def replace_text_projector(self, out_dim: int, weight: torch.Tensor | None = None) -> None:
         old = self.net.text_proj
         new = nn.Linear(old.in_features, out_dim, bias=False).to(
             device=old.weight.device, dtype=old.weight.dtype
         )
+        check_projector_weight(weight, old.in_features, out_dim)
         if weight is not None:
-            if tuple(weight.shape) != (old.in_features, out_dim):
-                raise ConfigError(
-                    f"Text projector weight must be ({old.in_features}, {out_dim}), got {tuple(weight.shape)}."
-                )
             with torch.no_grad():
                 new.weight.copy_(weight.T)
         self.net.text_proj = new
-        self._modifications["text_projector_out"] = out_dim
+        self.modifications["text_projector_out"] = out_dim
 
     @property
     def embed_dim(self) -> int:
@@ -246,6 +235,11 @@ def load_text_tower(source: str | Path):
     if pool_cfg.is_file():
         d = json.loads(pool_cfg.read_text())
         pooling = "cls" if d.get("pooling_mode_cls_token") else "mean"
+    st_cfg = Path(source) / "sentence_bert_config.json"
+    if st_cfg.is_file():  # sentence-transformers truncates at its own max_seq_length (256 for MiniLM)
+        max_len = json.loads(st_cfg.read_text()).get("max_seq_length")
+        if max_len:
+            tokenizer.model_max_length = int(max_len)
     return _drop_pooler(text), tokenizer, pooling
 
 

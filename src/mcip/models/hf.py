@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from mcip.errors import ConfigError, ModelLoadError, require
-from mcip.models.base import EmbeddingModel, Tokens, prefix_match
+from mcip.models.base import EmbeddingModel, Tokens, check_projector_weight, prefix_match
 from mcip.models.transforms import ImageConfig
 
 # Per model type: the class name in transformers, default mean/std, and tokenizer padding.
@@ -54,7 +54,6 @@ class HFModel(EmbeddingModel):
             )
         self.tokenizer = tokenizer
         self._siglip = self.model_type == "siglip"
-        self._modifications: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -83,7 +82,6 @@ class HFModel(EmbeddingModel):
         return {
             "config": self.net.config.to_dict(),
             "image_config": self.image_config.to_dict(),
-            "modifications": dict(self._modifications),
         }
 
     @classmethod
@@ -94,13 +92,7 @@ class HFModel(EmbeddingModel):
         config = tf.AutoConfig.for_model(**cfg_dict)
         net = getattr(tf, family["cls"])(config)
         tokenizer = tf.AutoTokenizer.from_pretrained(str(asset_dir / "tokenizer"))
-        model = cls(net, tokenizer, ImageConfig.from_dict(info["image_config"]), spec)
-        mods = info.get("modifications", {})
-        if mods.get("drop_image_projector"):
-            model.drop_image_projector()
-        if "text_projector_out" in mods:
-            model.replace_text_projector(int(mods["text_projector_out"]))
-        return model
+        return cls(net, tokenizer, ImageConfig.from_dict(info["image_config"]), spec)
 
     # ------------------------------------------------------------------ encoders
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -153,17 +145,14 @@ class HFModel(EmbeddingModel):
         if self._siglip:
             raise ConfigError("SigLIP models have no image projector to drop; train the joint embedding.")
         self.net.visual_projection = nn.Identity()
-        self._modifications["drop_image_projector"] = True
+        self.modifications["drop_image_projector"] = True
 
     def replace_text_projector(self, out_dim: int, weight: torch.Tensor | None = None) -> None:
         old = self.net.text_model.head if self._siglip else self.net.text_projection
         new = nn.Linear(old.in_features, out_dim, bias=self._siglip)
         new.to(device=old.weight.device, dtype=old.weight.dtype)
+        check_projector_weight(weight, old.in_features, out_dim)
         if weight is not None:
-            if tuple(weight.shape) != (old.in_features, out_dim):
-                raise ConfigError(
-                    f"Text projector weight must be ({old.in_features}, {out_dim}), got {tuple(weight.shape)}."
-                )
             with torch.no_grad():
                 new.weight.copy_(weight.T)
                 if new.bias is not None:
@@ -172,7 +161,7 @@ class HFModel(EmbeddingModel):
             self.net.text_model.head = new
         else:
             self.net.text_projection = new
-        self._modifications["text_projector_out"] = out_dim
+        self.modifications["text_projector_out"] = out_dim
 
     @property
     def embed_dim(self) -> int:

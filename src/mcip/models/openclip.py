@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from mcip.errors import ConfigError, ModelLoadError
-from mcip.models.base import EmbeddingModel, Tokens, prefix_match
+from mcip.models.base import EmbeddingModel, Tokens, check_projector_weight, prefix_match
 from mcip.models.transforms import ImageConfig
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz", ".ckpt")
@@ -102,7 +102,6 @@ class OpenCLIPModel(EmbeddingModel):
         super().__init__(net, image_config, spec)
         self.arch = arch
         self._tokenizer = tokenizer
-        self._modifications: dict[str, Any] = {}
         visual = net.visual
         self._vit = hasattr(visual, "_embeds") and hasattr(visual, "proj")
         self._timm = hasattr(visual, "trunk") and hasattr(visual, "head")
@@ -145,7 +144,6 @@ class OpenCLIPModel(EmbeddingModel):
             "arch": self.arch,
             "model_cfg": cfg,
             "image_config": self.image_config.to_dict(),
-            "modifications": dict(self._modifications),
         }
 
     @classmethod
@@ -159,15 +157,9 @@ class OpenCLIPModel(EmbeddingModel):
                 path.write_text(json.dumps(info["model_cfg"]))
                 open_clip.add_model_config(path)
         net = open_clip.create_model(arch, pretrained=None, pretrained_text=False)
-        model = cls(
+        return cls(
             net, arch, open_clip.get_tokenizer(arch), ImageConfig.from_dict(info["image_config"]), spec
         )
-        mods = info.get("modifications", {})
-        if mods.get("drop_image_projector"):
-            model.drop_image_projector()
-        if "text_projector_out" in mods:
-            model.replace_text_projector(int(mods["text_projector_out"]))
-        return model
 
     # ------------------------------------------------------------------ encoders
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -274,24 +266,21 @@ class OpenCLIPModel(EmbeddingModel):
             raise ConfigError(
                 f"drop_projector is supported for open_clip ViT and timm image towers, not {type(v).__name__}."
             )
-        self._modifications["drop_image_projector"] = True
+        self.modifications["drop_image_projector"] = True
 
     def replace_text_projector(self, out_dim: int, weight: torch.Tensor | None = None) -> None:
         name, old = self._text_projection_attr()
         in_dim = _projector_in_dim(old, self.net)
         ref = next(self.net.parameters())
         new = nn.Parameter(torch.empty(in_dim, out_dim, dtype=ref.dtype, device=ref.device))
+        check_projector_weight(weight, in_dim, out_dim)
         if weight is not None:
-            if tuple(weight.shape) != (in_dim, out_dim):
-                raise ConfigError(
-                    f"Text projector weight must be ({in_dim}, {out_dim}), got {tuple(weight.shape)}."
-                )
             new.data.copy_(weight)
         else:
             nn.init.normal_(new, std=in_dim**-0.5)
         owner = self.net.text if self._custom_text else self.net
         setattr(owner, name.rsplit(".", 1)[-1], new)
-        self._modifications["text_projector_out"] = out_dim
+        self.modifications["text_projector_out"] = out_dim
 
     @property
     def embed_dim(self) -> int:
