@@ -197,3 +197,20 @@ def test_forward_returns_both_towers_and_scales(tiny_model):
     assert out["logit_scale"] is tiny_model.logit_scale
     assert ("logit_bias" in out) == tiny_model.has_logit_bias()
     assert set(tiny_model(pixels=pixels)) >= {"image"} and "text" not in tiny_model(pixels=pixels)
+
+
+def test_fingerprint_tracks_the_parts_that_change(tiny_model):
+    from mcip.models import IMAGE_PARTS, model_fingerprint, unlock_last_text_blocks
+
+    whole, image = model_fingerprint(tiny_model), model_fingerprint(tiny_model, IMAGE_PARTS)
+    assert whole == model_fingerprint(tiny_model) and len(whole) == 16
+    unlock_last_text_blocks(tiny_model, 1)
+    with torch.no_grad():
+        for p in tiny_model.parameters():
+            if p.requires_grad:
+                p.add_(0.01)
+    assert model_fingerprint(tiny_model, IMAGE_PARTS) == image  # text-side training keeps image caches valid
+    assert model_fingerprint(tiny_model) != whole
+    with torch.no_grad():
+        next(iter(tiny_model.named_part_parameters("image_encoder").values())).add_(0.01)
+    assert model_fingerprint(tiny_model, IMAGE_PARTS) != image
