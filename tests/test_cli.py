@@ -107,3 +107,26 @@ def test_encode_missing_folder(capsys, tmp_path):
         == 2
     )
     assert "not found" in capsys.readouterr().err
+
+
+def test_encode_leaves_autograd_enabled(model_specs, tmp_path):
+    import torch
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    Image.new("RGB", (32, 32)).save(images / "a.png")
+    main(
+        [
+            "encode",
+            "--model",
+            model_specs["openclip"]["spec"],
+            "--images",
+            str(images),
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+            "--query",
+            "x",
+        ]
+    )
+    assert torch.is_grad_enabled()

@@ -90,7 +90,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
     model = load_model(
         args.model, device=args.device, drop_projector=args.drop_projector, precision=args.precision
     )
-    torch.set_grad_enabled(False)
     result = encode_images(model, paths, batch_size=args.batch_size, progress=not args.quiet)
     summary = write_encoded(result, args.out, root, model.spec)
     names = [str(p.relative_to(root)) for p in result.paths]
@@ -103,7 +102,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
             hits = ", ".join(f"{names[j]} {sim[i, j]:.2f}" for j in order)
             print(f"  {names[i]:<32} -> {hits}")
     for query in args.query or []:
-        scores = result.embeddings @ model.encode_text([query]).float().cpu().numpy()[0]
+        with torch.no_grad():
+            text = model.encode_text([query]).float().cpu().numpy()[0]
+        scores = result.embeddings @ text
         top = np.argsort(-scores)[:3]
         print(f"\ntext '{query}' -> " + ", ".join(f"{names[j]} {scores[j]:.2f}" for j in top))
     acc = summary["folder_1nn_accuracy"]
@@ -113,6 +114,30 @@ def cmd_encode(args: argparse.Namespace) -> int:
         + (f"; leave-one-out 1-NN accuracy by folder: {100 * acc:.1f}%" if acc is not None else "")
         + f"\nwrote {Path(args.out) / 'embeddings.npy'}, images.txt, summary.json"
     )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mcip.train.config import load_config, shipped_configs
+    from mcip.train.stages import run
+
+    if args.list_configs:
+        for name, path in sorted(shipped_configs().items()):
+            print(f"{name:<36} {path}")
+        return 0
+    if not args.config:
+        raise_usage = "mcip train: give a config file or a shipped config name (see --list-configs)."
+        print(raise_usage, file=sys.stderr)
+        return 2
+    results = run(load_config(args.config, args.set), resume=args.resume, progress=not args.quiet)
+    print("\nstage        steps   time      best validation         model")
+    for r in results:
+        if r.train is None:
+            print(f"{r.stage:<12} (already complete, reused)               {r.model_dir}")
+            continue
+        t = r.train
+        best = f"{t.best_metric:.2f} @ step {t.best_step}" if t.best_metric is not None else "n/a"
+        print(f"{r.stage:<12} {t.steps:>5} {t.seconds:>7.1f} s   {best:<22}  {r.model_dir}")
     return 0
 
 

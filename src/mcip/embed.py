@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mcip.data.images import open_image
+from mcip.data.dataset import decode_image
 from mcip.models.base import EmbeddingModel
 
 
@@ -42,11 +42,12 @@ def encode_images(
     for i in range(0, len(paths), batch_size):
         pixels = []
         for path in paths[i : i + batch_size]:
-            try:
-                pixels.append(transform(open_image(path)))
-                kept.append(path)
-            except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three for bad files
-                skipped[str(path)] = f"{type(exc).__name__}: {exc}"
+            decoded = decode_image(path, transform, str(path))
+            if isinstance(decoded, str):
+                skipped[str(path)] = decoded
+                continue
+            pixels.append(decoded)
+            kept.append(path)
         if pixels:
             chunks.append(model.encode_image(torch.stack(pixels)).float().cpu().numpy())
         bar.update(min(batch_size, len(paths) - i))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import IO
 
 from mcip.errors import InputError
 
@@ -29,8 +30,11 @@ def find_images(root: str | os.PathLike) -> list[Path]:
     return sorted(found)
 
 
-def open_image(path: str | os.PathLike):
-    """Decode ``path`` fully (truncated files fail here, not later). Raises OSError/ValueError on bad files."""
+def open_image(path: str | os.PathLike | IO[bytes]):
+    """Decode ``path`` (a file or a binary file object) fully: truncated files fail here, not later.
+
+    Raises OSError (incl. ``PIL.UnidentifiedImageError``), ValueError or SyntaxError on bad files.
+    """
     from PIL import Image
 
     with Image.open(path) as img:

@@ -71,7 +71,10 @@ def retrieval_average_precision(
 
 
 def text_to_image_recall(
-    text_emb: Tensor, image_emb: Tensor, text_to_image: Tensor, ks: Sequence[int] = (1, 5, 10),
+    text_emb: Tensor,
+    image_emb: Tensor,
+    text_to_image: Tensor,
+    ks: Sequence[int] = (1, 5, 10),
     chunk_size: int = 1024,
 ) -> dict[int, float]:
     """Text-to-image Recall@k: the fraction of text queries whose own image is among the top k images.

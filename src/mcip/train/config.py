@@ -1,0 +1,271 @@
+"""Typed configuration of a training run; YAML is only its serialisation.
+
+Resolution order: built-in defaults  <-  per-stage defaults (SPEC section 5)  <-  the YAML file  <-
+``--set a.b=value`` overrides. Unknown keys fail with the valid ones; required values left as ``???``
+fail with the ``--set`` that fixes them. The resolved config is written into the run folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+
+from mcip.errors import ConfigError
+from mcip.train.loop import LoopConfig
+from mcip.train.optim import OptimConfig
+
+Stage = Literal["gpr", "realign", "mcip", "align"]
+STAGES: tuple[str, ...] = get_args(Stage)
+PIPELINES: dict[str, tuple[str, ...]] = {"2sft": ("gpr", "realign"), "mcip+rea": ("mcip", "realign")}
+MISSING = "???"
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-5`` as a string; accept it (and ``1E5``) as a float, as people write it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)$|^[-+]?\d+\.\d*$|^[-+]?\.\d+$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+# SPEC section 5: the authors' values. GPR-FT/MCIP fine-tune gently; Re-A uses CLIP-style settings.
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gpr": {"optim": {"lr": 1e-6, "weight_decay": 1e-2, "betas": [0.9, 0.999], "min_lr": 1e-7}},
+    "mcip": {"optim": {"lr": 1e-6, "weight_decay": 1e-2, "betas": [0.9, 0.999], "min_lr": 1e-7}},
+    "realign": {
+        "optim": {
+            "lr": 1e-5,
+            "weight_decay": 0.2,
+            "betas": [0.9, 0.98],
+            "eps": 1e-6,
+            "min_lr": 0.0,
+            "head_lr_mult": 1.0,
+        },
+        "data": {"batch_size": 1024, "num_workers": 0},
+        "loop": {"clip_grad_norm": None},
+    },
+    "align": {
+        "optim": {
+            "lr": 1e-4,
+            "weight_decay": 0.2,
+            "betas": [0.9, 0.98],
+            "eps": 1e-6,
+            "min_lr": 0.0,
+            "head_lr_mult": 1.0,
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model to start from and how to prepare it."""
+
+    spec: str = MISSING
+    drop_projector: bool = False
+    grad_checkpointing: bool = False
+    freeze_bn_stats: bool = False
+    kwargs: dict[str, Any] = field(default_factory=dict)  # backend options, e.g. {embed_dim: 384}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data: a manifest (CSV/JSONL/Parquet), an image folder, or tar shards (``*.tar``)."""
+
+    train: str = MISSING
+    root: str | None = None
+    captions: str | None = None  # JSONL sidecar {"id", "captions": [...]} (the captions commands write it)
+    val_fraction: float = 0.05
+    batch_size: int = 128
+    balanced_m: int | None = None  # m images per class per batch; None = plain shuffling
+    num_workers: int = 4
+    max_captions: int = 20
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """ArcMargin / MCArcMargin settings (margins in radians) and the contrastive loss for alignment."""
+
+    scale: float = 30.0
+    margin: float = 0.1
+    sub_centers: int = 1
+    arc_weight: float = 0.75
+    mc_weight: float = 0.25
+    hard_caption_weight: float = 0.1
+    contrastive: Literal["infonce", "siglip"] = "infonce"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One stage, or a pipeline of stages sharing model/data settings (``stages`` holds per-stage overrides)."""
+
+    out: str = MISSING
+    stage: str | None = None
+    pipeline: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    unlock_text_blocks: int = 1  # realign: trainable last text blocks (+ final norm, projector, scale)
+    realign_init: Literal["lstsq", "random"] = "lstsq"  # new text projector when drop_projector is set
+    align_parts: tuple[str, ...] = ("image_projector", "text_projector", "logit_scale")
+    cache_dir: str | None = None  # feature caches; default $MCIP_CACHE_DIR or ~/.cache/mcip
+    stages: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------ building
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["optim.lr=1e-5", "data.train=x.csv"]`` -> nested dict; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"Override '{item}' must look like key.sub=value (e.g. optim.lr=1e-5).")
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = _yaml(raw) if raw.strip() else None
+    return out
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``update`` wins."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        out[k] = (
+            merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        )
+    return out
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"'{where}' must be a mapping, got {values!r}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {unknown} in '{where}'. Valid keys: {', '.join(fields)}.")
+    kwargs = {}
+    for name, value in values.items():
+        sub = _SECTIONS.get(name) if cls is TrainConfig else None
+        if sub is not None:
+            kwargs[name] = _build(sub, value or {}, name)
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"Invalid '{where}' settings: {exc}") from exc
+
+
+_SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "loop": LoopConfig,
+    "loss": LossConfig,
+}
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Configs shipped with mcip, by name (``mcip train NAME`` accepts these)."""
+    folder = resources.files("mcip") / "configs"
+    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".yaml")}
+
+
+def read_config_file(path_or_name: str | Path) -> dict[str, Any]:
+    path = Path(path_or_name)
+    if not path.is_file():
+        shipped = shipped_configs()
+        if str(path_or_name) not in shipped:
+            raise ConfigError(
+                f"Config '{path_or_name}' is neither a file nor a shipped config "
+                f"({', '.join(sorted(shipped))})."
+            )
+        path = shipped[str(path_or_name)]
+    data = _yaml(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a YAML mapping at the top level.")
+    return data
+
+
+def resolve_stage(raw: dict[str, Any], stage: str) -> TrainConfig:
+    """Defaults <- stage defaults <- raw (<- raw['stages'][stage]); checks required values."""
+    if stage not in STAGES:
+        raise ConfigError(
+            f"Unknown stage '{stage}'. Stages: {', '.join(STAGES)}; pipelines: {', '.join(PIPELINES)}."
+        )
+    stage_overrides = (raw.get("stages") or {}).get(stage, {})
+    values = merge(
+        merge(STAGE_DEFAULTS.get(stage, {}), {k: v for k, v in raw.items() if k != "stages"}), stage_overrides
+    )
+    values.update(stage=stage, pipeline=None, stages={})
+    config = _build(TrainConfig, values, "config")
+    _check_required(config)
+    return config
+
+
+def _check_required(config: TrainConfig) -> None:
+    for path in ("out", "model.spec", "data.train"):
+        node: Any = config
+        for part in path.split("."):
+            node = getattr(node, part)
+        if node == MISSING or node is None:
+            raise ConfigError(f"'{path}' is required: set it in the YAML file or pass --set {path}=...")
+
+
+def load_config(path_or_name: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The raw (unresolved) mapping: file merged with overrides; validate with :func:`plan`."""
+    raw = read_config_file(path_or_name) if path_or_name else {}
+    return merge(raw, parse_overrides(overrides))
+
+
+def plan(raw: dict[str, Any]) -> list[TrainConfig]:
+    """The stages to run, resolved: one for ``stage:``, several for ``pipeline:``."""
+    stage, pipeline = raw.get("stage"), raw.get("pipeline")
+    if bool(stage) == bool(pipeline):
+        raise ConfigError(
+            f"Set exactly one of 'stage' ({', '.join(STAGES)}) or 'pipeline' ({', '.join(PIPELINES)})."
+        )
+    if stage:
+        return [resolve_stage(raw, stage)]
+    if pipeline not in PIPELINES:
+        raise ConfigError(f"Unknown pipeline '{pipeline}'. Pipelines: {', '.join(PIPELINES)}.")
+    return [resolve_stage(raw, s) for s in PIPELINES[pipeline]]
+
+
+def save_resolved(config: TrainConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,80 @@
+"""Frozen-tower features computed once and cached on disk (memory-mapped), keyed by model fingerprint.
+
+- Re-A: image embeddings of the caption data (the image tower is frozen, SPEC section 2).
+- MCIP: caption embeddings of the training data (the text tower is frozen, SPEC section 3).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mcip.data.cache import FeatureCache, RaggedFeatures, cache_key
+from mcip.data.dataset import decode_image
+from mcip.data.records import ImageRecord
+from mcip.models.base import EmbeddingModel
+from mcip.models.fingerprint import IMAGE_PARTS, TEXT_PARTS, model_fingerprint
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("MCIP_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mcip" / "features"
+
+
+def _records_key(records: Sequence[ImageRecord]) -> str:
+    return cache_key(*(f"{r.id}|{r.path}" for r in records))
+
+
+@torch.no_grad()
+def image_embeddings(
+    model: EmbeddingModel, records: Sequence[ImageRecord], cache_dir: Path, batch_size: int = 64
+) -> np.ndarray:
+    """(N, D) float16 L2-normalised image embeddings (eval transform); unreadable images give NaN rows."""
+    transform = model.eval_transform
+
+    def compute(indices: list[int]) -> np.ndarray:
+        out = np.full((len(indices), model.embed_dim), np.nan, dtype=np.float32)
+        pixels, rows = [], []
+        for row, i in enumerate(indices):
+            decoded = decode_image(records[i].path, transform, str(records[i].path))
+            if isinstance(decoded, str):
+                continue  # stays NaN; callers drop these rows and count them
+            pixels.append(decoded)
+            rows.append(row)
+        if pixels:
+            emb = model.encode_image(torch.stack(pixels).to(model.device))
+            out[rows] = emb.float().cpu().numpy()
+        return out
+
+    key = cache_key("image", model_fingerprint(model, IMAGE_PARTS), _records_key(records))
+    cache = FeatureCache(cache_dir)
+    return cache.get_or_compute(
+        key, len(records), model.embed_dim, compute, batch_size=batch_size, desc="caching image embeddings"
+    )
+
+
+@torch.no_grad()
+def caption_embeddings(
+    model: EmbeddingModel, records: Sequence[ImageRecord], cache_dir: Path, batch_size: int = 256
+) -> RaggedFeatures:
+    """Embeddings of every caption of every record (frozen text tower), as ragged rows per record."""
+    texts = [c for r in records for c in r.captions]
+    counts = np.array([len(r.captions) for r in records], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+
+    def compute(indices: list[int]) -> np.ndarray:
+        return model.encode_text([texts[i] for i in indices]).float().cpu().numpy()
+
+    key = cache_key("text", model_fingerprint(model, TEXT_PARTS), cache_key(*texts) if texts else "empty")
+    cache = FeatureCache(cache_dir)
+    width = model.encode_text(["a"]).shape[-1]
+    features = cache.get_or_compute(
+        key, len(texts), width, compute, batch_size=batch_size, desc="caching caption embeddings"
+    )
+    return RaggedFeatures(offsets, features)

@@ -1,0 +1,351 @@
+"""The training loop. It only knows ``task(batch)["loss"]``: models and losses live in the Task.
+
+One optimizer step = ``grad_accum`` micro-batches: forward under autocast (bf16, or fp16 with a
+GradScaler), ``backward(loss / grad_accum)`` (DDP all-reduces only on the last micro-batch), then
+unscale -> clip -> AdamW step -> cosine schedule step. Checkpoints hold everything needed to continue
+mid-epoch from the next batch with the same random numbers (see :func:`train`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import nn
+
+from mcip.errors import ConfigError, InputError
+from mcip.train import distributed as D
+from mcip.train.checkpoint import (
+    RunPosition,
+    Selection,
+    TrainingCheckpoints,
+    load_state,
+    pack_training_state,
+    seed_everything,
+    unpack_training_state,
+)
+from mcip.train.distributed import DistInfo, move_to, wrap_ddp
+from mcip.train.optim import PRECISIONS, AmpOptimizer, OptimConfig, param_groups, resolve_precision
+from mcip.train.progress import Reporter, SkipCounter, TrainResult, run_validation
+
+__all__ = ["PRECISIONS", "DataSource", "LoopConfig", "TrainResult", "resolve_precision", "train"]
+
+log = logging.getLogger(__name__)
+
+
+def _check_int(name: str, value: Any, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        hint = " or None" if optional else ""
+        raise ConfigError(f"LoopConfig.{name} must be an int >= 1{hint}, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """How to train. ``max_steps``, when set, replaces ``epochs`` (as many epochs as it needs);
+    ``checkpoint_every`` / ``val_every`` count optimizer steps (None: only at the end / each epoch end);
+    ``clip_grad_norm=None`` disables clipping; ``early_stopping_patience`` counts validations without
+    a new best ``val_metric``; ``seed`` is offset by the rank."""
+
+    epochs: int = 3
+    max_steps: int | None = None
+    grad_accum: int = 1
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    clip_grad_norm: float | None = 1.0
+    compile: bool = False
+    log_every: int = 10
+    checkpoint_every: int | None = 500
+    keep_last: int = 2
+    val_every: int | None = None
+    seed: int = 0
+    early_stopping_patience: int | None = None
+    max_skipped_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "grad_accum", "log_every", "keep_last"):
+            _check_int(name, getattr(self, name))
+        for name in ("max_steps", "checkpoint_every", "val_every", "early_stopping_patience"):
+            _check_int(name, getattr(self, name), optional=True)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"LoopConfig.precision must be one of {PRECISIONS}, got {self.precision!r}.")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise ConfigError(
+                f"clip_grad_norm must be > 0 (None disables clipping), got {self.clip_grad_norm}."
+            )
+        if not 0 < self.max_skipped_fraction <= 1:
+            raise ConfigError(f"max_skipped_fraction must be in (0, 1], got {self.max_skipped_fraction}.")
+        if not isinstance(self.seed, int):
+            raise ConfigError(f"LoopConfig.seed must be an int, got {self.seed!r}.")
+
+
+class DataSource(Protocol):
+    """Batches for the loop. ``iterate(epoch, start_batch)`` yields batches ``start_batch ..
+    batches_per_epoch - 1`` of ``epoch`` in a deterministic per-epoch order (so a resumed run sees the
+    same batches). A batch is a dict of tensors / nested dicts / other values, optionally with
+    ``"skipped": [(index, error), ...]``; ``None``, or a batch without rows, means every item of the
+    batch was unreadable: the loop skips it without a step (on every rank)."""
+
+    batches_per_epoch: int
+
+    def iterate(self, epoch: int, start_batch: int = 0) -> Iterator[dict | None]: ...
+
+
+def _loss_of(out: Any) -> torch.Tensor:
+    loss = out.get("loss") if isinstance(out, dict) else None
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise InputError(
+            "task(batch) must return a dict with a scalar tensor under 'loss' (plus optional scalar "
+            f"logs); got {type(out).__name__} with loss={type(loss).__name__}."
+        )
+    return loss.reshape(()).float()
+
+
+class _Trainer:
+    def __init__(self, task: nn.Module, data: DataSource, optim_cfg: OptimConfig, cfg: LoopConfig, **kw):
+        self.task, self.data, self.optim_cfg, self.cfg = task, data, optim_cfg, cfg
+        self.validate_fn, self.val_metric = kw["validate"], kw["val_metric"]
+        self.dist: DistInfo = kw["dist"] or D.current()
+        self.run_dir = Path(kw["run_dir"])
+        self.report = Reporter(self.run_dir, self.dist, kw["progress"])
+        self.usable = data.batches_per_epoch // cfg.grad_accum * cfg.grad_accum  # whole windows only
+        self.total_steps = cfg.max_steps or cfg.epochs * self.usable // cfg.grad_accum
+        self.n_epochs = math.ceil(self.total_steps / (self.usable // cfg.grad_accum))
+        task.to(self.dist.device)
+        groups = param_groups(task.named_parameters(), kw["head_params"], optim_cfg)
+        amp = (cfg.clip_grad_norm, cfg.precision, self.dist.device)
+        self.opt = AmpOptimizer(groups, optim_cfg, self.total_steps, *amp)
+        self.ckpts = TrainingCheckpoints(self.run_dir, cfg.keep_last)
+        self.skips, self.pos = SkipCounter(cfg.max_skipped_fraction), RunPosition()
+        self.lrs, self.last_ckpt_step = self.opt.lrs(), -1
+        self.selection = Selection(self.val_metric, cfg.early_stopping_patience)
+        self.synced = False
+
+    def _resume(self, path: str) -> None:
+        state = load_state(path)
+        mine = unpack_training_state(state, self.task, self.opt, self.dist.rank)
+        self.pos = RunPosition(**{f.name: state[f.name] for f in fields(RunPosition)})
+        self.selection, self.last_ckpt_step = Selection(**state["selection"]), self.pos.step
+        if mine is None or len(state["ranks"]) != self.dist.world_size:
+            log.warning(
+                "Resuming %d ranks from a %d-rank checkpoint.", self.dist.world_size, len(state["ranks"])
+            )
+        if mine is not None:
+            self.skips.load_state_dict(mine["skips"])
+
+    def run(self, resume: bool) -> TrainResult:
+        seed_everything(self.cfg.seed + self.dist.rank)
+        latest = self.ckpts.latest() if self.dist.is_main else None
+        latest = D.broadcast_object(None if latest is None else str(latest))
+        if resume and latest is not None:
+            self._resume(latest)
+        elif resume:
+            log.warning("resume=True but %s holds no checkpoint; starting from scratch.", self.ckpts.dir)
+        elif latest is not None:
+            raise ConfigError(
+                f"{self.run_dir} already holds checkpoints of a run; pass resume=True to continue it "
+                "or choose a new run folder."
+            )
+        self.report.truncate_after(self.pos.step)  # records a resumed run will write again
+        self.ddp = wrap_ddp(self.task, self.dist) if self.dist.world_size > 1 else None
+        model = self.ddp or self.task
+        self.model = torch.compile(model) if self.cfg.compile else model
+        self.t0, self.base_seconds = time.perf_counter(), self.pos.seconds
+        self.report.start(self.total_steps, self.pos.step)
+        try:
+            while self.pos.epoch < self.n_epochs and not self._stopping():
+                if self._run_epoch():
+                    self._end_epoch()
+        except KeyboardInterrupt:
+            self._checkpoint(gather=False)
+            raise
+        finally:
+            self.report.bar.close()
+        # a run that stops mid-epoch (max_steps) is validated at its end too
+        due = self.validate_fn is not None and self.pos.last_val_step != self.pos.step
+        if due and self._validate():
+            self._checkpoint(metric=self.selection.best)
+        if self.report.meter.sums and self.pos.step != self.report.last_log_step:
+            self._log()
+        self._checkpoint()
+        D.barrier()
+        return self._finish()
+
+    def _stopping(self) -> bool:
+        return self.selection.stopped or self.pos.step >= self.total_steps
+
+    def _run_epoch(self) -> bool:
+        """Train from ``pos.batch_in_epoch``; True when the epoch's batches are used up."""
+        accum, start, n_real = self.cfg.grad_accum, self.pos.batch_in_epoch, 0
+        batches: Iterable = self.data.iterate(self.pos.epoch, start) if start < self.usable else ()
+        for index, batch in enumerate(batches, start=start):
+            if index >= self.usable:
+                break
+            final = (index + 1) % accum == 0
+            n_real += self._micro_batch(batch, final)
+            if final:
+                stepped, n_real = self._optimizer_step(n_real), 0
+                self.pos.batch_in_epoch = index + 1
+                if stepped:
+                    self._after_step()
+                if self._stopping():
+                    return self.pos.batch_in_epoch >= self.usable
+        self.opt.zero_grad()
+        return True
+
+    def _micro_batch(self, batch: dict | None, final: bool) -> int:
+        """Forward + backward of one micro-batch; 0 when it was skipped (on every rank)."""
+        rows = self.skips.add(batch)
+        tripped_here = self.skips.tripped()
+        empty, tripped = D.any_rank(rows == 0, tripped_here, device=self.dist.device)
+        if tripped:
+            raise InputError(self.skips.message() if tripped_here else "Another rank's data is unreadable.")
+        if empty:
+            return 0
+        batch = move_to(batch, self.dist.device)
+        no_sync = self.ddp.no_sync() if self.ddp is not None and not final else nullcontext()
+        with no_sync:
+            with self.opt.autocast():
+                out = self.model(batch)
+            self.opt.backward(_loss_of(out) / self.cfg.grad_accum)
+        self.synced = self.synced or final
+        self.report.meter.add(out, rows)
+        return 1
+
+    def _optimizer_step(self, n_real: int) -> bool:
+        if n_real == 0:
+            self.opt.zero_grad()
+            return False
+        if self.ddp is not None and not self.synced:  # the window's last micro-batch was skipped
+            for param in self.opt.params:
+                if param.grad is not None:
+                    param.grad.copy_(D.all_reduce_mean(param.grad))
+        self.lrs = self.opt.lrs()
+        self.report.meter.add(self.opt.step(grad_mult=self.cfg.grad_accum / n_real), 0)
+        self.synced = False
+        self.pos.step += 1
+        return True
+
+    def _after_step(self) -> None:
+        step, cfg = self.pos.step, self.cfg
+        self.report.bar.update()
+        if step % cfg.log_every == 0:
+            self._log()
+        improved = cfg.val_every is not None and step % cfg.val_every == 0 and self._validate()
+        if improved or (cfg.checkpoint_every is not None and step % cfg.checkpoint_every == 0):
+            self._checkpoint(metric=self.selection.best if improved else None)
+
+    def _end_epoch(self) -> None:
+        due = self.validate_fn is not None and self.pos.last_val_step != self.pos.step
+        improved = due and self._validate()
+        self.pos.epoch, self.pos.batch_in_epoch = self.pos.epoch + 1, 0
+        if improved:
+            self._checkpoint(metric=self.selection.best)
+
+    def _epoch(self) -> float:
+        """Epochs trained so far, fractional (2.5 = half way through the third)."""
+        return round(self.pos.epoch + self.pos.batch_in_epoch / self.usable, 4)
+
+    def _log(self) -> None:
+        self.report.train_record(self.pos.step, self._epoch(), self.lrs, self.skips)
+
+    def _validate(self) -> bool:
+        """Validate on rank 0, log ``val/...``; True when ``val_metric`` reached a new best."""
+        self.pos.last_val_step = self.pos.step
+        results = D.run_on_main(lambda: run_validation(self.validate_fn, self.task), self.dist)
+        self.report.val_record(self.pos.step, self._epoch(), results)
+        return self.selection.update(results, self.pos.step)
+
+    def _checkpoint(self, metric: float | None = None, gather: bool = True) -> None:
+        """Save the run at the last finished step (``gather=False``: this rank's RNG only, no collective)."""
+        if self.pos.step == self.last_ckpt_step and metric is None:
+            return
+        self.pos.seconds = self.base_seconds + time.perf_counter() - self.t0
+        extra = {**asdict(self.pos), "selection": asdict(self.selection), "best_metric": self.selection.best}
+        extra |= {"loop_config": asdict(self.cfg), "optim_config": asdict(self.optim_cfg)}
+        extra["world_size"] = self.dist.world_size
+        state = pack_training_state(self.task, self.opt, extra, {"skips": self.skips.state_dict()}, gather)
+        if state is not None:
+            self.ckpts.save(self.pos.step, state, metric)
+        self.last_ckpt_step = self.pos.step
+
+    def _finish(self) -> TrainResult:
+        skipped, skipped_batches = self.skips.totals(self.dist.device)
+        failures = [f for rank in D.all_gather_object(self.skips.failures) for f in rank]
+        return self.report.finish(
+            TrainResult(
+                steps=self.pos.step,
+                epochs_done=self.pos.epoch,
+                seconds=self.base_seconds + time.perf_counter() - self.t0,
+                best_metric=self.selection.best,
+                best_step=self.selection.best_step,
+                final_metrics={**self.report.last_train, **self.report.last_val},
+                skipped=skipped,
+                run_dir=self.run_dir,
+                best_checkpoint=self.ckpts.best() if self.val_metric else None,
+                last_checkpoint=self.ckpts.path_for(self.last_ckpt_step),
+                skipped_batches=skipped_batches,
+                first_failures=failures[: SkipCounter.KEEP_FAILURES],
+                stopped_early=self.selection.stopped,
+            )
+        )
+
+
+def _check_args(task: nn.Module, head: list, data: DataSource, cfg: LoopConfig, validate, val_metric) -> None:
+    owned = {id(p) for p in task.parameters()}
+    if any(id(p) not in owned for p in head):
+        raise ConfigError(
+            "head_params must be parameters of the task (e.g. task.loss.centres) so that checkpoints "
+            "save them: make the loss a submodule of the task."
+        )
+    if not hasattr(data, "batches_per_epoch") or not callable(getattr(data, "iterate", None)):
+        raise ConfigError("data must have batches_per_epoch and iterate(epoch, start_batch) (DataSource).")
+    if data.batches_per_epoch < cfg.grad_accum:
+        raise ConfigError(
+            f"An epoch has {data.batches_per_epoch} batches, fewer than grad_accum={cfg.grad_accum}; "
+            "lower grad_accum or the batch size."
+        )
+    if validate is None and (val_metric or cfg.val_every or cfg.early_stopping_patience):
+        raise ConfigError("val_metric, val_every and early_stopping_patience need a validate function.")
+    if cfg.early_stopping_patience and val_metric is None:
+        raise ConfigError("early_stopping_patience needs val_metric (the validation key to improve).")
+    if len(set(D.all_gather_object(data.batches_per_epoch))) > 1:
+        raise ConfigError("Every rank must have the same batches_per_epoch; shard the data evenly.")
+
+
+def train(
+    task: nn.Module,
+    data: DataSource,
+    optim_cfg: OptimConfig,
+    loop_cfg: LoopConfig,
+    run_dir: str | Path,
+    head_params: Iterable[nn.Parameter] = (),
+    validate: Callable[[nn.Module], dict[str, float]] | None = None,
+    val_metric: str | None = None,
+    resume: bool = False,
+    dist: DistInfo | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``task`` (``task(batch) -> {"loss": scalar, **scalar logs}``) on ``data``.
+
+    Writes ``run_dir/metrics.jsonl`` (training averages every ``log_every`` steps, ``val/...`` records),
+    ``run_dir/checkpoints/`` (every ``checkpoint_every`` steps, on a new best ``val_metric`` (higher is
+    better), at the end and on Ctrl-C) and ``run_dir/summary.json``. ``validate(task)`` runs on rank 0
+    in eval mode under ``no_grad``, with the RNG streams saved and restored around it, every
+    ``val_every`` steps and at each epoch end. ``resume=True`` continues from the newest checkpoint
+    in ``run_dir`` at the next batch of its epoch. ``dist`` defaults to the running process group
+    (see :func:`mcip.train.distributed.init_distributed`). ``progress`` shows the bar and prints the
+    summary on rank 0.
+    """
+    head_params = list(head_params)
+    _check_args(task, head_params, data, loop_cfg, validate, val_metric)
+    kw = dict(run_dir=run_dir, head_params=head_params, validate=validate, val_metric=val_metric)
+    trainer = _Trainer(task, data, optim_cfg, loop_cfg, dist=dist, progress=progress, **kw)
+    return trainer.run(resume)

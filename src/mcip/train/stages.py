@@ -1,0 +1,287 @@
+"""The paper's stages as library functions: each builds a Task, its data and its validation, then trains.
+
+``run_stage(config)`` runs one stage; ``run(raw_config)`` runs a stage or a pipeline, each stage's best
+model feeding the next. Every stage writes ``OUT/model`` (an mcip model directory), ``config.yaml``,
+``metrics.jsonl``, ``summary.json`` and ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mcip.data import (
+    ClassBalancedBatchSampler,
+    EpochBatchSampler,
+    ImageDataset,
+    ResumableLoader,
+    attach_captions,
+    class_index,
+    collate_images,
+    load_records,
+    read_caption_sidecar,
+    split_by_class,
+)
+from mcip.data.pairs import SampledCaptionDataset, collate_pairs
+from mcip.errors import ConfigError, InputError
+from mcip.losses import ArcMarginLoss, InfoNCELoss, MCIPLoss, SigLIPLoss
+from mcip.models import load_model, save_model, set_trainable_parts, unlock_last_text_blocks
+from mcip.models.base import EmbeddingModel
+from mcip.train.checkpoint import load_state
+from mcip.train.config import TrainConfig, plan, save_resolved
+from mcip.train.distributed import DistInfo, init_distributed
+from mcip.train.features import caption_embeddings, default_cache_dir, image_embeddings
+from mcip.train.loop import TrainResult, train
+from mcip.train.task import AlignTask, GPRTask, MCIPTask, RealignTask
+from mcip.train.validate import i2i_validator, t2i_validator
+
+IMAGE_SIDE = ("image_encoder", "image_projector")
+
+
+@dataclass
+class StageResult:
+    stage: str
+    run_dir: Path
+    model_dir: Path
+    train: TrainResult
+
+
+@dataclass
+class Prepared:
+    """What a stage builder hands to the loop."""
+
+    task: torch.nn.Module
+    data: Any
+    head_params: tuple
+    validate: Callable | None
+    val_metric: str | None
+
+
+# ------------------------------------------------------------------ shared pieces
+def _records(cfg: TrainConfig):
+    records = load_records(cfg.data.train, cfg.data.root)
+    if cfg.data.captions:
+        records = attach_captions(records, read_caption_sidecar(cfg.data.captions), cfg.data.max_captions)
+    return split_by_class(records, cfg.data.val_fraction, cfg.data.seed)
+
+
+def _sampler(cfg: TrainConfig, n: int, labels: list[int] | None, dist: DistInfo):
+    d = cfg.data
+    if d.balanced_m and labels is not None:
+        return ClassBalancedBatchSampler(
+            labels, d.balanced_m, d.batch_size, d.seed, dist.rank, dist.world_size
+        )
+    if n < d.batch_size * dist.world_size:
+        raise InputError(
+            f"Only {n} training items for a batch of {d.batch_size} x {dist.world_size} rank(s); "
+            "lower data.batch_size or add data."
+        )
+    return EpochBatchSampler(n, d.batch_size, d.seed, rank=dist.rank, world_size=dist.world_size)
+
+
+def _image_loader(model: EmbeddingModel, cfg: TrainConfig, train, dist: DistInfo):
+    classes = class_index(train)
+    labels = [classes[r.label] for r in train]
+    dataset = ImageDataset(train, model.train_transform, classes)
+    sampler = _sampler(cfg, len(dataset), labels, dist)
+    return ResumableLoader(dataset, sampler, collate_images, num_workers=cfg.data.num_workers), classes
+
+
+def _cache_dir(cfg: TrainConfig) -> Path:
+    return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+
+
+def _contrastive_loss(cfg: TrainConfig, model: EmbeddingModel):
+    if cfg.loss.contrastive == "siglip":
+        if not model.has_logit_bias():
+            raise ConfigError("loss.contrastive=siglip needs a model with a logit bias (a SigLIP model).")
+        return SigLIPLoss()
+    return InfoNCELoss()
+
+
+def _captioned(records, what: str):
+    kept = [r for r in records if r.captions]
+    if not kept:
+        raise InputError(
+            f"The {what} stage needs captions, but none of the {len(records)} images has any. "
+            "Pass data.captions=SIDECAR.jsonl (see `mcip captions`) or a manifest with a captions column."
+        )
+    return kept
+
+
+# ------------------------------------------------------------------ stages
+def prepare_gpr(model, cfg, train, val, dist) -> Prepared:
+    set_trainable_parts(model, IMAGE_SIDE)
+    data, classes = _image_loader(model, cfg, train, dist)
+    loss = ArcMarginLoss(len(classes), model.embed_dim, cfg.loss.scale, cfg.loss.margin, cfg.loss.sub_centers)
+    task = GPRTask(model, loss.to(dist.device))
+    return Prepared(task, data, tuple(loss.parameters()), i2i_validator(model, val), "i2i_map")
+
+
+def prepare_mcip(model, cfg, train, val, dist) -> Prepared:
+    if model.modifications.get("drop_image_projector"):
+        raise ConfigError("The mcip stage trains the joint embedding; remove model.drop_projector.")
+    _captioned(train, "mcip")
+    set_trainable_parts(model, IMAGE_SIDE)
+    captions = caption_embeddings(model, train, _cache_dir(cfg))
+    data, classes = _image_loader(model, cfg, train, dist)
+    c = cfg.loss
+    loss = MCIPLoss(
+        len(classes),
+        model.embed_dim,
+        c.arc_weight,
+        c.mc_weight,
+        c.scale,
+        c.margin,
+        c.sub_centers,
+        c.hard_caption_weight,
+    ).to(dist.device)
+    task = MCIPTask(model, loss, captions.rows_for)
+    return Prepared(task, data, tuple(loss.arc.parameters()), i2i_validator(model, val), "i2i_map")
+
+
+def prepare_realign(model, cfg, train, val, dist) -> Prepared:
+    train = _captioned(train, "realign")
+    features = image_embeddings(model, train, _cache_dir(cfg))
+    readable = ~np.isnan(np.asarray(features[:, 0], dtype=np.float32))
+    train = [r for r, ok in zip(train, readable, strict=True) if ok]
+    features = features[np.flatnonzero(readable)] if not readable.all() else features
+    _match_text_width(model, cfg, train, features)
+    unlock_last_text_blocks(model, cfg.unlock_text_blocks)
+    dataset = SampledCaptionDataset(train)
+    sampler = _sampler(cfg, len(dataset), None, dist)
+    data = ResumableLoader(dataset, sampler, collate_pairs(model.tokenize), num_workers=0)
+    task = RealignTask(model, features, _contrastive_loss(cfg, model).to(dist.device))
+    val_features = image_embeddings(model, val, _cache_dir(cfg)) if val else None
+    return Prepared(task, data, (), t2i_validator(model, val, val_features), "t2i_r5")
+
+
+def prepare_align(model, cfg, train, val, dist) -> Prepared:
+    train = _captioned(train, "align")
+    set_trainable_parts(model, cfg.align_parts)
+    images = ImageDataset(train, model.train_transform, class_index(train))
+    dataset = SampledCaptionDataset(train, images)
+    sampler = _sampler(cfg, len(dataset), None, dist)
+    data = ResumableLoader(dataset, sampler, collate_pairs(model.tokenize), num_workers=cfg.data.num_workers)
+    task = AlignTask(model, _contrastive_loss(cfg, model).to(dist.device))
+    return Prepared(task, data, (), t2i_validator(model, val, None), "t2i_r5")
+
+
+STAGE_BUILDERS: dict[str, Callable[..., Prepared]] = {
+    "gpr": prepare_gpr,
+    "mcip": prepare_mcip,
+    "realign": prepare_realign,
+    "align": prepare_align,
+}
+
+
+def _match_text_width(model: EmbeddingModel, cfg: TrainConfig, train, features) -> None:
+    """After drop_projector the image embedding is wider/narrower than the text one: fit a new text
+    projector (least squares on the cached pairs, or random)."""
+    with torch.no_grad():
+        text_width = model.encode_text(["a"]).shape[-1]
+    if text_width == model.embed_dim:
+        return
+    weight = None
+    if cfg.realign_init == "lstsq":
+        weight = lstsq_text_projector(model, train, features)
+    model.replace_text_projector(model.embed_dim, weight)
+
+
+@torch.no_grad()
+def lstsq_text_projector(model: EmbeddingModel, train, features, max_pairs: int = 8192) -> torch.Tensor:
+    """(F_txt, D) minimising ||text_features W - image_embedding||^2 over (first caption, image) pairs."""
+    n = min(len(train), max_pairs)
+    texts = [r.captions[0] for r in train[:n]]
+    feats = (
+        torch.cat(
+            [
+                model.text_features(
+                    {k: v.to(model.device) for k, v in model.tokenize(texts[i : i + 256]).items()}
+                )
+                for i in range(0, n, 256)
+            ]
+        )
+        .float()
+        .cpu()
+    )
+    target = torch.from_numpy(np.asarray(features[:n], dtype=np.float32))
+    return torch.linalg.lstsq(feats, target).solution
+
+
+# ------------------------------------------------------------------ running
+def run_stage(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> StageResult:
+    """Run one stage described by a resolved config; returns where the trained model was written."""
+    dist = init_distributed()
+    run_dir = Path(cfg.out)
+    if dist.rank == 0:
+        save_resolved(cfg, run_dir / "config.yaml")
+    model = load_model(
+        cfg.model.spec, device=dist.device, drop_projector=cfg.model.drop_projector, **cfg.model.kwargs
+    )
+    model.set_grad_checkpointing(cfg.model.grad_checkpointing)
+    model.freeze_bn_stats(cfg.model.freeze_bn_stats)
+    train_records, val_records = _records(cfg)
+    prepared = STAGE_BUILDERS[cfg.stage](model, cfg, train_records, val_records, dist)
+    result = train(
+        prepared.task,
+        prepared.data,
+        cfg.optim,
+        cfg.loop,
+        run_dir,
+        head_params=prepared.head_params,
+        validate=prepared.validate,
+        val_metric=prepared.val_metric,
+        resume=resume,
+        dist=dist,
+        progress=progress,
+    )
+    best = result.best_checkpoint or result.last_checkpoint
+    if best is not None:
+        prepared.task.load_state_dict(load_state(best)["task"])
+    model_dir = run_dir / "model"
+    if dist.rank == 0:
+        extra = {
+            "stage": cfg.stage,
+            "best_step": result.best_step,
+            "best_metric": result.best_metric,
+            "val_metric": prepared.val_metric,
+            "config": cfg.to_dict(),
+        }
+        save_model(model, model_dir, extra=json.loads(json.dumps(extra, default=str)))
+    return StageResult(cfg.stage, run_dir, model_dir, result)
+
+
+def run(raw: dict[str, Any], resume: bool = False, progress: bool = True) -> list[StageResult]:
+    """Run the stage or pipeline in ``raw`` (see mcip.train.config.load_config)."""
+    configs = plan(raw)
+    if len(configs) == 1:
+        return [run_stage(configs[0], resume, progress)]
+    results: list[StageResult] = []
+    out = Path(configs[0].out)
+    spec = configs[0].model.spec
+    for i, cfg in enumerate(configs, start=1):
+        stage_cfg = dataclasses.replace(
+            cfg,
+            out=str(out / f"{i:02d}-{cfg.stage}"),
+            model=dataclasses.replace(  # later stages load the previous mcip model as saved
+                cfg.model,
+                spec=spec,
+                drop_projector=cfg.model.drop_projector and i == 1,
+                kwargs=cfg.model.kwargs if i == 1 else {},
+            ),
+        )
+        done = Path(stage_cfg.out) / "model" / "mcip_model.json"
+        if resume and done.is_file():
+            results.append(StageResult(cfg.stage, Path(stage_cfg.out), done.parent, None))  # type: ignore[arg-type]
+        else:
+            results.append(run_stage(stage_cfg, resume, progress))
+        spec = str(results[-1].model_dir)
+    return results

@@ -1,0 +1,93 @@
+"""Validation on the held-out classes of the training data (never on an evaluation benchmark).
+
+- ``i2i_map``: every val image queries all val images, itself included (GPR1200 protocol), mAP in %.
+- ``t2i_r1/r5/r10``: every val caption retrieves among the val images, Recall@k in %.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from mcip.data.dataset import decode_image
+from mcip.data.records import ImageRecord, class_index
+from mcip.eval.metrics import retrieval_average_precision, text_to_image_recall
+from mcip.models.base import EmbeddingModel
+
+MAX_VAL_CAPTIONS = 10_000
+
+
+@torch.no_grad()
+def encode_records(model: EmbeddingModel, records: Sequence[ImageRecord], batch_size: int = 64):
+    """(M, D) embeddings of the readable records and the (M,) indices of those records."""
+    transform, rows, chunks, pixels = model.eval_transform, [], [], []
+    for i, record in enumerate(records):
+        decoded = decode_image(record.path, transform, str(record.path))
+        if isinstance(decoded, str):
+            continue  # unreadable: left out of validation
+        pixels.append(decoded)
+        rows.append(i)
+        if len(pixels) == batch_size:
+            chunks.append(model.encode_image(torch.stack(pixels)).float().cpu())
+            pixels = []
+    if pixels:
+        chunks.append(model.encode_image(torch.stack(pixels)).float().cpu())
+    emb = torch.cat(chunks) if chunks else torch.zeros(0, model.embed_dim)
+    return emb, torch.tensor(rows, dtype=torch.long)
+
+
+def _eval_mode(model: EmbeddingModel):
+    was = model.training
+    model.eval()
+    return lambda: model.train(was)
+
+
+def i2i_validator(model: EmbeddingModel, val: Sequence[ImageRecord]) -> Callable | None:
+    if not val:
+        return None
+    classes = class_index(val)
+
+    def validate(_task) -> dict[str, float]:
+        restore = _eval_mode(model)
+        emb, rows = encode_records(model, val)
+        restore()
+        labels = torch.tensor([classes[val[i].label] for i in rows.tolist()])
+        return {"i2i_map": 100 * float(retrieval_average_precision(emb, labels).nanmean())}
+
+    return validate
+
+
+def t2i_validator(
+    model: EmbeddingModel, val: Sequence[ImageRecord], cached: np.ndarray | None
+) -> Callable | None:
+    val = [r for r in val if r.captions]
+    if not val:
+        return None
+    texts = [(i, c) for i, r in enumerate(val) for c in r.captions][:MAX_VAL_CAPTIONS]
+
+    @torch.no_grad()
+    def validate(_task) -> dict[str, float]:
+        restore = _eval_mode(model)
+        if cached is not None:
+            images = torch.from_numpy(np.asarray(cached, dtype=np.float32))
+            keep = ~torch.isnan(images[:, 0])
+            rows = torch.arange(len(val))[keep]
+            images = images[keep]
+        else:
+            images, rows = encode_records(model, val)
+        position = {int(r): k for k, r in enumerate(rows.tolist())}
+        usable = [(position[i], c) for i, c in texts if i in position]
+        text = torch.cat(
+            [
+                model.encode_text([c for _, c in usable[s : s + 256]]).float().cpu()
+                for s in range(0, len(usable), 256)
+            ]
+        )
+        owner = torch.tensor([p for p, _ in usable])
+        restore()
+        recall = text_to_image_recall(text, images, owner, ks=(1, 5, 10))
+        return {f"t2i_r{k}": 100 * v for k, v in recall.items()}
+
+    return validate

@@ -1,0 +1,74 @@
+"""Training configuration: defaults, stage defaults, YAML, overrides, shipped configs."""
+
+from __future__ import annotations
+
+import pytest
+
+from mcip.errors import ConfigError
+from mcip.train.config import load_config, parse_overrides, plan, shipped_configs
+
+REQUIRED = ["out=runs/x", "data.train=train.csv", "data.captions=caps.jsonl"]
+
+
+def test_every_shipped_config_resolves():
+    shipped = shipped_configs()
+    assert {
+        "2sft-vit-l-14-336",
+        "mcip+rea-vit-l-14-336",
+        "mcip+rea-siglip-so400m-14-384",
+        "lab-align",
+        "lab-2sft",
+        "lab-mcip+rea",
+    } <= set(shipped)
+    for name in shipped:
+        raw = load_config(
+            name, [*REQUIRED, "model.spec=composed:lab"] if name.startswith("lab-") else REQUIRED
+        )
+        stages = plan(raw)
+        assert stages and all(s.out == "runs/x" for s in stages)
+
+
+def test_paper_values_reach_each_stage():
+    gpr, realign = plan(load_config("2sft-vit-l-14-336", REQUIRED))
+    assert (gpr.stage, realign.stage) == ("gpr", "realign")
+    assert gpr.optim.lr == 1e-6 and gpr.optim.head_lr_mult == 100.0 and gpr.optim.weight_decay == 1e-2
+    assert (
+        realign.optim.lr == 1e-5 and realign.optim.weight_decay == 0.2 and realign.optim.betas == (0.9, 0.98)
+    )
+    assert realign.optim.eps == 1e-6 and realign.unlock_text_blocks == 1
+    assert gpr.loss.margin == 0.1 and gpr.loss.scale == 30.0
+    assert gpr.model.kwargs == {"force_patch_dropout": 0.33} and gpr.model.grad_checkpointing
+    assert realign.loop.epochs == 5 and gpr.loop.epochs == 3
+
+
+def test_overrides_are_typed_and_win():
+    assert parse_overrides(["optim.lr=1e-5", "loop.max_steps=7", "data.root=", "x.y=[1, 2]"]) == {
+        "optim": {"lr": 1e-5},
+        "loop": {"max_steps": 7},
+        "data": {"root": None},
+        "x": {"y": [1, 2]},
+    }
+    (cfg,) = plan(load_config(None, ["stage=gpr", *REQUIRED, "model.spec=composed:lab", "optim.lr=3e-4"]))
+    assert cfg.optim.lr == 3e-4 and cfg.optim.min_lr == 1e-7  # stage default kept where not overridden
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["stage=gpr", "out=o", "model.spec=m"], "data.train"),
+        (["stage=gpr", "out=o", "data.train=t", "optim.learning_rate=1"], "Valid keys"),
+        (["stage=fly", "out=o", "data.train=t", "model.spec=m"], "Stages: gpr"),
+        (["out=o"], "exactly one of"),
+        (["pipeline=3sft", "out=o"], "Pipelines: 2sft"),
+        (["stage=gpr", "out=o", "data.train=t", "model.spec=m", "optim.lr=-1"], "optim"),
+        (["bad-override"], "key.sub=value"),
+    ],
+)
+def test_bad_configs_say_what_to_fix(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        plan(load_config(None, overrides))
+
+
+def test_unknown_config_name_lists_shipped():
+    with pytest.raises(ConfigError, match="lab-align"):
+        load_config("no-such-config")

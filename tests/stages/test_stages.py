@@ -1,0 +1,161 @@
+"""Each stage trains exactly the parts it should, on tiny random models and synthetic data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import mcip
+from mcip.train.config import load_config, plan
+from mcip.train.stages import run, run_stage
+from mcip.train.validate import encode_records
+from tests.stages.synth import make_dataset
+
+FAST = [
+    "loop.max_steps=3",
+    "loop.epochs=1",
+    "loop.log_every=1",
+    "loop.checkpoint_every=2",
+    "loop.precision=fp32",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "data.val_fraction=0.25",
+    "optim.lr=1e-3",
+]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("synth"), per_class=6)
+
+
+def _config(stage, spec, synth, tmp_path, *extra):
+    raw = load_config(
+        None,
+        [
+            f"stage={stage}",
+            f"model.spec={spec}",
+            f"data.train={synth}",
+            f"out={tmp_path / stage}",
+            f"cache_dir={tmp_path / 'cache'}",
+            *FAST,
+            *extra,
+        ],
+    )
+    (cfg,) = plan(raw)
+    return cfg
+
+
+def _states(model):
+    return {n: p.detach().clone() for n, p in model.net.state_dict().items()}
+
+
+def _changed(before, model):
+    after = model.net.state_dict()
+    return {n for n in before if not torch.equal(before[n], after[n])}
+
+
+def _part_names(model, parts):
+    return {n for n, _ in model.net.named_parameters() if model.part_of(n) in parts}
+
+
+@pytest.mark.parametrize("stage", ["gpr", "mcip"])
+def test_image_stages_train_only_the_image_side(stage, tiny_openclip, synth, tmp_path):
+    spec = f"openclip:{tiny_openclip}"
+    torch.manual_seed(0)
+    base = mcip.save_model(mcip.load_model(spec), tmp_path / "base")
+    before = _states(mcip.load_model(base))
+    result = run_stage(_config(stage, base, synth, tmp_path), progress=False)
+    trained = mcip.load_model(result.model_dir)
+    changed = _changed(before, trained)
+    image = _part_names(trained, {"image_encoder", "image_projector"})
+    assert changed <= image | {n for n in before if "running" in n}
+    assert len(changed & image) > 0.8 * len(image)  # nearly every image tensor moved
+    assert result.train.steps == 3
+    assert result.train.best_metric is not None  # a run ending mid-epoch (max_steps) is validated at its end
+    run_dir = result.run_dir
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "metrics.jsonl").is_file()
+    assert json.loads((result.model_dir / "mcip_model.json").read_text())["extra"]["stage"] == stage
+
+
+def test_realign_trains_only_the_unlocked_text_side_and_keeps_image_embeddings(
+    tiny_openclip, synth, tmp_path
+):
+    torch.manual_seed(0)
+    base_model = mcip.load_model(f"openclip:{tiny_openclip}")
+    base = mcip.save_model(base_model, tmp_path / "base")
+    before = _states(base_model)
+    result = run_stage(_config("realign", base, synth, tmp_path), progress=False)
+    trained = mcip.load_model(result.model_dir)
+    changed = _changed(before, trained)
+    blocks = trained.text_block_prefixes()
+    allowed = {
+        n
+        for n, _ in trained.net.named_parameters()
+        if n.startswith(blocks[-1] + ".")
+        or n.startswith("ln_final.")
+        or trained.part_of(n) in ("text_projector", "logit_scale")
+    }
+    assert changed and changed <= allowed
+    assert "logit_scale" in changed and "text_projection" in changed
+    records = [r for r in mcip.data.load_records(synth)][:10]
+    before_emb, _ = encode_records(base_model, records)
+    after_emb, _ = encode_records(trained, records)
+    assert torch.equal(before_emb, after_emb)  # bitwise: Re-A never touches image embeddings
+
+
+def test_realign_after_drop_projector_fits_a_text_projector(tiny_openclip, synth, tmp_path):
+    cfg = _config("realign", f"openclip:{tiny_openclip}", synth, tmp_path, "model.drop_projector=true")
+    result = run_stage(cfg, progress=False)
+    trained = mcip.load_model(result.model_dir)
+    assert trained.embed_dim == 32  # the ViT width: the projector was dropped
+    assert trained.encode_text(["a circle"]).shape == (1, 32)
+
+
+def test_align_trains_the_configured_parts(model_specs, synth, tmp_path):
+    spec = model_specs["composed"]["spec"]
+    torch.manual_seed(0)
+    base = mcip.save_model(mcip.load_model(spec, embed_dim=16, image_size=32), tmp_path / "base")
+    before = _states(mcip.load_model(base))
+    result = run_stage(_config("align", base, synth, tmp_path), progress=False)
+    trained = mcip.load_model(result.model_dir)
+    changed = _changed(before, trained)
+    assert changed == _part_names(trained, {"image_projector", "text_projector", "logit_scale"})
+
+
+def test_pipeline_feeds_each_stage_the_previous_model(tiny_openclip, synth, tmp_path):
+    raw = load_config(
+        None,
+        [
+            "pipeline=2sft",
+            f"model.spec=openclip:{tiny_openclip}",
+            f"data.train={synth}",
+            f"out={tmp_path / 'run'}",
+            f"cache_dir={tmp_path / 'cache'}",
+            *FAST,
+        ],
+    )
+    results = run(raw, progress=False)
+    assert [r.stage for r in results] == ["gpr", "realign"]
+    assert results[0].model_dir == tmp_path / "run" / "01-gpr" / "model"
+    cfg2 = (tmp_path / "run" / "02-realign" / "config.yaml").read_text()
+    assert str(results[0].model_dir) in cfg2
+    gpr, rea = mcip.load_model(results[0].model_dir), mcip.load_model(results[1].model_dir)
+    for name in _part_names(gpr, {"image_encoder", "image_projector"}):
+        assert torch.equal(gpr.net.state_dict()[name], rea.net.state_dict()[name])
+    again = run(raw, resume=True, progress=False)  # finished stages are reused, not retrained
+    assert all(r.train is None for r in again)
+
+
+def test_stage_without_captions_says_how_to_add_them(tiny_openclip, tmp_path):
+    root = tmp_path / "nocap"
+    manifest = make_dataset(root, per_class=3)
+    lines = manifest.read_text().splitlines()
+    manifest.write_text(
+        "path,label\n" + "\n".join(",".join(line.split(",")[:2]) for line in lines[1:]) + "\n"
+    )
+    with pytest.raises(mcip.InputError, match=r"data\.captions"):
+        run_stage(_config("mcip", f"openclip:{tiny_openclip}", manifest, tmp_path), progress=False)
