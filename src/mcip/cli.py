@@ -125,9 +125,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         for name, path in sorted(shipped_configs().items()):
             print(f"{name:<36} {path}")
         return 0
-    if not args.config:
-        raise_usage = "mcip train: give a config file or a shipped config name (see --list-configs)."
-        print(raise_usage, file=sys.stderr)
+    if not args.config and not args.set:
+        print(
+            "mcip train: give a config file, a shipped config name (see --list-configs) or --set stage=...",
+            file=sys.stderr,
+        )
         return 2
     results = run(load_config(args.config, args.set), resume=args.resume, progress=not args.quiet)
     print("\nstage        steps   time      best validation         model")
@@ -167,6 +169,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (replaced atomically)")
     p.add_argument("--drop-projector", action="store_true", help="drop the image projector before saving")
     p.set_defaults(func=cmd_save)
+
+    p = sub.add_parser(
+        "train", help="run a training stage (gpr, realign, mcip, align) or a pipeline (2sft, mcip+rea)"
+    )
+    p.add_argument(
+        "config",
+        nargs="?",
+        help="YAML config file or shipped config name (see --list-configs); optional with --set",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=1e-5 --set data.train=train.csv",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest complete checkpoint in the run folder (mid-epoch)",
+    )
+    p.add_argument("--list-configs", action="store_true", help="list the shipped configs and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "encode", help="encode a folder of images into embeddings.npy (+ neighbours, text queries)"

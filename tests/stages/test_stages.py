@@ -159,3 +159,18 @@ def test_stage_without_captions_says_how_to_add_them(tiny_openclip, tmp_path):
     )
     with pytest.raises(mcip.InputError, match=r"data\.captions"):
         run_stage(_config("mcip", f"openclip:{tiny_openclip}", manifest, tmp_path), progress=False)
+
+
+def test_gpr_trains_and_validates_from_tar_shards(tiny_openclip, synth, tmp_path):
+    records = mcip.data.load_records(synth)
+    shards = mcip.data.write_shards(records, tmp_path / "shards", 20)
+    assert len(shards) >= 2
+    cfg = _config("gpr", f"openclip:{tiny_openclip}", str(tmp_path / "shards" / "*.tar"), tmp_path)
+    result = run_stage(cfg, progress=False)
+    assert result.train.steps == 3 and result.train.skipped == 0
+    assert result.train.best_metric is not None  # validation read the held-out classes from the shards
+    with pytest.raises(mcip.ConfigError, match="gpr stage only"):
+        run_stage(
+            _config("mcip", f"openclip:{tiny_openclip}", str(tmp_path / "shards" / "*.tar"), tmp_path / "m"),
+            progress=False,
+        )

@@ -18,6 +18,7 @@ from mcip.data.dataset import decode_image
 from mcip.data.records import ImageRecord
 from mcip.models.base import EmbeddingModel
 from mcip.models.fingerprint import IMAGE_PARTS, TEXT_PARTS, model_fingerprint
+from mcip.train.distributed import barrier, current
 
 
 def default_cache_dir() -> Path:
@@ -25,6 +26,18 @@ def default_cache_dir() -> Path:
     if env:
         return Path(env)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mcip" / "features"
+
+
+def _fill_once(cache: FeatureCache, key: str, *args, **kwargs) -> np.ndarray:
+    """``cache.get_or_compute`` with one writer: under DDP rank 0 fills the cache, the others then read it."""
+    info = current()
+    if info.world_size > 1 and info.rank != 0:
+        barrier()
+        return cache.get_or_compute(key, *args, **kwargs)
+    out = cache.get_or_compute(key, *args, **kwargs)
+    if info.world_size > 1:
+        barrier()
+    return out
 
 
 def _records_key(records: Sequence[ImageRecord]) -> str:
@@ -53,9 +66,14 @@ def image_embeddings(
         return out
 
     key = cache_key("image", model_fingerprint(model, IMAGE_PARTS), _records_key(records))
-    cache = FeatureCache(cache_dir)
-    return cache.get_or_compute(
-        key, len(records), model.embed_dim, compute, batch_size=batch_size, desc="caching image embeddings"
+    return _fill_once(
+        FeatureCache(cache_dir),
+        key,
+        len(records),
+        model.embed_dim,
+        compute,
+        batch_size=batch_size,
+        desc="caching image embeddings",
     )
 
 
@@ -72,9 +90,14 @@ def caption_embeddings(
         return model.encode_text([texts[i] for i in indices]).float().cpu().numpy()
 
     key = cache_key("text", model_fingerprint(model, TEXT_PARTS), cache_key(*texts) if texts else "empty")
-    cache = FeatureCache(cache_dir)
     width = model.encode_text(["a"]).shape[-1]
-    features = cache.get_or_compute(
-        key, len(texts), width, compute, batch_size=batch_size, desc="caching caption embeddings"
+    features = _fill_once(
+        FeatureCache(cache_dir),
+        key,
+        len(texts),
+        width,
+        compute,
+        batch_size=batch_size,
+        desc="caching caption embeddings",
     )
     return RaggedFeatures(offsets, features)

@@ -22,13 +22,17 @@ from mcip.data import (
     EpochBatchSampler,
     ImageDataset,
     ResumableLoader,
+    ResumableShardLoader,
+    ShardDataset,
     attach_captions,
     class_index,
     collate_images,
+    list_shards,
     load_records,
     read_caption_sidecar,
     split_by_class,
 )
+from mcip.data.manifest import is_shard_source
 from mcip.data.pairs import SampledCaptionDataset, collate_pairs
 from mcip.errors import ConfigError, InputError
 from mcip.losses import ArcMarginLoss, InfoNCELoss, MCIPLoss, SigLIPLoss
@@ -86,8 +90,25 @@ def _sampler(cfg: TrainConfig, n: int, labels: list[int] | None, dist: DistInfo)
     return EpochBatchSampler(n, d.batch_size, d.seed, rank=dist.rank, world_size=dist.world_size)
 
 
+def _shards(cfg: TrainConfig) -> list[str] | None:
+    return [str(s) for s in list_shards(cfg.data.train)] if is_shard_source(cfg.data.train) else None
+
+
 def _image_loader(model: EmbeddingModel, cfg: TrainConfig, train, dist: DistInfo):
     classes = class_index(train)
+    shards = _shards(cfg)
+    if shards is not None:  # samples of held-out (val) classes are left out by class_to_index
+        dataset = ShardDataset(
+            shards, model.train_transform, classes, dist.rank, dist.world_size, cfg.data.seed
+        )
+        loader = ResumableShardLoader(
+            dataset,
+            cfg.data.batch_size,
+            collate_images,
+            num_records=len(train),
+            num_workers=cfg.data.num_workers,
+        )
+        return loader, classes
     labels = [classes[r.label] for r in train]
     dataset = ImageDataset(train, model.train_transform, classes)
     sampler = _sampler(cfg, len(dataset), labels, dist)
@@ -120,14 +141,24 @@ def _captioned(records, what: str):
 def prepare_gpr(model, cfg, train, val, dist) -> Prepared:
     set_trainable_parts(model, IMAGE_SIDE)
     data, classes = _image_loader(model, cfg, train, dist)
+    validate = i2i_validator(model, val, _shards(cfg))
     loss = ArcMarginLoss(len(classes), model.embed_dim, cfg.loss.scale, cfg.loss.margin, cfg.loss.sub_centers)
     task = GPRTask(model, loss.to(dist.device))
-    return Prepared(task, data, tuple(loss.parameters()), i2i_validator(model, val), "i2i_map")
+    return Prepared(task, data, tuple(loss.parameters()), validate, "i2i_map")
+
+
+def _no_shards(cfg: TrainConfig, stage: str) -> None:
+    if is_shard_source(cfg.data.train):
+        raise ConfigError(
+            f"The {stage} stage reads captions per record and needs a manifest or an image folder; tar shards "
+            "are supported by the gpr stage only so far. Convert with a manifest (path,label,captions)."
+        )
 
 
 def prepare_mcip(model, cfg, train, val, dist) -> Prepared:
     if model.modifications.get("drop_image_projector"):
         raise ConfigError("The mcip stage trains the joint embedding; remove model.drop_projector.")
+    _no_shards(cfg, "mcip")
     _captioned(train, "mcip")
     set_trainable_parts(model, IMAGE_SIDE)
     captions = caption_embeddings(model, train, _cache_dir(cfg))
@@ -144,10 +175,11 @@ def prepare_mcip(model, cfg, train, val, dist) -> Prepared:
         c.hard_caption_weight,
     ).to(dist.device)
     task = MCIPTask(model, loss, captions.rows_for)
-    return Prepared(task, data, tuple(loss.arc.parameters()), i2i_validator(model, val), "i2i_map")
+    return Prepared(task, data, tuple(loss.arc.parameters()), i2i_validator(model, val, None), "i2i_map")
 
 
 def prepare_realign(model, cfg, train, val, dist) -> Prepared:
+    _no_shards(cfg, "realign")
     train = _captioned(train, "realign")
     features = image_embeddings(model, train, _cache_dir(cfg))
     readable = ~np.isnan(np.asarray(features[:, 0], dtype=np.float32))
@@ -164,6 +196,7 @@ def prepare_realign(model, cfg, train, val, dist) -> Prepared:
 
 
 def prepare_align(model, cfg, train, val, dist) -> Prepared:
+    _no_shards(cfg, "align")
     train = _captioned(train, "align")
     set_trainable_parts(model, cfg.align_parts)
     images = ImageDataset(train, model.train_transform, class_index(train))

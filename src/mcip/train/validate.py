@@ -44,16 +44,41 @@ def _eval_mode(model: EmbeddingModel):
     return lambda: model.train(was)
 
 
-def i2i_validator(model: EmbeddingModel, val: Sequence[ImageRecord]) -> Callable | None:
+@torch.no_grad()
+def encode_shards(
+    model: EmbeddingModel, shards: Sequence[str], classes: dict[str, int], batch_size: int = 64
+):
+    """(M, D) embeddings and (M,) class indices of the shard samples whose label is in ``classes``."""
+    from mcip.data import ShardDataset, collate_images
+
+    dataset = ShardDataset(shards, model.eval_transform, classes, shuffle_buffer=0)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_images)
+    chunks, labels = [], []
+    for batch in loader:
+        if batch["pixels"] is not None:
+            chunks.append(model.encode_image(batch["pixels"].to(model.device)).float().cpu())
+            labels.append(batch["labels"])
+    if not chunks:
+        return torch.zeros(0, model.embed_dim), torch.zeros(0, dtype=torch.long)
+    return torch.cat(chunks), torch.cat(labels)
+
+
+def i2i_validator(
+    model: EmbeddingModel, val: Sequence[ImageRecord], shards: Sequence[str] | None
+) -> Callable | None:
+    """``val`` records (held-out classes); ``shards``: read their images from tar shards instead of paths."""
     if not val:
         return None
     classes = class_index(val)
 
     def validate(_task) -> dict[str, float]:
         restore = _eval_mode(model)
-        emb, rows = encode_records(model, val)
+        if shards is not None:
+            emb, labels = encode_shards(model, shards, classes)
+        else:
+            emb, rows = encode_records(model, val)
+            labels = torch.tensor([classes[val[i].label] for i in rows.tolist()], dtype=torch.long)
         restore()
-        labels = torch.tensor([classes[val[i].label] for i in rows.tolist()])
         return {"i2i_map": 100 * float(retrieval_average_precision(emb, labels).nanmean())}
 
     return validate
