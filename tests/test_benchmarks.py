@@ -22,7 +22,11 @@ def test_train_step_benchmark_functions_run(tiny_openclip):
     bench = _load("train_step")
     model = mcip.load_model(f"openclip:{tiny_openclip}")
     model.train()
-    batch = {"pixels": torch.randn(4, 3, 32, 32), "labels": torch.randint(0, 100, (4,)), "index": torch.arange(4)}
+    batch = {
+        "pixels": torch.randn(4, 3, 32, 32),
+        "labels": torch.randint(0, 100, (4,)),
+        "index": torch.arange(4),
+    }
     out = bench.bench_mcip(model, batch, 2, 1, "cpu") | bench.bench_realign(model, batch, 1, "cpu")
     out |= bench.bench_gpr_overhead(model, batch, 1, "cpu", "fp32")
     assert set(out) >= {"mcip_speedup", "realign_speedup", "gpr_overhead"}

@@ -174,3 +174,26 @@ def test_gpr_trains_and_validates_from_tar_shards(tiny_openclip, synth, tmp_path
             _config("mcip", f"openclip:{tiny_openclip}", str(tmp_path / "shards" / "*.tar"), tmp_path / "m"),
             progress=False,
         )
+
+
+def test_training_runs_in_train_mode_with_idle_towers_in_eval(model_specs, synth, tmp_path, monkeypatch):
+    """load_model returns eval mode; a stage must train in train mode (dropout, patch dropout, BN), except
+    towers that have nothing to train."""
+    import mcip.train.stages as stages
+
+    seen = {}
+    real_train = stages.train
+
+    def spy(task, *args, **kwargs):
+        seen["task"] = task.training
+        seen["image"] = task.model.image_encoder.training
+        seen["text"] = task.model.text_encoder.training
+        return real_train(task, *args, **kwargs)
+
+    monkeypatch.setattr(stages, "train", spy)
+    spec = model_specs["composed"]["spec"]
+    base = mcip.save_model(mcip.load_model(spec, embed_dim=16, image_size=32), tmp_path / "base")
+    run_stage(_config("gpr", base, synth, tmp_path), progress=False)
+    assert seen == {"task": True, "image": True, "text": False}
+    run_stage(_config("align", base, synth, tmp_path), progress=False)
+    assert seen == {"task": True, "image": False, "text": False}

@@ -249,6 +249,15 @@ def lstsq_text_projector(model: EmbeddingModel, train, features, max_pairs: int 
     return torch.linalg.lstsq(feats, target).solution
 
 
+def _freeze_idle_towers(model: EmbeddingModel) -> None:
+    """A tower with no trainable parameter runs in eval mode: no dropout, BatchNorm statistics unchanged
+    (LiT-style alignment with a frozen image tower must not drift its BN statistics)."""
+    for part in ("image_encoder", "text_encoder"):
+        module = getattr(model, part)
+        if isinstance(module, torch.nn.Module) and not any(p.requires_grad for p in module.parameters()):
+            module.eval()
+
+
 # ------------------------------------------------------------------ running
 def run_stage(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> StageResult:
     """Run one stage described by a resolved config; returns where the trained model was written."""
@@ -263,6 +272,8 @@ def run_stage(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
     model.freeze_bn_stats(cfg.model.freeze_bn_stats)
     train_records, val_records = _records(cfg)
     prepared = STAGE_BUILDERS[cfg.stage](model, cfg, train_records, val_records, dist)
+    prepared.task.train()
+    _freeze_idle_towers(model)
     result = train(
         prepared.task,
         prepared.data,
