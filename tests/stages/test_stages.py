@@ -146,8 +146,8 @@ def test_pipeline_feeds_each_stage_the_previous_model(tiny_openclip, synth, tmp_
     gpr, rea = mcip.load_model(results[0].model_dir), mcip.load_model(results[1].model_dir)
     for name in _part_names(gpr, {"image_encoder", "image_projector"}):
         assert torch.equal(gpr.net.state_dict()[name], rea.net.state_dict()[name])
-    again = run(raw, resume=True, progress=False)  # finished stages are reused, not retrained
-    assert all(r.train is None for r in again)
+    again = run(load_config(tmp_path / "run" / "config.yaml"), resume=True, progress=False)
+    assert all(r.train is None for r in again)  # finished stages are reused, not retrained
 
 
 def test_stage_without_captions_says_how_to_add_them(tiny_openclip, tmp_path):

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from mcip.data import (
     ClassBalancedBatchSampler,
@@ -310,6 +311,9 @@ def run(raw: dict[str, Any], resume: bool = False, progress: bool = True) -> lis
         return [run_stage(configs[0], resume, progress)]
     results: list[StageResult] = []
     out = Path(configs[0].out)
+    if init_distributed().rank == 0:  # `mcip train OUT/config.yaml --resume` continues the pipeline
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     spec = configs[0].model.spec
     for i, cfg in enumerate(configs, start=1):
         stage_cfg = dataclasses.replace(
