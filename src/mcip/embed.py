@@ -18,12 +18,14 @@ from mcip.models.base import EmbeddingModel
 
 @dataclass
 class EncodedImages:
-    """(N, D) float32 embeddings of the readable images, their paths, and what was skipped."""
+    """(N, D) float32 embeddings of the readable images, their paths, their positions in the input
+    list (``rows``), and what was skipped."""
 
     embeddings: np.ndarray
     paths: list[Path]
     skipped: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    rows: list[int] = field(default_factory=list)
 
     def labels_from_folders(self, root: Path) -> list[str]:
         """The parent folder of each image relative to ``root`` ('' for images directly in it)."""
@@ -37,24 +39,25 @@ def encode_images(
     """Encode ``paths`` in batches. Files that fail to decode are skipped and reported, never fatal."""
     start = time.perf_counter()
     transform = model.eval_transform
-    chunks, kept, skipped = [], [], {}
+    chunks, kept, rows, skipped = [], [], [], {}
     bar = tqdm(total=len(paths), desc="encoding images", unit="img", disable=not progress)
     for i in range(0, len(paths), batch_size):
         pixels = []
-        for path in paths[i : i + batch_size]:
+        for row, path in enumerate(paths[i : i + batch_size], start=i):
             decoded = decode_image(path, transform, str(path))
             if isinstance(decoded, str):
                 skipped[str(path)] = decoded
                 continue
             pixels.append(decoded)
             kept.append(path)
+            rows.append(row)
         if pixels:
             chunks.append(model.encode_image(torch.stack(pixels)).float().cpu().numpy())
         bar.update(min(batch_size, len(paths) - i))
     bar.close()
     dim = model.embed_dim
     emb = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
-    return EncodedImages(emb, kept, skipped, time.perf_counter() - start)
+    return EncodedImages(emb, kept, skipped, time.perf_counter() - start, rows)
 
 
 def leave_one_out_nn_accuracy(emb: np.ndarray, labels: list[str]) -> float | None:

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from mcip.data.cache import FeatureCache, RaggedFeatures, cache_key
-from mcip.data.dataset import decode_image
 from mcip.data.records import ImageRecord
+from mcip.embed import encode_images
 from mcip.models.base import EmbeddingModel
 from mcip.models.fingerprint import IMAGE_PARTS, TEXT_PARTS, model_fingerprint
 from mcip.train.distributed import barrier, current
@@ -49,20 +49,11 @@ def image_embeddings(
     model: EmbeddingModel, records: Sequence[ImageRecord], cache_dir: Path, batch_size: int = 64
 ) -> np.ndarray:
     """(N, D) float16 L2-normalised image embeddings (eval transform); unreadable images give NaN rows."""
-    transform = model.eval_transform
 
     def compute(indices: list[int]) -> np.ndarray:
-        out = np.full((len(indices), model.embed_dim), np.nan, dtype=np.float32)
-        pixels, rows = [], []
-        for row, i in enumerate(indices):
-            decoded = decode_image(records[i].path, transform, str(records[i].path))
-            if isinstance(decoded, str):
-                continue  # stays NaN; callers drop these rows and count them
-            pixels.append(decoded)
-            rows.append(row)
-        if pixels:
-            emb = model.encode_image(torch.stack(pixels).to(model.device))
-            out[rows] = emb.float().cpu().numpy()
+        out = np.full((len(indices), model.embed_dim), np.nan, dtype=np.float32)  # NaN: unreadable image
+        encoded = encode_images(model, [records[i].path for i in indices], len(indices), progress=False)
+        out[encoded.rows] = encoded.embeddings
         return out
 
     key = cache_key("image", model_fingerprint(model, IMAGE_PARTS), _records_key(records))

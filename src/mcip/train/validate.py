@@ -11,31 +11,18 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from mcip.data.dataset import decode_image
 from mcip.data.records import ImageRecord, class_index
+from mcip.embed import encode_images
 from mcip.eval.metrics import retrieval_average_precision, text_to_image_recall
 from mcip.models.base import EmbeddingModel
 
 MAX_VAL_CAPTIONS = 10_000
 
 
-@torch.no_grad()
 def encode_records(model: EmbeddingModel, records: Sequence[ImageRecord], batch_size: int = 64):
     """(M, D) embeddings of the readable records and the (M,) indices of those records."""
-    transform, rows, chunks, pixels = model.eval_transform, [], [], []
-    for i, record in enumerate(records):
-        decoded = decode_image(record.path, transform, str(record.path))
-        if isinstance(decoded, str):
-            continue  # unreadable: left out of validation
-        pixels.append(decoded)
-        rows.append(i)
-        if len(pixels) == batch_size:
-            chunks.append(model.encode_image(torch.stack(pixels)).float().cpu())
-            pixels = []
-    if pixels:
-        chunks.append(model.encode_image(torch.stack(pixels)).float().cpu())
-    emb = torch.cat(chunks) if chunks else torch.zeros(0, model.embed_dim)
-    return emb, torch.tensor(rows, dtype=torch.long)
+    encoded = encode_images(model, [r.path for r in records], batch_size=batch_size, progress=False)
+    return torch.from_numpy(encoded.embeddings), torch.tensor(encoded.rows, dtype=torch.long)
 
 
 def _eval_mode(model: EmbeddingModel):
