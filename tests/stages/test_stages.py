@@ -197,3 +197,20 @@ def test_training_runs_in_train_mode_with_idle_towers_in_eval(model_specs, synth
     assert seen == {"task": True, "image": True, "text": False}
     run_stage(_config("align", base, synth, tmp_path), progress=False)
     assert seen == {"task": True, "image": False, "text": False}
+
+
+def test_collate_pairs_reports_unreadable_images_and_pickles(tmp_path):
+    import pickle
+
+    from mcip.data import ImageDataset, ImageRecord
+    from mcip.data.pairs import CollatePairs, SampledCaptionDataset
+
+    records = [
+        ImageRecord("a", tmp_path / "missing.png", "x", ("a caption",)),
+        ImageRecord("b", tmp_path / "b", "x"),
+    ]
+    pairs = SampledCaptionDataset(records, ImageDataset(records, lambda im: torch.zeros(3, 2, 2), {"x": 0}))
+    assert len(pairs) == 1  # the record without captions is left out
+    collate = pickle.loads(pickle.dumps(CollatePairs(str.split)))
+    batch = collate([pairs[0]])
+    assert batch["image_index"].shape == (0,) and "missing.png" in batch["skipped"][0][1]

@@ -41,24 +41,24 @@ class SampledCaptionDataset(Dataset):
         return item
 
 
-def collate_pairs(
-    tokenize: Callable[[list[str]], dict[str, torch.Tensor]],
-) -> Callable[[list[dict]], dict]:
-    """Collate for :class:`SampledCaptionDataset`: ``image_index (B,)``, ``tokens`` (dict of (B, L)),
-    ``pixels (B,3,S,S)`` when present, ``skipped`` [(index, error)]; zero rows when every item failed."""
+class CollatePairs:
+    """Collate for :class:`SampledCaptionDataset` (a class, so DataLoader workers can pickle it):
+    ``image_index (B,)``, ``tokens`` (dict of (B, L)), ``pixels (B,3,S,S)`` when present, ``skipped``
+    [(index, error)]; zero rows when every item failed."""
 
-    def collate(items: list[dict]) -> dict:
+    def __init__(self, tokenize: Callable[[list[str]], dict[str, torch.Tensor]]) -> None:
+        self.tokenize = tokenize
+
+    def __call__(self, items: list[dict]) -> dict:
         good = [it for it in items if "error" not in it]
         skipped = [(it["index"], it["error"]) for it in items if "error" in it]
         if not good:  # nothing readable: the loop counts the skips and moves on
             return {"image_index": torch.zeros(0, dtype=torch.long), "skipped": skipped}
         batch = {
             "image_index": torch.tensor([it["image_index"] for it in good], dtype=torch.long),
-            "tokens": tokenize([it["text"] for it in good]),
+            "tokens": self.tokenize([it["text"] for it in good]),
             "skipped": skipped,
         }
         if "pixels" in good[0]:
             batch["pixels"] = torch.stack([it["pixels"] for it in good])
         return batch
-
-    return collate

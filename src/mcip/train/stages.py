@@ -34,7 +34,7 @@ from mcip.data import (
     split_by_class,
 )
 from mcip.data.manifest import is_shard_source
-from mcip.data.pairs import SampledCaptionDataset, collate_pairs
+from mcip.data.pairs import CollatePairs, SampledCaptionDataset
 from mcip.errors import ConfigError, InputError
 from mcip.losses import ArcMarginLoss, InfoNCELoss, MCIPLoss, SigLIPLoss
 from mcip.models import load_model, save_model, set_trainable_parts, unlock_last_text_blocks
@@ -190,7 +190,7 @@ def prepare_realign(model, cfg, train, val, dist) -> Prepared:
     unlock_last_text_blocks(model, cfg.unlock_text_blocks)
     dataset = SampledCaptionDataset(train)
     sampler = _sampler(cfg, len(dataset), None, dist)
-    data = ResumableLoader(dataset, sampler, collate_pairs(model.tokenize), num_workers=0)
+    data = ResumableLoader(dataset, sampler, CollatePairs(model.tokenize), num_workers=0)
     task = RealignTask(model, features, _contrastive_loss(cfg, model).to(dist.device))
     val_features = image_embeddings(model, val, _cache_dir(cfg)) if val else None
     return Prepared(task, data, (), t2i_validator(model, val, val_features), "t2i_r5")
@@ -203,7 +203,7 @@ def prepare_align(model, cfg, train, val, dist) -> Prepared:
     images = ImageDataset(train, model.train_transform, class_index(train))
     dataset = SampledCaptionDataset(train, images)
     sampler = _sampler(cfg, len(dataset), None, dist)
-    data = ResumableLoader(dataset, sampler, collate_pairs(model.tokenize), num_workers=cfg.data.num_workers)
+    data = ResumableLoader(dataset, sampler, CollatePairs(model.tokenize), num_workers=cfg.data.num_workers)
     task = AlignTask(model, _contrastive_loss(cfg, model).to(dist.device))
     return Prepared(task, data, (), t2i_validator(model, val, None), "t2i_r5")
 
