@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,3 +90,62 @@ def write_encoded(result: EncodedImages, out_dir: str | os.PathLike, root: Path,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def default_cache_dir() -> Path:
+    """Where feature caches live: ``$MCIP_CACHE_DIR``, else ``$XDG_CACHE_HOME/mcip/features``
+    (``~/.cache/mcip/features``)."""
+    env = os.environ.get("MCIP_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mcip" / "features"
+
+
+def cached_image_embeddings(
+    model: EmbeddingModel,
+    paths: Sequence[os.PathLike | str],
+    cache_dir: str | os.PathLike,
+    batch_size: int = 64,
+    desc: str = "encoding images",
+) -> np.ndarray:
+    """(N, D) float16 L2-normalised image embeddings (eval transform), computed once per (image-tower
+    fingerprint, file list) and memory-mapped from ``cache_dir`` afterwards. Unreadable images give NaN
+    rows; callers decide whether to drop or count them. An interrupted computation resumes."""
+    from mcip.data.cache import FeatureCache, cache_key
+    from mcip.models.fingerprint import IMAGE_PARTS, model_fingerprint
+
+    paths = [Path(p) for p in paths]
+
+    def compute(indices: list[int]) -> np.ndarray:
+        out = np.full((len(indices), model.embed_dim), np.nan, dtype=np.float32)
+        encoded = encode_images(model, [paths[i] for i in indices], len(indices), progress=False)
+        out[encoded.rows] = encoded.embeddings
+        return out
+
+    key = cache_key("image", model_fingerprint(model, IMAGE_PARTS), cache_key(*map(str, paths)))
+    cache = FeatureCache(cache_dir)
+    return cache.get_or_compute(key, len(paths), model.embed_dim, compute, batch_size=batch_size, desc=desc)
+
+
+@torch.no_grad()
+def cached_text_embeddings(
+    model: EmbeddingModel,
+    texts: Sequence[str],
+    cache_dir: str | os.PathLike,
+    batch_size: int = 256,
+    desc: str = "encoding texts",
+) -> np.ndarray:
+    """(T, D_text) float16 L2-normalised text embeddings, cached per (text-tower fingerprint, texts)."""
+    from mcip.data.cache import FeatureCache, cache_key
+    from mcip.models.fingerprint import TEXT_PARTS, model_fingerprint
+
+    texts = list(texts)
+    width = model.encode_text(["a"]).shape[-1]
+
+    def compute(indices: list[int]) -> np.ndarray:
+        return model.encode_text([texts[i] for i in indices]).float().cpu().numpy()
+
+    key = cache_key("text", model_fingerprint(model, TEXT_PARTS), cache_key(*texts) if texts else "empty")
+    return FeatureCache(cache_dir).get_or_compute(
+        key, len(texts), width, compute, batch_size=batch_size, desc=desc
+    )
