@@ -143,6 +143,81 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mcip.eval.benchmarks import resolve_benchmarks
+    from mcip.eval.report import markdown_table, write_report
+    from mcip.eval.runner import benchmark_keys, evaluate_models
+
+    benchmarks = resolve_benchmarks(args.benchmarks)
+    reports = evaluate_models(
+        args.models,
+        benchmarks,
+        args.data_root,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        skip_missing=args.skip_missing,
+    )
+    keys = benchmark_keys(benchmarks)
+    columns = [(k, b.family, b.table1_metric) for k, b in zip(keys, benchmarks, strict=True)]
+    paths = write_report(reports, columns, args.out)
+    print("\n" + markdown_table(reports, [(n, f) for n, f, _ in columns]))
+    for r in reports:
+        images = sum(res.images for res in r.results.values())
+        bad = sum(res.unreadable for res in r.results.values())
+        print(
+            f"{r.model}: {len(r.results)} benchmark(s), {images} images ({bad} unreadable) in {r.seconds:.1f} s"
+            + (f"; absent: {', '.join(r.missing)}" if r.missing else "")
+        )
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if "plot" not in paths:
+        print(
+            "(no teaser plot: it needs I2I and T2I or zero-shot columns, and matplotlib: pip install 'mcip[plot]')"
+        )
+    return 0
+
+
+def cmd_eval_embeddings(args: argparse.Namespace) -> int:
+    from mcip.eval.embeddings import evaluate_embeddings, load_array, load_gnd
+
+    def opt(path, loader=load_array):
+        return loader(path) if path else None
+
+    metrics = evaluate_embeddings(
+        args.protocol,
+        load_array(args.embeddings),
+        labels=opt(args.labels),
+        query_embeddings=opt(args.query_embeddings),
+        query_labels=opt(args.query_labels),
+        gnd=opt(args.gnd, load_gnd),
+    )
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        for key, value in metrics.items():
+            print(f"{key:<16} {value:8.2f}")
+    return 0
+
+
+def _eval_embeddings_parser() -> argparse.ArgumentParser:
+    from mcip.eval.embeddings import PROTOCOLS
+
+    p = argparse.ArgumentParser(
+        prog="mcip eval embeddings",
+        description="Metrics of precomputed embeddings under one protocol (values in percent).",
+    )
+    p.add_argument("--protocol", required=True, choices=PROTOCOLS)
+    p.add_argument("--embeddings", required=True, help="(N, D) .npy: the database / index / image rows")
+    p.add_argument("--labels", help="(N,) integer .npy labels of --embeddings")
+    p.add_argument("--query-embeddings", help="(Q, D) .npy queries (revisited, knn; t2i: the text rows)")
+    p.add_argument("--query-labels", help="(Q,) .npy (knn: labels; t2i: each text row's image row)")
+    p.add_argument("--gnd", help="revisitop ground-truth pickle (revisited)")
+    p.add_argument("--json", action="store_true", help="print one JSON object: metric name -> percent")
+    p.set_defaults(func=cmd_eval_embeddings, command="eval embeddings")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcip",
@@ -194,6 +269,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
+        "eval",
+        help="evaluate models on benchmarks (Table 1 layout); 'mcip eval embeddings -h' for .npy files",
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model specs or mcip model directories")
+    p.add_argument(
+        "--benchmarks", default="table1", help="'table1' or a comma-separated list (default: table1)"
+    )
+    p.add_argument("--data-root", default=".", help="folder holding the datasets (see README: Evaluation)")
+    p.add_argument("--out", default="eval-results", help="output folder for JSON, CSV, Markdown and the plot")
+    p.add_argument("--cache-dir", help="embedding cache (default: $MCIP_CACHE_DIR or ~/.cache/mcip/features)")
+    p.add_argument(
+        "--skip-missing", action="store_true", help="report absent datasets as n/a instead of failing"
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
         "encode", help="encode a folder of images into embeddings.npy (+ neighbours, text queries)"
     )
     p.add_argument("--model", required=True, help="model spec or mcip model directory")
@@ -212,11 +306,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["eval", "embeddings"]:
+        args = _eval_embeddings_parser().parse_args(argv[2:])
+        return _run_command(args)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    return _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except MCIPError as exc:

@@ -1,0 +1,165 @@
+"""``evaluate_models``: every model on every benchmark, with embeddings cached per (model fingerprint,
+benchmark files), so re-running a report only recomputes what changed.
+
+All datasets are checked before any model is loaded. Unreadable images become zero embeddings (they
+match nothing) and are counted in the result, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mcip.embed import cached_image_embeddings, cached_text_embeddings, default_cache_dir
+from mcip.eval.benchmarks.base import (
+    Benchmark,
+    BenchmarkData,
+    CaptionSet,
+    DatasetMissingError,
+    Images,
+    KNNSet,
+    RetrievalSet,
+    RevisitedSet,
+    ZeroShotSet,
+)
+from mcip.models import load_model
+from mcip.models.base import EmbeddingModel
+
+
+@dataclass
+class BenchmarkResult:
+    """Metrics (percent) of one model on one benchmark."""
+
+    benchmark: str
+    family: str
+    metrics: dict[str, float]
+    table1_metric: str
+    seconds: float
+    images: int
+    unreadable: int
+
+    @property
+    def table1_value(self) -> float | None:
+        return self.metrics.get(self.table1_metric)
+
+
+@dataclass
+class ModelReport:
+    model: str
+    results: dict[str, BenchmarkResult] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # benchmarks whose data was absent
+    seconds: float = 0.0
+
+
+def check_benchmarks(benchmarks: Sequence[Benchmark], root: Path, skip_missing: bool) -> list[str]:
+    """Names of benchmarks whose data is absent; raises with every download hint unless ``skip_missing``."""
+    missing: dict[str, str] = {}
+    for b in benchmarks:
+        try:
+            b.check(root)
+        except DatasetMissingError as exc:
+            missing[b.name] = str(exc)
+    if missing and not skip_missing:
+        details = "\n".join(f"- {name}: {msg}" for name, msg in missing.items())
+        raise DatasetMissingError(
+            f"{len(missing)} benchmark(s) have no data under {root}:\n{details}\n"
+            "Download them as described, or pass --skip-missing to report them as absent."
+        )
+    return list(missing)
+
+
+class _Encoder:
+    """Image/text embeddings of one model through the on-disk cache; counts unreadable images."""
+
+    def __init__(self, model: EmbeddingModel, cache_dir: Path, batch_size: int) -> None:
+        self.model, self.cache_dir, self.batch_size = model, cache_dir, batch_size
+        self.images = self.unreadable = 0
+
+    def image(self, images: Images, desc: str) -> torch.Tensor:
+        emb = cached_image_embeddings(self.model, images.paths, self.cache_dir, self.batch_size, desc)
+        out = torch.from_numpy(np.asarray(emb, dtype=np.float32))
+        bad = torch.isnan(out[:, 0]) if len(out) else torch.zeros(0, dtype=torch.bool)
+        self.images += len(out)
+        self.unreadable += int(bad.sum())
+        out[bad] = 0.0
+        return out
+
+    def text(self, texts: Sequence[str], desc: str) -> torch.Tensor:
+        emb = cached_text_embeddings(self.model, texts, self.cache_dir, desc=desc)
+        return torch.from_numpy(np.asarray(emb, dtype=np.float32))
+
+
+def _labels(images: Images) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(images.labels, dtype=np.int64))
+
+
+def _run(enc: _Encoder, name: str, data: BenchmarkData) -> dict[str, float]:
+    from mcip.eval import protocols as P
+
+    if isinstance(data, RetrievalSet):
+        return P.evaluate_retrieval(enc.image(data.images, f"{name} images"), _labels(data.images), data)
+    if isinstance(data, RevisitedSet):
+        db = enc.image(data.database, f"{name} database")
+        return P.evaluate_revisited(enc.image(data.queries, f"{name} queries"), db, list(data.gnd))
+    if isinstance(data, KNNSet):
+        index = enc.image(data.index, f"{name} index")
+        queries = enc.image(data.queries, f"{name} queries")
+        return P.evaluate_knn(index, _labels(data.index), queries, _labels(data.queries), data.num_classes)
+    if isinstance(data, ZeroShotSet):
+        prompts = P.zeroshot_prompts(data.classnames, data.templates)
+        classifier = P.classifier_from_prompts(
+            enc.text(prompts, f"{name} class prompts"), len(data.classnames)
+        )
+        images = enc.image(data.images, f"{name} images")
+        return P.evaluate_zeroshot(images, _labels(data.images), classifier, data.label_sets)
+    if isinstance(data, CaptionSet):
+        images = enc.image(data.images, f"{name} images")
+        text = enc.text(list(data.captions), f"{name} captions")
+        return P.evaluate_t2i(images, text, torch.as_tensor(np.asarray(data.caption_image, dtype=np.int64)))
+    raise TypeError(f"No protocol for {type(data).__name__}")
+
+
+def benchmark_keys(benchmarks: Sequence[Benchmark]) -> list[str]:
+    """Report keys: the benchmark name, or its full spec (name + options) when two share a name."""
+    names = [b.name for b in benchmarks]
+    return [b.name if names.count(b.name) == 1 else b.spec for b in benchmarks]
+
+
+def evaluate_models(
+    models: Sequence[str],
+    benchmarks: Sequence[Benchmark],
+    data_root: str | Path,
+    cache_dir: str | Path | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    batch_size: int = 64,
+    skip_missing: bool = False,
+) -> list[ModelReport]:
+    """Evaluate each model on each benchmark; see the module docstring."""
+    root = Path(data_root)
+    missing = set(check_benchmarks(benchmarks, root, skip_missing))
+    keyed = dict(zip(benchmark_keys(benchmarks), benchmarks, strict=True))
+    loaded = {key: b.load(root) for key, b in keyed.items() if b.name not in missing}
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    reports = []
+    for spec in models:
+        start = time.perf_counter()
+        model = load_model(spec, device=device, precision=precision)
+        report = ModelReport(str(spec), missing=[k for k, b in keyed.items() if b.name in missing])
+        with torch.no_grad():
+            for key, data in loaded.items():
+                b, enc, t0 = keyed[key], _Encoder(model, cache, batch_size), time.perf_counter()
+                metrics = _run(enc, key, data)
+                seconds = time.perf_counter() - t0
+                report.results[key] = BenchmarkResult(
+                    key, b.family, metrics, b.table1_metric, seconds, enc.images, enc.unreadable
+                )
+        report.seconds = time.perf_counter() - start
+        reports.append(report)
+        del model
+    return reports
