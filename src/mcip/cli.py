@@ -218,6 +218,160 @@ def _eval_embeddings_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _caption_records(args: argparse.Namespace):
+    from mcip.data import load_records
+
+    return load_records(args.images, args.root)
+
+
+def _print_caption_summary(out: str) -> None:
+    from mcip.captions.summary import format_summary, summarize_file
+
+    print(f"\n{out}: " + format_summary(summarize_file(out)))
+
+
+def cmd_captions_retrieve(args: argparse.Namespace) -> int:
+    from mcip.captions.retrieve import retrieve_captions
+    from mcip.errors import InputError
+    from mcip.models import load_model
+
+    if not Path(args.pool).is_file():  # before the (possibly large) model is loaded
+        raise InputError(f"Caption pool not found: {args.pool}.")
+    records = _caption_records(args)
+    model = load_model(args.model, device=args.device)
+    s = retrieve_captions(
+        model,
+        records,
+        args.pool,
+        args.out,
+        top_k=args.top_k,
+        min_sim=args.min_sim,
+        column=args.column,
+        cache_dir=args.cache_dir,
+        backend=args.backend,
+        faiss_factory=args.faiss_factory,
+    )
+    print(
+        f"pool: {s.pool_lines} lines, {s.pool_unique} unique; {s.images} images ({s.skipped_done} already done, "
+        f"{len(s.unreadable)} unreadable); {s.captions_written} captions written, {s.without_captions} image(s) "
+        f"with none above {args.min_sim}; {s.seconds:.1f} s"
+    )
+    _print_caption_summary(args.out)
+    return 0
+
+
+def cmd_captions_generate(args: argparse.Namespace) -> int:
+    from mcip.captions.generate import generate_captions
+
+    s = generate_captions(
+        _caption_records(args),
+        args.vlm,
+        args.out,
+        n=args.n,
+        prompts=args.prompt,
+        batch_size=args.batch_size,
+        device=args.device,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
+    print(
+        f"{s.images_captioned} images captioned ({s.images_done_before} already done, {s.images_failed} failed), "
+        f"{s.captions_written} captions in {s.seconds:.1f} s"
+    )
+    for image_id, error in s.failures[:5]:
+        print(f"  failed: {image_id}: {error}")
+    _print_caption_summary(args.out)
+    return 0
+
+
+def cmd_captions_template(args: argparse.Namespace) -> int:
+    from mcip.captions.templates import read_class_names, read_templates, template_captions
+
+    records = _caption_records(args)
+    labels = sorted({r.label for r in records})
+    names = read_class_names(args.names, labels) if args.names else None
+    written = template_captions(records, args.out, names, read_templates(args.templates), args.per_image)
+    print(f"{written} template captions written")
+    _print_caption_summary(args.out)
+    return 0
+
+
+def cmd_captions_merge(args: argparse.Namespace) -> int:
+    from mcip.captions.merge import merge_sidecars
+
+    merge_sidecars(args.inputs, args.out, args.max_per_image)
+    _print_caption_summary(args.out)
+    return 0
+
+
+def cmd_captions_summary(args: argparse.Namespace) -> int:
+    from mcip.captions.summary import summarize_file
+
+    summary = summarize_file(args.sidecar, top=args.top)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_caption_summary(args.sidecar)
+    return 0
+
+
+def _add_captions_parser(sub) -> None:
+    p = sub.add_parser(
+        "captions", help="pseudo-captions for MCIP: retrieve, generate, template, merge, summary"
+    )
+    csub = p.add_subparsers(dest="captions_command", metavar="ACTION", required=True)
+
+    def images_args(q):
+        q.add_argument("--images", required=True, help="manifest (CSV/JSONL/Parquet) or image folder")
+        q.add_argument("--root", help="folder that relative manifest paths start from")
+        q.add_argument(
+            "--out", required=True, help="caption sidecar JSONL (appended to; done images skipped)"
+        )
+
+    q = csub.add_parser("retrieve", help="top-k captions per image from a caption pool (the authors' way)")
+    images_args(q)
+    q.add_argument("--pool", required=True, help="captions: .txt (one per line), .csv, .jsonl or .parquet")
+    q.add_argument("--column", help="pool column/field holding the text (default: caption, text, alt, ...)")
+    q.add_argument("--model", required=True, help="the CLIP model that embeds images and captions")
+    q.add_argument("--top-k", type=int, default=20)
+    q.add_argument("--min-sim", type=float, default=0.27, help="minimum cosine similarity (default 0.27)")
+    q.add_argument("--backend", choices=["exact", "faiss"], default="exact")
+    q.add_argument("--faiss-factory", default="Flat", help="FAISS index factory string (backend faiss)")
+    q.add_argument("--cache-dir", help="embedding cache (default: $MCIP_CACHE_DIR or ~/.cache/mcip/features)")
+    q.add_argument("--device", default="cpu")
+    q.set_defaults(func=cmd_captions_retrieve)
+
+    q = csub.add_parser("generate", help="captions from a vision-language model (transformers)")
+    images_args(q)
+    q.add_argument("--vlm", required=True, help="hub id or local directory of an image-text-to-text model")
+    q.add_argument("--n", type=int, default=5, help="captions per image (sampled)")
+    q.add_argument("--prompt", action="append", help="a prompt (repeatable: several prompts, more diversity)")
+    q.add_argument("--batch-size", type=int, default=8)
+    q.add_argument("--max-new-tokens", type=int, default=40)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--device", default="cpu")
+    q.set_defaults(func=cmd_captions_generate)
+
+    q = csub.add_parser("template", help="captions from class names and templates ('a photo of a {}.')")
+    images_args(q)
+    q.add_argument("--names", help="class names, one 'label<TAB>name' per line (default: the labels)")
+    q.add_argument("--templates", default="default", help="file with one template per line, or 'default'")
+    q.add_argument("--per-image", type=int, default=10, help="templates per image (chosen per image id)")
+    q.set_defaults(func=cmd_captions_template)
+
+    q = csub.add_parser("merge", help="combine sidecars (earlier inputs first) with a cap per image")
+    q.add_argument("inputs", nargs="+", help="caption sidecars")
+    q.add_argument("--out", required=True)
+    q.add_argument("--max-per-image", type=int, default=20)
+    q.set_defaults(func=cmd_captions_merge)
+
+    q = csub.add_parser("summary", help="captions per image, images without captions, most frequent captions")
+    q.add_argument("sidecar")
+    q.add_argument("--top", type=int, default=10)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_captions_summary)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcip",
@@ -286,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.set_defaults(func=cmd_eval)
+
+    _add_captions_parser(sub)
 
     p = sub.add_parser(
         "encode", help="encode a folder of images into embeddings.npy (+ neighbours, text queries)"

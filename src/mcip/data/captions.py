@@ -21,36 +21,37 @@ from mcip.data.records import ImageRecord
 from mcip.errors import ConfigError, InputError
 
 
-def _caption_texts(entries: object) -> list[str] | None:
-    """Texts of a line's ``captions`` list, or None when the list is malformed."""
+def _caption_entries(entries: object) -> list[dict] | None:
+    """A line's ``captions`` as dicts with ``text`` (plain strings become ``{"text": s}``); None if malformed."""
     if not isinstance(entries, list):
         return None
-    texts = []
+    out = []
     for entry in entries:
-        text = entry.get("text") if isinstance(entry, dict) else entry
-        if not isinstance(text, str):
+        entry = entry if isinstance(entry, dict) else {"text": entry}
+        if not isinstance(entry.get("text"), str):
             return None
-        texts.append(text)
-    return texts
+        out.append(entry)
+    return out
 
 
-def _parse_line(line: str) -> tuple[str, list[str]] | None:
+def _parse_line(line: str) -> tuple[str, list[dict]] | None:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError:
         return None
     if not isinstance(obj, dict) or not isinstance(obj.get("id"), str | int):
         return None
-    texts = _caption_texts(obj.get("captions"))
-    return None if texts is None else (str(obj["id"]), texts)
+    entries = _caption_entries(obj.get("captions"))
+    return None if entries is None else (str(obj["id"]), entries)
 
 
-def read_caption_sidecar(path: str | os.PathLike) -> dict[str, list[str]]:
-    """Captions by image id from a sidecar JSONL; malformed lines are skipped with one warning."""
+def read_caption_entries(path: str | os.PathLike) -> dict[str, list[dict]]:
+    """Caption entries (``text``, ``source``, ``score``) by image id, in file order; repeated ids are merged
+    and malformed lines skipped with one warning. Ids whose line lists no caption map to ``[]``."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Caption sidecar not found: {path}.")
-    by_id: dict[str, list[str]] = {}
+    by_id: dict[str, list[dict]] = {}
     bad, first_bad = 0, 0
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
@@ -68,6 +69,11 @@ def read_caption_sidecar(path: str | os.PathLike) -> dict[str, list[str]]:
             stacklevel=2,
         )
     return by_id
+
+
+def read_caption_sidecar(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Caption texts by image id from a sidecar JSONL (see :func:`read_caption_entries`)."""
+    return {i: [e["text"] for e in entries] for i, entries in read_caption_entries(path).items()}
 
 
 def _dedupe(texts: Sequence[str], limit: int) -> tuple[str, ...]:
