@@ -272,11 +272,14 @@ def cmd_captions_generate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
         seed=args.seed,
+        trust_remote_code=args.trust_remote_code,
     )
     print(
-        f"{s.images_captioned} images captioned ({s.images_done_before} already done, {s.images_failed} failed), "
-        f"{s.captions_written} captions in {s.seconds:.1f} s"
+        f"{s.images_captioned} images captioned ({s.images_done_before} already done, {s.images_failed} failed, "
+        f"{s.images_without_captions} without any caption), {s.captions_written} captions in {s.seconds:.1f} s"
     )
     for image_id, error in s.failures[:5]:
         print(f"  failed: {image_id}: {error}")
@@ -344,11 +347,20 @@ def _add_captions_parser(sub) -> None:
     q = csub.add_parser("generate", help="captions from a vision-language model (transformers)")
     images_args(q)
     q.add_argument("--vlm", required=True, help="hub id or local directory of an image-text-to-text model")
-    q.add_argument("--n", type=int, default=5, help="captions per image (sampled)")
+    q.add_argument(
+        "--n", type=int, default=5, help="captions per image and prompt: 1 = greedy, more = sampled"
+    )
     q.add_argument("--prompt", action="append", help="a prompt (repeatable: several prompts, more diversity)")
     q.add_argument("--batch-size", type=int, default=8)
     q.add_argument("--max-new-tokens", type=int, default=40)
+    q.add_argument("--temperature", type=float, default=0.9, help="sampling temperature (n > 1)")
+    q.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (n > 1)")
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow models that ship their own code (e.g. some Florence-2 repositories)",
+    )
     q.add_argument("--device", default="cpu")
     q.set_defaults(func=cmd_captions_generate)
 
