@@ -76,6 +76,7 @@ def test_image_stages_train_only_the_image_side(stage, tiny_openclip, synth, tmp
     assert len(changed & image) > 0.8 * len(image)  # nearly every image tensor moved
     assert result.train.steps == 3
     assert result.train.best_metric is not None  # a run ending mid-epoch (max_steps) is validated at its end
+    assert "Best validation i2i_map" in result.train.summary()
     run_dir = result.run_dir
     assert (run_dir / "config.yaml").is_file() and (run_dir / "metrics.jsonl").is_file()
     assert json.loads((result.model_dir / "mcip_model.json").read_text())["extra"]["stage"] == stage

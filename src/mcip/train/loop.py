@@ -294,6 +294,7 @@ class _Trainer:
                 skipped_batches=skipped_batches,
                 first_failures=failures[: SkipCounter.KEEP_FAILURES],
                 stopped_early=self.selection.stopped,
+                val_metric=self.val_metric,
             )
         )
 

@@ -164,6 +164,7 @@ class TrainResult:
         epochs_done: fully finished epochs.
         seconds: training wall time over resumes.
         best_metric, best_step: the best validation value of ``val_metric`` (higher is better) and when.
+        val_metric: the name of the validation metric that selects the best checkpoint.
         final_metrics: the last logged training averages and the last validation results (``val/...``).
         skipped: items (images) skipped because they could not be read, over all ranks.
         skipped_batches: batches skipped whole (every item unreadable).
@@ -184,6 +185,7 @@ class TrainResult:
     skipped_batches: int = 0
     first_failures: list[tuple[Any, str]] = field(default_factory=list)
     stopped_early: bool = False
+    val_metric: str | None = None
 
     def summary(self) -> str:
         """A few human-readable lines: steps, time, images skipped, best validation score."""
@@ -196,7 +198,9 @@ class TrainResult:
         if self.first_failures:
             lines.append("First failures: " + "; ".join(f"{i}: {e}" for i, e in self.first_failures[:3]))
         if self.best_metric is not None:
-            lines.append(f"Best validation {self.best_metric:.4f} at step {self.best_step}")
+            lines.append(
+                f"Best validation {self.val_metric or ''} {self.best_metric:.4f} at step {self.best_step}"
+            )
         lines.append(f"Run folder: {self.run_dir} (last checkpoint {self.last_checkpoint})")
         return "\n".join(lines)
 
