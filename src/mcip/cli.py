@@ -384,6 +384,42 @@ def _add_captions_parser(sub) -> None:
     q.set_defaults(func=cmd_captions_summary)
 
 
+def default_lab_root() -> Path:
+    """``$MCIP_LAB_DIR``, else ``~/.cache/mcip/lab``."""
+    import os
+
+    env = os.environ.get("MCIP_LAB_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "mcip" / "lab"
+
+
+def cmd_lab_prepare(args: argparse.Namespace) -> int:
+    from mcip.lab import prepare_lab
+
+    data = prepare_lab(
+        Path(args.root) if args.root else default_lab_root(),
+        npm=args.npm,
+        force=args.force,
+        progress=not args.quiet,
+    )
+    if args.quiet:
+        print(data)
+    return 0
+
+
+def _add_lab_parser(sub) -> None:
+    p = sub.add_parser("lab", help="the offline lab: real emoji data and encoders on a CPU")
+    lsub = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+    q = lsub.add_parser(
+        "prepare",
+        help="fetch the emoji packages with npm (pinned versions), composite, split, write the manifest",
+    )
+    q.add_argument("--root", help="data folder (default: $MCIP_LAB_DIR or ~/.cache/mcip/lab)")
+    q.add_argument("--npm", default="npm", help="the npm executable")
+    q.add_argument("--force", action="store_true", help="delete what an earlier run wrote and start over")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_lab_prepare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcip",
@@ -454,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     _add_captions_parser(sub)
+    _add_lab_parser(sub)
 
     p = sub.add_parser(
         "encode", help="encode a folder of images into embeddings.npy (+ neighbours, text queries)"
