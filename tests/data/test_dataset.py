@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from mcip.data import (
-    CaptionPairDataset,
     ImageDataset,
     ImageRecord,
-    collate_caption_pairs,
     collate_images,
 )
-from mcip.errors import ConfigError, InputError
+from mcip.errors import ConfigError
 from tests.data.conftest import SIDE, to_pixels
 
 
@@ -56,38 +52,3 @@ def test_unknown_label_is_a_config_error(bad_files):
     recs = [ImageRecord("g", bad_files["good"], "zebra")]
     with pytest.raises(ConfigError, match="zebra"):
         ImageDataset(recs, to_pixels, {"ant": 0})
-
-
-def test_caption_pairs_one_item_per_caption():
-    recs = [
-        ImageRecord("a", Path("a"), "x", ("a1", "a2")),
-        ImageRecord("b", Path("b"), "x"),
-        ImageRecord("c", Path("c"), "y", ("c1",)),
-    ]
-    ds = CaptionPairDataset(recs)
-    assert [ds[j] for j in range(len(ds))] == [
-        {"image_index": 0, "text": "a1"},
-        {"image_index": 0, "text": "a2"},
-        {"image_index": 2, "text": "c1"},
-    ]
-    assert ds.offsets.tolist() == [0, 2, 2, 3] and ds.texts == ["a1", "a2", "c1"]
-
-
-def test_caption_pair_collate_tokenizes():
-    def tokenize(texts: list[str]) -> dict[str, torch.Tensor]:
-        ids = torch.tensor([[len(t), 1, 0] for t in texts])
-        return {"input_ids": ids, "attention_mask": (ids > 0).long()}
-
-    recs = [ImageRecord("a", Path("a"), "x", ("aa", "bbb")), ImageRecord("b", Path("b"), "x", ("c",))]
-    ds = CaptionPairDataset(recs)
-    batch = collate_caption_pairs(tokenize)([ds[2], ds[0]])
-    assert batch["image_index"].tolist() == [1, 0] and batch["image_index"].dtype == torch.long
-    assert batch["tokens"]["input_ids"].shape == (2, 3) and batch["tokens"]["input_ids"][:, 0].tolist() == [
-        1,
-        2,
-    ]
-
-
-def test_caption_pairs_without_any_caption_is_an_error():
-    with pytest.raises(InputError, match="attach_captions"):
-        CaptionPairDataset([ImageRecord("a", Path("a"), "x")])

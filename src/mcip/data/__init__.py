@@ -2,10 +2,11 @@
 
 from mcip.data.cache import FeatureCache, RaggedFeatures, cache_key
 from mcip.data.captions import attach_captions, read_caption_sidecar, write_caption_sidecar
-from mcip.data.dataset import CaptionPairDataset, ImageDataset, collate_caption_pairs, collate_images
+from mcip.data.dataset import ImageDataset, collate_images
 from mcip.data.images import IMAGE_EXTENSIONS, find_images, open_image
 from mcip.data.loader import ResumableLoader, ResumableShardLoader
 from mcip.data.manifest import load_records, read_image_folder, read_manifest
+from mcip.data.pairs import CollatePairs, SampledCaptionDataset
 from mcip.data.records import ImageRecord, class_index
 from mcip.data.sampler import ClassBalancedBatchSampler, EpochBatchSampler
 from mcip.data.split import split_by_class
@@ -13,8 +14,8 @@ from mcip.data.webdataset import ShardDataset, list_shards, read_shard_records, 
 
 __all__ = [
     "IMAGE_EXTENSIONS",
-    "CaptionPairDataset",
     "ClassBalancedBatchSampler",
+    "CollatePairs",
     "EpochBatchSampler",
     "FeatureCache",
     "ImageDataset",
@@ -22,11 +23,11 @@ __all__ = [
     "RaggedFeatures",
     "ResumableLoader",
     "ResumableShardLoader",
+    "SampledCaptionDataset",
     "ShardDataset",
     "attach_captions",
     "cache_key",
     "class_index",
-    "collate_caption_pairs",
     "collate_images",
     "find_images",
     "list_shards",

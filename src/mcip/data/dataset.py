@@ -11,19 +11,16 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from mcip.data.images import open_image
 from mcip.data.records import ImageRecord, class_index
-from mcip.errors import ConfigError, InputError
+from mcip.errors import ConfigError
 
 __all__ = [
-    "CaptionPairDataset",
     "ImageDataset",
-    "collate_caption_pairs",
     "collate_images",
     "decode_image",
 ]
@@ -109,47 +106,3 @@ def collate_images(items: Sequence[Mapping]) -> dict:
         "index": torch.tensor([it["index"] for it in good], dtype=torch.long),
         "skipped": skipped,
     }
-
-
-class CaptionPairDataset(Dataset):
-    """One item per (image, caption): ``{"image_index": record index, "text": caption}``.
-
-    Attributes:
-        texts: every caption, flattened in record order (the list a caption feature cache stores).
-        offsets: (n + 1,) int64; record ``i`` owns ``texts[offsets[i]:offsets[i + 1]]``.
-    """
-
-    def __init__(self, records: Sequence[ImageRecord]) -> None:
-        counts = np.array([len(r.captions) for r in records], dtype=np.int64)
-        if counts.sum() == 0:
-            raise InputError(
-                f"None of the {len(records)} images has a caption; add a 'captions' column to the "
-                "manifest or attach a caption sidecar (mcip.data.attach_captions)."
-            )
-        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.texts = [c for r in records for c in r.captions]
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def __getitem__(self, j: int) -> dict:
-        image_index = int(np.searchsorted(self.offsets, j, side="right") - 1)
-        return {"image_index": image_index, "text": self.texts[j]}
-
-
-class _CaptionPairCollate:
-    """A picklable collate function (DataLoader workers may be spawned)."""
-
-    def __init__(self, tokenize: Callable[[list[str]], dict[str, Tensor]]) -> None:
-        self.tokenize = tokenize
-
-    def __call__(self, items: Sequence[Mapping]) -> dict:
-        return {
-            "image_index": torch.tensor([it["image_index"] for it in items], dtype=torch.long),
-            "tokens": self.tokenize([it["text"] for it in items]),
-        }
-
-
-def collate_caption_pairs(tokenize: Callable[[list[str]], dict[str, Tensor]]) -> Callable[[Sequence], dict]:
-    """Collate for :class:`CaptionPairDataset`: ``{"image_index": (B,) long, "tokens": {name: (B, L)}}``."""
-    return _CaptionPairCollate(tokenize)
