@@ -149,3 +149,74 @@ def cached_text_embeddings(
     return FeatureCache(cache_dir).get_or_compute(
         key, len(texts), width, compute, batch_size=batch_size, desc=desc
     )
+
+
+@torch.no_grad()
+def cached_image_features(
+    model: EmbeddingModel,
+    paths: Sequence[os.PathLike | str],
+    cache_dir: str | os.PathLike,
+    batch_size: int = 64,
+    desc: str = "caching image features",
+) -> np.ndarray:
+    """(N, F_img) float32 pooled image-encoder features BEFORE the projector (eval transform), cached per
+    (image-encoder fingerprint, file list): what a stage that trains only the projectors needs. Unreadable
+    images give NaN rows."""
+    from mcip.data.cache import FeatureCache, cache_key
+    from mcip.models.fingerprint import model_fingerprint
+
+    paths = [Path(p) for p in paths]
+    size = model.image_size
+    width = model.image_features(torch.zeros(1, 3, size, size, device=model.device)).shape[-1]
+
+    def compute(indices: list[int]) -> np.ndarray:
+        out = np.full((len(indices), width), np.nan, dtype=np.float32)
+        pixels, rows = [], []
+        for row, i in enumerate(indices):
+            decoded = decode_image(paths[i], model.eval_transform, str(paths[i]))
+            if not isinstance(decoded, str):
+                pixels.append(decoded)
+                rows.append(row)
+        if pixels:
+            feats = model.image_features(torch.stack(pixels).to(model.device))
+            out[rows] = feats.float().cpu().numpy()
+        return out
+
+    fingerprint = model_fingerprint(model, ("image_encoder",))
+    key = cache_key("image-features", fingerprint, cache_key(*map(str, paths)))
+    return FeatureCache(cache_dir).get_or_compute(
+        key, len(paths), width, compute, batch_size=batch_size, dtype="float32", desc=desc
+    )
+
+
+@torch.no_grad()
+def cached_text_features(
+    model: EmbeddingModel,
+    texts: Sequence[str],
+    cache_dir: str | os.PathLike,
+    batch_size: int = 256,
+    desc: str = "caching text features",
+) -> np.ndarray:
+    """(T, F_txt) float32 pooled text-encoder features BEFORE the projector, cached per (text-encoder
+    fingerprint, texts)."""
+    from mcip.data.cache import FeatureCache, cache_key
+    from mcip.models.fingerprint import model_fingerprint
+
+    texts = list(texts)
+
+    def features(batch: list[str]) -> torch.Tensor:
+        tokens = {k: v.to(model.device) for k, v in model.tokenize(batch).items()}
+        return model.text_features(tokens).float().cpu()
+
+    width = features(["a"]).shape[-1]
+    fingerprint = model_fingerprint(model, ("text_encoder",))
+    key = cache_key("text-features", fingerprint, cache_key(*texts) if texts else "empty")
+    return FeatureCache(cache_dir).get_or_compute(
+        key,
+        len(texts),
+        width,
+        lambda idx: features([texts[i] for i in idx]).numpy(),
+        batch_size=batch_size,
+        dtype="float32",
+        desc=desc,
+    )

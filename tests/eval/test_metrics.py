@@ -293,6 +293,27 @@ def test_i2t_recall_against_naive_loop_with_ties():
         assert got[k] == pytest.approx(hits / len(queries))
 
 
+def test_t2i_and_i2t_with_image_labels_against_naive_loops_with_ties():
+    # several images per label (one emoji, three vendors): any image of the caption's label is relevant
+    images, _ = int_clusters(30, 3, 30, seed=11, spread=0)
+    g = torch.Generator().manual_seed(12)
+    labels = torch.randint(0, 9, (30,), generator=g)
+    owner = torch.randint(0, 30, (40,), generator=g)
+    texts = images[owner] + torch.randint(-1, 2, (40, 3), generator=g)
+    t2i = text_to_image_recall(texts, images, owner, ks=(1, 2, 5), chunk_size=6, image_labels=labels)
+    i2t = image_to_text_recall(images, texts, owner, ks=(1, 2, 5), chunk_size=6, image_labels=labels)
+    caption_labels = labels[owner]
+    queries = [i for i in range(30) if int(labels[i]) in set(caption_labels.tolist())]
+    for k in (1, 2, 5):
+        hits = sum(any(labels[j] == caption_labels[t] for j in order(images @ texts[t])[:k]) for t in range(40))
+        assert t2i[k] == pytest.approx(hits / 40)
+        hits = sum(any(caption_labels[t] == labels[i] for t in order(texts @ images[i])[:k]) for i in queries)
+        assert i2t[k] == pytest.approx(hits / len(queries))
+    # with one image per label the grouped metric equals the plain one
+    plain = text_to_image_recall(texts, images, owner, ks=(1, 5))
+    assert text_to_image_recall(texts, images, owner, ks=(1, 5), image_labels=torch.arange(30)) == plain
+
+
 # ---------------------------------------------------------------- bad input
 
 

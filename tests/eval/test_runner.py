@@ -158,3 +158,14 @@ def test_markdown_layout_groups_families_in_table1_order():
     header = md.splitlines()[0]
     assert header.index("| i |") < header.index("| t |") < header.index("I2I avg") < header.index("AVG")
     assert "| 65.0 |" in md.splitlines()[2] + "|"  # AVG of 80 and 50
+
+
+def test_text_benchmarks_are_not_applicable_after_drop_projector(model_specs, data_root, tmp_path):
+    spec = model_specs["openclip"]["spec"]
+    dropped = mcip.save_model(mcip.load_model(spec, drop_projector=True), tmp_path / "dropped")
+    benches = [FakeI2I(), FakeZS(), FakeT2I()]
+    (report,) = evaluate_models([dropped], benches, data_root, cache_dir=tmp_path / "cache")
+    assert set(report.results) == {"fake_i2i"} and report.missing == ["fake_zs", "fake_t2i"]
+    assert "not applicable" in report.notes[0] and "fake_t2i" in report.notes[0]
+    md = markdown_table([report], [(b.name, b.family) for b in benches])
+    assert md.count("n/a") >= 2

@@ -12,7 +12,7 @@ import mcip
 from mcip.train.config import load_config, plan
 from mcip.train.stages import run, run_stage
 from mcip.train.validate import encode_records
-from tests.stages.synth import make_dataset
+from tests.stages.synth import HELD_OUT, make_dataset
 
 FAST = [
     "loop.max_steps=3",
@@ -127,6 +127,60 @@ def test_align_trains_the_configured_parts(model_specs, synth, tmp_path):
     assert changed == _part_names(trained, {"image_projector", "text_projector", "logit_scale"})
 
 
+@pytest.mark.parametrize("parts", [("image_projector", "text_projector", "logit_scale"), ("text_encoder",)])
+def test_align_on_cached_frozen_features_equals_running_the_frozen_encoders(
+    model_specs, synth, tmp_path, parts
+):
+    """With a frozen encoder the align stage runs the projectors on cached features; the loss must equal
+    running the encoders on the same (eval-transformed) images and the same captions."""
+    from mcip.data import load_records
+    from mcip.data.dataset import decode_image
+    from mcip.data.pairs import CollatePairs, SampledCaptionDataset
+    from mcip.losses import InfoNCELoss
+    from mcip.train.features import frozen_image_features, frozen_text_features
+    from mcip.train.task import AlignTask
+
+    model = mcip.load_model(model_specs["composed"]["spec"], embed_dim=16, image_size=32)
+    records = load_records(synth)[:12]
+    image_feats = frozen_image_features(model, records, tmp_path / "cache")
+    text_feats = None if "text_encoder" in parts else frozen_text_features(model, records, tmp_path / "cache")
+    assert image_feats.shape == (12, model.image_features(torch.zeros(1, 3, 32, 32)).shape[-1])
+    torch.manual_seed(3)
+    pairs = SampledCaptionDataset(records)
+    batch = CollatePairs(model.tokenize)([pairs[i] for i in range(12)])
+    for j, i in enumerate(batch["image_index"].tolist()):  # caption_index points at the drawn caption
+        flat = [c for r in records for c in r.captions]
+        assert flat[int(batch["caption_index"][j])] in records[i].captions
+    with torch.no_grad():
+        cached = AlignTask(model, InfoNCELoss(), image_feats, text_feats)(batch)["loss"]
+        rows = [records[i] for i in batch["image_index"].tolist()]
+        batch["pixels"] = torch.stack([decode_image(r.path, model.eval_transform, "") for r in rows])
+        full = AlignTask(model, InfoNCELoss())(batch)["loss"]
+    torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-5)
+
+
+def test_align_with_a_frozen_image_encoder_trains_from_cached_features(
+    model_specs, synth, tmp_path, monkeypatch
+):
+    spec = model_specs["composed"]["spec"]
+    base = mcip.save_model(mcip.load_model(spec, embed_dim=16, image_size=32), tmp_path / "base")
+    from mcip import embed
+
+    calls = []
+    original = embed.decode_image
+    monkeypatch.setattr(embed, "decode_image", lambda *a, **k: calls.append(1) or original(*a, **k))
+    cfg = _config("align", base, synth, tmp_path, "loop.max_steps=4")
+    run_stage(cfg, progress=False)
+    first = len(calls)
+    calls.clear()
+    run_stage(
+        _config("align", base, synth, tmp_path / "again", f"cache_dir={tmp_path / 'cache'}"), progress=False
+    )
+    assert (
+        len(calls) < first
+    )  # the second run reads the image features from the cache (only validation decodes)
+
+
 def test_pipeline_feeds_each_stage_the_previous_model(tiny_openclip, synth, tmp_path):
     raw = load_config(
         None,
@@ -215,3 +269,24 @@ def test_collate_pairs_reports_unreadable_images_and_pickles(tmp_path):
     collate = pickle.loads(pickle.dumps(CollatePairs(str.split)))
     batch = collate([pairs[0]])
     assert batch["image_index"].shape == (0,) and "missing.png" in batch["skipped"][0][1]
+
+
+def test_explicit_validation_manifest_replaces_the_class_fraction(tiny_openclip, synth, tmp_path):
+    from mcip.train.stages import _records
+
+    val = make_dataset(tmp_path / "held", per_class=3, held_out=True)
+    cfg = _config("gpr", f"openclip:{tiny_openclip}", synth, tmp_path, f"data.val={val}")
+    train, held = _records(cfg)
+    assert len(train) == len(mcip.data.load_records(synth))  # nothing of train held out
+    assert {r.label for r in held} == {f"{c}_{s}" for c, s in HELD_OUT}
+    result = run_stage(cfg, progress=False)
+    assert result.train.val_metric == "i2i_map" and result.train.best_metric is not None
+
+
+def test_explicit_validation_manifest_must_hold_out_whole_classes(tiny_openclip, synth, tmp_path):
+    from mcip.errors import InputError
+    from mcip.train.stages import _records
+
+    cfg = _config("gpr", f"openclip:{tiny_openclip}", synth, tmp_path, f"data.val={synth}")
+    with pytest.raises(InputError, match="hold out whole classes"):
+        _records(cfg)

@@ -25,6 +25,10 @@ class SampledCaptionDataset(Dataset):
         self.records = records
         self.images = images
         self.keep = [i for i, r in enumerate(records) if r.captions]
+        counts = [len(r.captions) for r in records]
+        self.offsets = [0]
+        for n in counts:
+            self.offsets.append(self.offsets[-1] + n)
 
     def __len__(self) -> int:
         return len(self.keep)
@@ -32,7 +36,9 @@ class SampledCaptionDataset(Dataset):
     def __getitem__(self, j: int) -> dict:
         i = self.keep[j]
         captions = self.records[i].captions
-        item = {"image_index": i, "text": captions[int(torch.randint(len(captions), ()))]}
+        k = int(torch.randint(len(captions), ()))
+        # caption_index: the caption's row among all records' captions in order (cached text features)
+        item = {"image_index": i, "text": captions[k], "caption_index": self.offsets[i] + k}
         if self.images is not None:
             image = self.images[i]
             if "error" in image:
@@ -43,7 +49,7 @@ class SampledCaptionDataset(Dataset):
 
 class CollatePairs:
     """Collate for :class:`SampledCaptionDataset` (a class, so DataLoader workers can pickle it):
-    ``image_index (B,)``, ``tokens`` (dict of (B, L)), ``pixels (B,3,S,S)`` when present, ``skipped``
+    ``image_index (B,)``, ``caption_index (B,)``, ``tokens`` (dict of (B, L)), ``pixels (B,3,S,S)`` when present, ``skipped``
     [(index, error)]; zero rows when every item failed."""
 
     def __init__(self, tokenize: Callable[[list[str]], dict[str, torch.Tensor]]) -> None:
@@ -56,6 +62,7 @@ class CollatePairs:
             return {"image_index": torch.zeros(0, dtype=torch.long), "skipped": skipped}
         batch = {
             "image_index": torch.tensor([it["image_index"] for it in good], dtype=torch.long),
+            "caption_index": torch.tensor([it.get("caption_index", -1) for it in good], dtype=torch.long),
             "tokens": self.tokenize([it["text"] for it in good]),
             "skipped": skipped,
         }

@@ -297,26 +297,39 @@ def text_to_image_recall(
     text_to_image: Tensor,
     ks: Sequence[int] = (1, 5, 10),
     chunk_size: int = 1024,
+    image_labels: Tensor | None = None,
 ) -> dict[int, float]:
     """Text-to-image Recall@k: the fraction of text queries whose own image is among the top k images.
 
     Definition: each caption ranks all N images (ties by image index, ascending); it hits at k if its
     image's rank is <= k. Every caption is a query, so an image with five captions counts five times.
+    With ``image_labels`` a caption's relevant images are all images sharing its image's label (several
+    drawings of one emoji, several photos of one product): it hits at k if the best-ranked of them has
+    rank <= k.
 
     Args:
         text_emb: (T, D) L2-normalised caption embeddings (several captions may share an image).
         image_emb: (N, D) L2-normalised image embeddings.
         text_to_image: (T,) index of each caption's image row in ``image_emb``.
+        image_labels: optional (N,) integer label per image.
     """
     ks = _check_ks(ks)
     texts, images = _check_pair(text_emb, image_emb)
     target = _check_index(text_to_image, len(texts), "text_to_image", upper=len(images))
+    groups = None
+    if image_labels is not None:
+        image_labels = _check_index(image_labels, len(images), "image_labels")
+        groups = _Groups(image_labels)
     rank = torch.empty(len(texts), dtype=torch.float64)
     buffer = _buffer(len(texts), len(images), chunk_size)
     for rows in _chunks(len(texts), len(images), chunk_size):
-        idx = target[rows].unsqueeze(1)
         sim = _similarities(texts[rows], images, buffer)
-        rank[rows] = _relevant_ranks(sim, idx, torch.ones_like(idx, dtype=torch.bool))[:, 0]
+        if groups is None:
+            idx = target[rows].unsqueeze(1)
+            rank[rows] = _relevant_ranks(sim, idx, torch.ones_like(idx, dtype=torch.bool))[:, 0]
+        else:
+            idx, valid = groups.members(image_labels[target[rows]])
+            rank[rows] = _relevant_ranks(sim, *_best_relevant(sim, idx, valid))[:, 0]
     return {k: float((rank <= k).double().mean()) for k in ks}
 
 
@@ -326,25 +339,34 @@ def image_to_text_recall(
     caption_image: Tensor,
     ks: Sequence[int] = (1, 5, 10),
     chunk_size: int = 1024,
+    image_labels: Tensor | None = None,
 ) -> dict[int, float]:
     """Image-to-text Recall@k: the fraction of images with at least one of their own captions in the top k.
 
     Definition: each image that has captions ranks all T captions (ties by caption index, ascending); it
     hits at k if its best-ranked own caption has rank <= k. Images without any caption are not queries
-    (they stay in the database of ``text_to_image_recall`` as distractors).
+    (they stay in the database of ``text_to_image_recall`` as distractors). With ``image_labels`` an
+    image's own captions are those of every image sharing its label, and every image whose label has a
+    caption is a query.
 
     Args:
         image_emb: (N, D) L2-normalised; text_emb: (T, D) L2-normalised;
-        caption_image: (T,) image row of each caption.
+        caption_image: (T,) image row of each caption; image_labels: optional (N,) integer labels.
     """
     ks = _check_ks(ks)
     images, texts = _check_pair(image_emb, text_emb)
     owner = _check_index(caption_image, len(texts), "caption_image", upper=len(images))
-    queries = torch.unique(owner)
-    groups = _Groups(owner)
+    if image_labels is None:
+        queries = torch.unique(owner)
+        groups, query_keys = _Groups(owner), queries
+    else:
+        image_labels = _check_index(image_labels, len(images), "image_labels")
+        caption_labels = image_labels[owner]
+        queries = torch.isin(image_labels, caption_labels).nonzero().squeeze(1)
+        groups, query_keys = _Groups(caption_labels), image_labels[queries]
     rank = torch.empty(len(queries), dtype=torch.float64)
     buffer = _buffer(len(queries), len(texts), chunk_size)
     for rows in _chunks(len(queries), len(texts), chunk_size):
         sim = _similarities(images[queries[rows]], texts, buffer)
-        rank[rows] = _relevant_ranks(sim, *_best_relevant(sim, *groups.members(queries[rows])))[:, 0]
+        rank[rows] = _relevant_ranks(sim, *_best_relevant(sim, *groups.members(query_keys[rows])))[:, 0]
     return {k: float((rank <= k).double().mean()) for k in ks}

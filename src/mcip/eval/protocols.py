@@ -153,13 +153,19 @@ def evaluate_zeroshot(
 
 
 def evaluate_t2i(
-    image_emb: Tensor, text_emb: Tensor, caption_image, ks: Sequence[int] = (1, 5, 10)
+    image_emb: Tensor,
+    text_emb: Tensor,
+    caption_image,
+    ks: Sequence[int] = (1, 5, 10),
+    image_labels=None,
 ) -> dict[str, float]:
     """Text-image retrieval: ``recall@k`` (text -> image: a caption hits if its image is in the top k) and
-    ``i2t_recall@k`` (image -> text: an image hits if any of its captions is in the top k)."""
+    ``i2t_recall@k`` (image -> text: an image hits if any of its captions is in the top k). With
+    ``image_labels`` every image of a caption's label counts as its image (see the metric functions)."""
     caption_image = _labels(caption_image)
-    t2i = text_to_image_recall(text_emb, image_emb, caption_image, ks)
-    i2t = image_to_text_recall(image_emb, text_emb, caption_image, ks)
+    labels = None if image_labels is None else _labels(image_labels)
+    t2i = text_to_image_recall(text_emb, image_emb, caption_image, ks, image_labels=labels)
+    i2t = image_to_text_recall(image_emb, text_emb, caption_image, ks, image_labels=labels)
     return {f"recall@{k}": _percent(v) for k, v in t2i.items()} | {
         f"i2t_recall@{k}": _percent(v) for k, v in i2t.items()
     }

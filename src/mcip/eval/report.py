@@ -67,7 +67,7 @@ def markdown_table(reports: Sequence[ModelReport], benchmarks: Sequence[tuple[st
     groups = " | ".join(f"{titles.get(f, f)}: {', '.join(ns)}" for f, ns in columns.items())
     return (
         "\n".join(lines)
-        + f"\n\nColumns by family: {groups}. `n/a`: data absent; `(k/n)`: average over k of n columns.\n"
+        + f"\n\nColumns by family: {groups}. `n/a`: data absent or not applicable; `(k/n)`: average over k of n columns.\n"
     )
 
 
@@ -90,6 +90,7 @@ def write_report(
                 "model": r.model,
                 "seconds": round(r.seconds, 2),
                 "missing": r.missing,
+                "notes": r.notes,
                 "results": {n: vars(res) for n, res in r.results.items()},
                 "averages": {
                     k: {"value": v, "present": p, "columns": t}

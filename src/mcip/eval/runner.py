@@ -52,8 +52,9 @@ class BenchmarkResult:
 class ModelReport:
     model: str
     results: dict[str, BenchmarkResult] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)  # benchmarks whose data was absent
+    missing: list[str] = field(default_factory=list)  # benchmarks whose data was absent or that do not apply
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # why a benchmark was not run
 
 
 def check_benchmarks(benchmarks: Sequence[Benchmark], root: Path, skip_missing: bool) -> list[str]:
@@ -120,8 +121,19 @@ def _run(enc: _Encoder, name: str, data: BenchmarkData) -> dict[str, float]:
     if isinstance(data, CaptionSet):
         images = enc.image(data.images, f"{name} images")
         text = enc.text(list(data.captions), f"{name} captions")
-        return P.evaluate_t2i(images, text, torch.as_tensor(np.asarray(data.caption_image, dtype=np.int64)))
+        owners = torch.as_tensor(np.asarray(data.caption_image, dtype=np.int64))
+        labels = _labels(data.images) if data.match_labels else None
+        return P.evaluate_t2i(images, text, owners, image_labels=labels)
     raise TypeError(f"No protocol for {type(data).__name__}")
+
+
+@torch.no_grad()
+def _text_benchmarks_without_text_side(model: EmbeddingModel, keyed: dict, loaded: dict) -> list[str]:
+    """Keys of text benchmarks (zero-shot, T2I) that cannot run because text and image widths differ."""
+    text = [k for k in loaded if isinstance(loaded[k], (ZeroShotSet, CaptionSet))]
+    if not text or model.encode_text(["a"]).shape[-1] == model.embed_dim:
+        return []
+    return text
 
 
 def benchmark_keys(benchmarks: Sequence[Benchmark]) -> list[str]:
@@ -151,8 +163,17 @@ def evaluate_models(
         start = time.perf_counter()
         model = load_model(spec, device=device, precision=precision)
         report = ModelReport(str(spec), missing=[k for k, b in keyed.items() if b.name in missing])
+        text_keys = _text_benchmarks_without_text_side(model, keyed, loaded)
+        if text_keys:
+            report.missing += text_keys
+            report.notes.append(
+                f"{', '.join(text_keys)}: not applicable, the model's text embedding width differs from its "
+                f"image embedding width ({model.embed_dim}; e.g. drop_projector without re-alignment)."
+            )
         with torch.no_grad():
             for key, data in loaded.items():
+                if key in text_keys:
+                    continue
                 b, enc, t0 = keyed[key], _Encoder(model, cache, batch_size), time.perf_counter()
                 metrics = _run(enc, key, data)
                 seconds = time.perf_counter() - t0

@@ -91,6 +91,7 @@ class DataConfig:
     train: str = MISSING
     root: str | None = None
     captions: str | None = None  # JSONL sidecar {"id", "captions": [...]} (the captions commands write it)
+    val: str | None = None  # a separate validation manifest/folder; when set, val_fraction is not used
     val_fraction: float = 0.05
     batch_size: int = 128
     balanced_m: int | None = None  # m images per class per batch; None = plain shuffling

@@ -2,6 +2,7 @@
 
 - Re-A: image embeddings of the caption data (the image tower is frozen, SPEC section 2).
 - MCIP: caption embeddings of the training data (the text tower is frozen, SPEC section 3).
+- align with frozen encoders: their pooled features before the projectors (only projectors train).
 
 Under DDP rank 0 fills a cache and the other ranks read it after a barrier (one writer per cache).
 """
@@ -16,11 +17,23 @@ import numpy as np
 
 from mcip.data.cache import RaggedFeatures
 from mcip.data.records import ImageRecord
-from mcip.embed import cached_image_embeddings, cached_text_embeddings, default_cache_dir
+from mcip.embed import (
+    cached_image_embeddings,
+    cached_image_features,
+    cached_text_embeddings,
+    cached_text_features,
+    default_cache_dir,
+)
 from mcip.models.base import EmbeddingModel
 from mcip.train.distributed import barrier, current
 
-__all__ = ["caption_embeddings", "default_cache_dir", "image_embeddings"]
+__all__ = [
+    "caption_embeddings",
+    "default_cache_dir",
+    "frozen_image_features",
+    "frozen_text_features",
+    "image_embeddings",
+]
 
 T = TypeVar("T")
 
@@ -57,3 +70,19 @@ def caption_embeddings(
         lambda: cached_text_embeddings(model, texts, cache_dir, batch_size, "caching caption embeddings")
     )
     return RaggedFeatures(offsets, features)
+
+
+def frozen_image_features(
+    model: EmbeddingModel, records: Sequence[ImageRecord], cache_dir: Path, batch_size: int = 64
+) -> np.ndarray:
+    """(N, F_img) float32 image-encoder features of ``records`` (before the projector); NaN rows unreadable."""
+    paths = [r.path for r in records]
+    return _rank0_first(lambda: cached_image_features(model, paths, cache_dir, batch_size))
+
+
+def frozen_text_features(
+    model: EmbeddingModel, records: Sequence[ImageRecord], cache_dir: Path, batch_size: int = 256
+) -> np.ndarray:
+    """(T, F_txt) float32 text-encoder features of every caption of every record, in record order."""
+    texts = [c for r in records for c in r.captions]
+    return _rank0_first(lambda: cached_text_features(model, texts, cache_dir, batch_size))

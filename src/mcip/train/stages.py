@@ -42,7 +42,13 @@ from mcip.models.base import EmbeddingModel
 from mcip.train.checkpoint import load_state
 from mcip.train.config import TrainConfig, plan, save_resolved
 from mcip.train.distributed import DistInfo, init_distributed
-from mcip.train.features import caption_embeddings, default_cache_dir, image_embeddings
+from mcip.train.features import (
+    caption_embeddings,
+    default_cache_dir,
+    frozen_image_features,
+    frozen_text_features,
+    image_embeddings,
+)
 from mcip.train.loop import TrainResult, train
 from mcip.train.task import AlignTask, GPRTask, MCIPTask, RealignTask
 from mcip.train.validate import i2i_validator, t2i_validator
@@ -71,10 +77,21 @@ class Prepared:
 
 # ------------------------------------------------------------------ shared pieces
 def _records(cfg: TrainConfig):
+    """(train, val) records: ``data.val`` when given, else ``data.val_fraction`` of the classes held out."""
     records = load_records(cfg.data.train, cfg.data.root)
-    if cfg.data.captions:
-        records = attach_captions(records, read_caption_sidecar(cfg.data.captions), cfg.data.max_captions)
-    return split_by_class(records, cfg.data.val_fraction, cfg.data.seed)
+    sidecar = read_caption_sidecar(cfg.data.captions) if cfg.data.captions else None
+    if sidecar is not None:
+        records = attach_captions(records, sidecar, cfg.data.max_captions)
+    if not cfg.data.val:
+        return split_by_class(records, cfg.data.val_fraction, cfg.data.seed)
+    val = load_records(cfg.data.val, cfg.data.root)  # its own captions (T2I validation), no sidecar
+    shared = sorted({r.label for r in records} & {r.label for r in val})
+    if shared:
+        raise InputError(
+            f"data.val shares {len(shared)} class(es) with data.train (e.g. {shared[0]!r}); validation "
+            "measures generalisation to unseen classes, so hold out whole classes."
+        )
+    return records, val
 
 
 def _sampler(cfg: TrainConfig, n: int, labels: list[int] | None, dist: DistInfo):
@@ -197,14 +214,29 @@ def prepare_realign(model, cfg, train, val, dist) -> Prepared:
 
 
 def prepare_align(model, cfg, train, val, dist) -> Prepared:
+    """Contrastive alignment of ``align_parts``. A frozen encoder runs once: its pooled features are cached
+    (images with the eval transform, so no augmentation) and only what follows it trains per step."""
     _no_shards(cfg, "align")
     train = _captioned(train, "align")
     set_trainable_parts(model, cfg.align_parts)
-    images = ImageDataset(train, model.train_transform, class_index(train))
+    image_feats = text_feats = None
+    if "image_encoder" not in cfg.align_parts:
+        image_feats = frozen_image_features(model, train, _cache_dir(cfg))
+        readable = ~np.isnan(image_feats[:, 0])
+        if not readable.all():
+            train = [r for r, ok in zip(train, readable, strict=True) if ok]
+            image_feats = np.asarray(image_feats[np.flatnonzero(readable)])
+    if "text_encoder" not in cfg.align_parts:
+        text_feats = frozen_text_features(model, train, _cache_dir(cfg))
+    images = (
+        None if image_feats is not None else ImageDataset(train, model.train_transform, class_index(train))
+    )
     dataset = SampledCaptionDataset(train, images)
     sampler = _sampler(cfg, len(dataset), None, dist)
-    data = ResumableLoader(dataset, sampler, CollatePairs(model.tokenize), num_workers=cfg.data.num_workers)
-    task = AlignTask(model, _contrastive_loss(cfg, model).to(dist.device))
+    workers = cfg.data.num_workers if images is not None else 0
+    data = ResumableLoader(dataset, sampler, CollatePairs(model.tokenize), num_workers=workers)
+    loss = _contrastive_loss(cfg, model).to(dist.device)
+    task = AlignTask(model, loss, image_feats, text_feats)
     return Prepared(task, data, (), t2i_validator(model, val, None), "t2i_r5")
 
 

@@ -4,13 +4,15 @@ Batches (dicts of tensors) per task:
 - GPRTask      ``pixels (B,3,S,S)``, ``labels (B,)``
 - MCIPTask     ``pixels``, ``labels``, ``index (B,)`` = record index into the cached caption embeddings
 - RealignTask  ``image_index (B,)`` into the cached image embeddings, ``tokens`` (dict of (B, L))
-- AlignTask    ``pixels``, ``tokens``
+- AlignTask    ``pixels``, ``tokens`` (or ``image_index`` / ``caption_index`` into cached frozen-encoder
+               features)
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mcip.losses import ArcMarginLoss, InfoNCELoss, MCIPLoss, SigLIPLoss
@@ -71,15 +73,44 @@ class RealignTask(nn.Module):
 
 
 class AlignTask(nn.Module):
-    """General contrastive training of both towers (which parts train is set by freezing)."""
+    """General contrastive training of both towers (which parts train is set by freezing).
 
-    def __init__(self, model: EmbeddingModel, loss: InfoNCELoss | SigLIPLoss) -> None:
+    A frozen encoder's pooled features may be given precomputed (LiT-style: only projectors and the
+    logit scale train): ``image_features (N_images, F_img)`` indexed by ``batch["image_index"]`` and
+    ``text_features (N_captions, F_txt)`` by ``batch["caption_index"]``; the projectors run on them.
+    """
+
+    def __init__(
+        self,
+        model: EmbeddingModel,
+        loss: InfoNCELoss | SigLIPLoss,
+        image_features: np.ndarray | None = None,
+        text_features: np.ndarray | None = None,
+    ) -> None:
         super().__init__()
         self.model, self.loss = model, loss
+        self.image_features, self.text_features = image_features, text_features
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
-        out = self.model(pixels=batch["pixels"], tokens=batch["tokens"])
-        return _contrastive(self.loss, self.model, out["image"], out["text"])
+        if self.image_features is None and self.text_features is None:
+            out = self.model(pixels=batch["pixels"], tokens=batch["tokens"])
+            return _contrastive(self.loss, self.model, out["image"], out["text"])
+        device = self.model.device
+        if self.image_features is None:
+            image = self.model.encode_image(batch["pixels"])
+        else:
+            feats = _rows(self.image_features, batch["image_index"], device)
+            image = F.normalize(self.model.project_image(feats), dim=-1)
+        if self.text_features is None:
+            text = self.model.encode_text(batch["tokens"])
+        else:
+            feats = _rows(self.text_features, batch["caption_index"], device)
+            text = F.normalize(self.model.project_text(feats), dim=-1)
+        return _contrastive(self.loss, self.model, image, text)
+
+
+def _rows(features: np.ndarray, index: Tensor, device: torch.device) -> Tensor:
+    return torch.from_numpy(np.asarray(features[index.cpu().numpy()], dtype=np.float32)).to(device)
 
 
 def _contrastive(loss: nn.Module, model: EmbeddingModel, image: Tensor, text: Tensor) -> dict[str, Tensor]:

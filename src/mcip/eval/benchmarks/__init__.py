@@ -23,6 +23,7 @@ from mcip.eval.benchmarks import (  # noqa: F401
     instre,
     karpathy,
     knn_imagenet,
+    lab,
     objectnet,
     revisited,
     zeroshot_imagenet,

@@ -89,11 +89,16 @@ class ZeroShotSet:
 
 @dataclass(frozen=True)
 class CaptionSet:
-    """Text-image retrieval: ``caption_image[t]`` is the row of caption t's image in ``images``."""
+    """Text-image retrieval: ``caption_image[t]`` is the row of caption t's image in ``images``.
+
+    ``match_labels``: when True (``images.labels`` required), every image with the label of caption t's
+    image is relevant to it (the lab: an emoji's name retrieves all vendors' drawings of it).
+    """
 
     images: Images
     captions: tuple[str, ...]
     caption_image: np.ndarray  # (T,) int64
+    match_labels: bool = False
 
 
 BenchmarkData = RetrievalSet | RevisitedSet | KNNSet | ZeroShotSet | CaptionSet
