@@ -232,3 +232,30 @@ class TestBadInput:
         args = {"num_classes": 3, "embed_dim": 4, **kwargs}
         with pytest.raises(ConfigError, match=words):
             ArcMarginLoss(**args)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_class_mean_initialisation_against_a_loop(k):
+    torch.manual_seed(0)
+    loss = ArcMarginLoss(num_classes=5, embed_dim=8, sub_centers=k)
+    scale = loss.weight.detach().norm(dim=1).mean()
+    untouched = loss.weight.detach()[4 * k : 5 * k].clone()
+    emb = torch.randn(30, 8)
+    labels = torch.randint(0, 4, (30,))  # class 4 has no embedding
+    assert loss.init_from_class_means(emb, labels) == len(set(labels.tolist()))
+    for c in range(4):
+        members = torch.nn.functional.normalize(emb[labels == c], dim=1)
+        if len(members) == 0:
+            continue
+        mean = torch.nn.functional.normalize(members.mean(0), dim=0)
+        for j in range(k):
+            torch.testing.assert_close(loss.weight[c * k + j], mean * scale)
+    torch.testing.assert_close(loss.weight[4 * k : 5 * k], untouched)
+    # every embedding's nearest centre is now its class mean: the loss starts low for separable classes
+    sep = torch.nn.functional.normalize(
+        torch.eye(8)[:4].repeat_interleave(3, 0) + 0.05 * torch.randn(12, 8), dim=1
+    )
+    fresh = ArcMarginLoss(num_classes=4, embed_dim=8)
+    before = fresh(sep, torch.arange(4).repeat_interleave(3))
+    fresh.init_from_class_means(sep, torch.arange(4).repeat_interleave(3))
+    assert fresh(sep, torch.arange(4).repeat_interleave(3)) < before

@@ -290,3 +290,25 @@ def test_explicit_validation_manifest_must_hold_out_whole_classes(tiny_openclip,
     cfg = _config("gpr", f"openclip:{tiny_openclip}", synth, tmp_path, f"data.val={synth}")
     with pytest.raises(InputError, match="hold out whole classes"):
         _records(cfg)
+
+
+@pytest.mark.parametrize("stage", ["gpr", "mcip"])
+def test_class_mean_centres_start_at_the_starting_models_class_means(stage, tiny_openclip, synth, tmp_path):
+    from mcip.data import class_index
+    from mcip.models import load_model
+    from mcip.train.distributed import init_distributed
+    from mcip.train.stages import STAGE_BUILDERS, _records
+
+    cfg = _config(stage, f"openclip:{tiny_openclip}", synth, tmp_path, "loss.centre_init=class_means")
+    model = load_model(cfg.model.spec)
+    train, val = _records(cfg)
+    prepared = STAGE_BUILDERS[stage](model, cfg, train, val, init_distributed())
+    arc = prepared.task.loss if stage == "gpr" else prepared.task.loss.arc
+    classes = class_index(train)
+    emb, rows_kept = encode_records(model, train)
+    assert len(rows_kept) == len(train)
+    for label, c in classes.items():
+        rows = torch.stack([e for e, r in zip(emb, train, strict=True) if r.label == label])
+        mean = torch.nn.functional.normalize(torch.nn.functional.normalize(rows, dim=1).mean(0), dim=0)
+        centre = torch.nn.functional.normalize(arc.weight[c].detach(), dim=0)
+        torch.testing.assert_close(centre, mean, atol=2e-3, rtol=0)  # the cache holds float16

@@ -99,6 +99,30 @@ class ArcMarginLoss(nn.Module):
         """Mean cross-entropy over the batch; emb (B, D), labels (B,). Returns a scalar (>= float32)."""
         return F.cross_entropy(self.logits(emb, labels), labels.long())
 
+    @torch.no_grad()
+    def init_from_class_means(self, emb: Tensor, labels: Tensor) -> int:
+        """Set every centre of class c to the L2-normalised mean of the (normalised) embeddings labelled c
+        (weight imprinting); classes without an embedding keep their initial centres. Sub-centres of a
+        class all start at its mean. Returns the number of classes set.
+
+        Starting the centres where the classes already are makes the first steps pull embeddings of a
+        class together instead of towards random directions; the paper uses Xavier (the default).
+
+        Args:
+            emb: (N, D) embeddings; labels: (N,) in 0..C-1.
+        """
+        self._check(emb, labels)
+        emb = F.normalize(emb.float(), dim=1)
+        labels = labels.long().to(emb.device)
+        sums = torch.zeros(self.num_classes, self.embed_dim, device=emb.device).index_add_(0, labels, emb)
+        present = torch.bincount(labels, minlength=self.num_classes) > 0
+        means = F.normalize(sums, dim=1)
+        rows = means.repeat_interleave(self.sub_centers, dim=0).to(self.weight)
+        keep = present.repeat_interleave(self.sub_centers).to(self.weight.device)
+        norm = self.weight.data.norm(dim=1).mean()  # keep the initial scale (it sets the step size)
+        self.weight.data[keep] = rows[keep] * norm
+        return int(present.sum())
+
     def _check(self, emb: Tensor, labels: Tensor) -> None:
         check_embeddings(emb, "emb", dim=self.embed_dim)
         check_index(labels, "labels", emb.shape[0], self.num_classes, f"num_classes={self.num_classes}")

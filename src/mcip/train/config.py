@@ -111,6 +111,9 @@ class LossConfig:
     mc_weight: float = 0.25
     hard_caption_weight: float = 0.1
     contrastive: Literal["infonce", "siglip"] = "infonce"
+    # ArcMargin centres: "xavier" (the paper) or "class_means" (each class's mean embedding under the
+    # starting model, computed once and cached; converges in fewer steps)
+    centre_init: Literal["xavier", "class_means"] = "xavier"
 
 
 @dataclass(frozen=True)

@@ -156,11 +156,25 @@ def _captioned(records, what: str):
 
 
 # ------------------------------------------------------------------ stages
+def _init_centres(arc: ArcMarginLoss, model: EmbeddingModel, cfg: TrainConfig, train, classes) -> None:
+    """``loss.centre_init=class_means``: centres start at the class means of the starting model's
+    embeddings (eval transform, cached); xavier (the paper) leaves them as they are."""
+    if cfg.loss.centre_init != "class_means":
+        return
+    if is_shard_source(cfg.data.train):
+        raise ConfigError("loss.centre_init=class_means needs a manifest or an image folder, not tar shards.")
+    emb = np.asarray(image_embeddings(model, train, _cache_dir(cfg)), dtype=np.float32)
+    ok = ~np.isnan(emb[:, 0])
+    labels = torch.tensor([classes[r.label] for r, good in zip(train, ok, strict=True) if good])
+    arc.init_from_class_means(torch.from_numpy(emb[ok]).to(arc.weight.device), labels.to(arc.weight.device))
+
+
 def prepare_gpr(model, cfg, train, val, dist) -> Prepared:
     set_trainable_parts(model, IMAGE_SIDE)
     data, classes = _image_loader(model, cfg, train, dist)
     validate = i2i_validator(model, val, _shards(cfg))
     loss = ArcMarginLoss(len(classes), model.embed_dim, cfg.loss.scale, cfg.loss.margin, cfg.loss.sub_centers)
+    _init_centres(loss, model, cfg, train, classes)
     task = GPRTask(model, loss.to(dist.device))
     return Prepared(task, data, tuple(loss.parameters()), validate, "i2i_map")
 
@@ -192,6 +206,7 @@ def prepare_mcip(model, cfg, train, val, dist) -> Prepared:
         c.sub_centers,
         c.hard_caption_weight,
     ).to(dist.device)
+    _init_centres(loss.arc, model, cfg, train, classes)
     task = MCIPTask(model, loss, captions.rows_for)
     return Prepared(task, data, tuple(loss.arc.parameters()), i2i_validator(model, val, None), "i2i_map")
 
