@@ -18,6 +18,17 @@ from mcip.models import (
 
 __version__ = "0.1.0"
 
+_LAZY = {"build_index": "mcip.index", "SearchIndex": "mcip.index", "run_lab": "mcip.lab.run"}
+
+
+def __getattr__(name: str):
+    """``mcip.build_index``, ``mcip.SearchIndex``, ``mcip.run_lab`` without importing FAISS at start-up."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mcip' has no attribute {name!r}")
+
 
 __all__ = [
     "PARTS",
@@ -27,11 +38,14 @@ __all__ = [
     "MCIPError",
     "MissingDependencyError",
     "ModelLoadError",
+    "SearchIndex",
     "__version__",
+    "build_index",
     "create_loss",
     "list_backends",
     "list_losses",
     "load_model",
+    "run_lab",
     "save_model",
     "set_trainable_parts",
     "unlock_last_text_blocks",

@@ -406,6 +406,32 @@ def cmd_lab_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lab_run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from mcip.lab.run import FULL, QUICK, run_lab
+
+    settings = QUICK if args.quick else FULL
+    if args.hard_caption_weight is not None:
+        settings = dataclasses.replace(settings, hard_caption_weight=args.hard_caption_weight)
+    result = run_lab(
+        Path(args.root) if args.root else default_lab_root(),
+        args.out,
+        settings=settings,
+        force=args.force,
+        progress=not args.quiet,
+    )
+    print()
+    print(result.table)
+    print(result.reading)
+    print()
+    print(result.search)
+    for name, path in result.files.items():
+        print(f"{name:>9}: {path}")
+    print(f"mcip lab run: finished in {result.seconds / 60:.1f} min")
+    return 0
+
+
 def _add_lab_parser(sub) -> None:
     p = sub.add_parser("lab", help="the offline lab: real emoji data and encoders on a CPU")
     lsub = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
@@ -418,9 +444,31 @@ def _add_lab_parser(sub) -> None:
     q.add_argument("--force", action="store_true", help="delete what an earlier run wrote and start over")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_lab_prepare)
+    q = lsub.add_parser(
+        "run",
+        help="align the base model, fine-tune the paper's rows (GPR-FT, 2SFT, MCIP, MCIP+Re-A), evaluate "
+        "on unseen emoji, write the Table-1-style report",
+    )
+    q.add_argument(
+        "--root",
+        help="lab data folder (default: $MCIP_LAB_DIR or ~/.cache/mcip/lab); prepared first when empty",
+    )
+    q.add_argument("--out", default="lab-results", help="output folder (default: ./lab-results)")
+    q.add_argument("--quick", action="store_true", help="a quarter of the emoji and few steps (< 5 min)")
+    q.add_argument("--force", action="store_true", help="delete OUT first (the cached base model is kept)")
+    q.add_argument(
+        "--hard-caption-weight",
+        type=float,
+        help="MCArcMargin's hardest-caption term h (default 0.1, the authors' value; 0 disables)",
+    )
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(func=cmd_lab_run)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mcip.index.cli import add_index_commands
+    from mcip.serve.cli import add_serve_command
+
     parser = argparse.ArgumentParser(
         prog="mcip",
         description="Fine-tune and use CLIP-style models whose single image embedding serves image search, "
@@ -491,6 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_captions_parser(sub)
     _add_lab_parser(sub)
+    add_index_commands(sub)  # mcip index ..., mcip search
+    add_serve_command(sub)  # mcip serve
 
     p = sub.add_parser(
         "encode", help="encode a folder of images into embeddings.npy (+ neighbours, text queries)"

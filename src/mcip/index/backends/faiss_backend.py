@@ -1,0 +1,159 @@
+"""FAISS, embedded (no server): any ``faiss.index_factory`` string with inner-product metric.
+
+``Flat`` (the default) is exact. Structures that need training (IVF, PQ, OPQ, ...) are trained on a
+seeded random sample of the vectors: ``train_size`` vectors, by default 64 per inverted list and at
+least 65,536 (what 8-bit PQ codebooks use), or all of them if there are fewer. Search parameters use FAISS's ``ParameterSpace`` syntax
+(``"nprobe=32"``, ``"efSearch=128"``, ``"nprobe=16,k_factor_rf=4"``). Unless they say otherwise, IVF
+indexes probe ``default_nprobe(nlist)`` lists and HNSW indexes use ``efSearch`` = ``DEFAULT_EF_SEARCH``,
+settings that keep recall@10 high (see benchmarks/index_search.py) rather than FAISS's defaults (1 and 16).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from mcip.errors import ConfigError, InputError, require
+from mcip.index.backends.base import Backend, float32_chunks
+
+INDEX_FILE = "faiss.index"
+DEFAULT_EF_SEARCH = 128
+PQ_TRAINING_POINTS = 256 * 256  # k-means of 256 centroids per sub-quantizer, 256 points each
+TRAINING_POINTS_PER_LIST = 64  # FAISS warns below 39 per list; more costs training time, little recall
+
+
+def _faiss():
+    return require("faiss", "index", "FAISS indexes")
+
+
+def default_nprobe(nlist: int) -> int:
+    """Inverted lists probed per query by default: sqrt(nlist), at least 8, at most nlist."""
+    return min(nlist, max(8, round(math.sqrt(nlist))))
+
+
+def _faiss_message(exc: Exception) -> str:
+    """The useful tail of a FAISS C++ error ("Error: '...' failed: what")."""
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return text.split(": ", 1)[-1] if "Error in" in text else text
+
+
+class FaissBackend(Backend):
+    name = "faiss"
+    defaults: ClassVar[dict] = {"factory": "Flat", "search_params": None, "train_size": None, "seed": 0}
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.index = None
+
+    @property
+    def factory(self) -> str:
+        return self.options["factory"]
+
+    def _new_index(self, dim: int):
+        faiss = _faiss()
+        try:
+            return faiss.index_factory(dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"FAISS cannot build the index '{self.factory}' for {dim}-d vectors: {_faiss_message(exc)}. "
+                "Use a faiss.index_factory string such as Flat, HNSW32, IVF1024,Flat or IVF4096,PQ64 "
+                f"(PQ needs M dividing {dim})."
+            ) from None
+
+    def _train(self, index, vectors: np.ndarray) -> None:
+        faiss = _faiss()
+        n = vectors.shape[0]
+        ivf = faiss.try_extract_index_ivf(index)
+        nlist = int(ivf.nlist) if ivf is not None else 0
+        if n < nlist:
+            suggest = 2 ** max(0, int(math.log2(max(1, n // 39))))
+            raise ConfigError(
+                f"'{self.factory}' has {nlist} inverted lists, so training needs at least {nlist} vectors "
+                f"(FAISS recommends {39 * nlist:,}); this index has {n:,}. Use fewer lists (e.g. "
+                f"IVF{suggest}), or Flat / HNSW32 for a collection this small."
+            )
+        size = self.options["train_size"] or max(TRAINING_POINTS_PER_LIST * nlist, PQ_TRAINING_POINTS)
+        rng = np.random.default_rng(self.options["seed"])
+        rows = np.sort(rng.choice(n, size=min(n, size), replace=False))
+        try:
+            index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"FAISS could not train '{self.factory}' on {len(rows):,} vectors: {_faiss_message(exc)}. "
+                "Index more images, or choose a smaller structure (fewer lists, fewer PQ bits)."
+            ) from None
+
+    def check(self, dim: int) -> None:
+        self._apply_search_params(self._new_index(dim))
+
+    def build(self, folder: Path, vectors: np.ndarray, ids: Sequence[str]) -> None:
+        index = self._new_index(vectors.shape[1])
+        if not index.is_trained:
+            self._train(index, vectors)
+        for _, chunk in float32_chunks(vectors):
+            index.add(chunk)
+        self._apply_search_params(index)  # fail now, not at the first query, on a bad parameter
+        _faiss().write_index(index, str(folder / INDEX_FILE))
+
+    def append(
+        self, previous: Path, folder: Path, vectors: np.ndarray, start: int, ids: Sequence[str]
+    ) -> None:
+        index = _faiss().read_index(str(previous / INDEX_FILE))
+        if index.ntotal != start:
+            raise InputError(
+                f"{previous / INDEX_FILE} holds {index.ntotal} vectors, expected {start}; rebuild."
+            )
+        for _, chunk in float32_chunks(vectors, start):
+            index.add(chunk)
+        _faiss().write_index(index, str(folder / INDEX_FILE))
+
+    def open(self, folder: Path, count: int) -> None:
+        path = folder / INDEX_FILE
+        if not path.is_file():
+            raise InputError(f"{path} is missing; the index folder is incomplete (rebuild it).")
+        self.index = _faiss().read_index(str(path))
+        if self.index.ntotal != count:
+            raise InputError(
+                f"{path} holds {self.index.ntotal} vectors, the manifest {count}; rebuild the index."
+            )
+        self._apply_search_params(self.index)
+
+    def search_params(self, index) -> str:
+        """The parameters applied at open: this structure's defaults, then the ``search_params`` option
+        (which wins where both set a parameter)."""
+        ivf = _faiss().try_extract_index_ivf(index)
+        if ivf is not None:
+            default = f"nprobe={default_nprobe(int(ivf.nlist))}"
+        else:
+            default = f"efSearch={DEFAULT_EF_SEARCH}" if "HNSW" in self.factory.upper() else ""
+        given = self.options["search_params"] or ""
+        keys = {part.split("=")[0].strip() for part in given.split(",") if part.strip()}
+        kept = [part for part in default.split(",") if part and part.split("=")[0] not in keys]
+        return ",".join([*kept, *(p.strip() for p in given.split(",") if p.strip())])
+
+    def _apply_search_params(self, index) -> None:
+        params = self.search_params(index)
+        if not params:
+            return
+        try:
+            _faiss().ParameterSpace().set_index_parameters(index, params)
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"Cannot set search parameters '{params}' on a '{self.factory}' index: {_faiss_message(exc)}. "
+                "IVF indexes take nprobe=N, HNSW indexes efSearch=N, refined ones k_factor_rf=N."
+            ) from None
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, rows = self.index.search(queries, k)
+        return scores, rows
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal) if self.index is not None else 0
+
+    def close(self) -> None:
+        self.index = None

@@ -1,0 +1,249 @@
+"""``build_index`` and ``add_to_index``: encode images, write an index folder atomically.
+
+Both encode into a staging folder first (resumable, see ``mcip.index.encode``), then write the complete
+new index into a temporary sibling folder and swap it in (``mcip.index.store``): a crash at any point
+leaves the previous index usable, and running the same command again continues the encoding.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mcip.data.records import ImageRecord
+from mcip.errors import ConfigError, InputError
+from mcip.index.backends import Backend, create_backend
+from mcip.index.encode import Encoded, encode_records, plan_key
+from mcip.index.identity import check_model, model_identity, resolve_model
+from mcip.index.records import IndexRecord, load_index_records
+from mcip.index.store import MANIFEST, StoredIndex, recover, staging_dir
+from mcip.index.write import (
+    MAX_SKIPPED_LISTED,
+    kept_chunks,
+    write_appended_index,
+    write_new_index,
+)
+from mcip.models.base import EmbeddingModel
+
+Source = str | os.PathLike | Sequence[ImageRecord | IndexRecord]
+_LOAD_OPTIONS = ("precision", "drop_projector")
+
+
+def _check_args(batch_size: int, num_workers: int) -> None:
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
+    if num_workers < 0:
+        raise ConfigError(f"num_workers must be >= 0, got {num_workers}.")
+
+
+def _load(model: EmbeddingModel | str | os.PathLike, device: str, options: dict) -> EmbeddingModel:
+    if isinstance(model, EmbeddingModel):
+        return model
+    from mcip.models import load_model
+
+    return load_model(model, device=device, **options)
+
+
+def _check_out_dir(index_dir: Path) -> None:
+    """Refuse to replace a folder that is not an index (``--out photos`` must not delete the photos)."""
+    recover(index_dir)
+    not_index = index_dir.exists() and not (index_dir / MANIFEST).is_file()
+    if not_index and (index_dir.is_file() or any(index_dir.iterdir())):
+        raise ConfigError(
+            f"{index_dir} exists and is not an mcip index; a build replaces its output folder, so "
+            "choose a new or empty folder (or an existing index) for --out."
+        )
+
+
+def _new_backend(backend: str, factory: str | None, options: dict) -> Backend:
+    if backend == "faiss":
+        options = {**options, "factory": factory or "Flat"}
+    elif factory not in (None, "Flat"):
+        raise ConfigError(
+            f"factory '{factory}' is a FAISS index structure; the {backend} backend builds its own (drop --factory)."
+        )
+    return create_backend(backend, **options)
+
+
+def _encode(
+    model, records, index_dir: Path, image_fp: str, batch_size, num_workers, progress
+) -> tuple[Encoded, np.ndarray]:
+    key = plan_key(image_fp, model.embed_dim, records)
+    encoded = encode_records(model, records, staging_dir(index_dir), key, batch_size, num_workers, progress)
+    return encoded, encoded.readable
+
+
+def _nothing_readable(encoded: Encoded, n: int) -> InputError:
+    examples = "; ".join(list(encoded.skipped.values())[:3])
+    return InputError(f"None of the {n} images could be read (e.g. {examples}); nothing to index.")
+
+
+def _summary(
+    index_dir: Path, manifest: dict, added: int, encoded: Encoded | None, duplicates: int, start: float
+) -> dict:
+    skipped = encoded.skipped if encoded is not None else {}
+    return {
+        "index": str(index_dir),
+        "model": manifest["model"],
+        "backend": manifest["backend"],
+        "factory": manifest["factory"],
+        "dim": manifest["dim"],
+        "count": manifest["count"],
+        "added": added,
+        "skipped_unreadable": len(skipped),
+        "skipped_duplicates": duplicates,
+        "skipped_files": dict(list(skipped.items())[:MAX_SKIPPED_LISTED]),
+        "resumed_rows": encoded.resumed_rows if encoded is not None else 0,
+        "encode_seconds": round(encoded.seconds, 3) if encoded is not None else 0.0,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def build_index(
+    model: EmbeddingModel | str | os.PathLike,
+    source: Source,
+    out_dir: str | os.PathLike,
+    factory: str = "Flat",
+    backend: str = "faiss",
+    batch_size: int = 64,
+    progress: bool = True,
+    *,
+    root: str | os.PathLike | None = None,
+    device: str = "cpu",
+    num_workers: int = 0,
+    model_options: dict[str, Any] | None = None,
+    **backend_options: Any,
+) -> dict:
+    """Encode the images of ``source`` with ``model`` and write a new index to ``out_dir`` (replacing one).
+
+    Args:
+        model: an EmbeddingModel, or a spec / saved model directory loaded with ``model_options``
+            (``precision``, ``drop_projector``, backend options such as ``embed_dim``), which are stored
+            so that queries load the same model. Prefer a saved directory for trained models: an index
+            remembers the spec, and a spec that loads other weights is refused at query time.
+        source: an image folder, a manifest (``root``: where its relative paths start) or records.
+        factory: FAISS index factory string (``Flat`` = exact; ``HNSW32``, ``IVF4096,PQ64``, ...).
+        backend: ``faiss`` or ``qdrant``; ``backend_options`` go to it (FAISS: ``search_params``,
+            ``train_size``, ``seed``; Qdrant: ``url``, ``api_key``, ``collection``, ``prefer_grpc``, ``timeout``).
+        num_workers: DataLoader processes decoding images (0: in this process).
+
+    Returns:
+        A summary: ``count``, ``added``, ``skipped_unreadable``, ``skipped_files`` (path -> reason, the
+        first 100), ``resumed_rows`` (rows an interrupted run had encoded), ``seconds``, ...
+    """
+    start = time.perf_counter()
+    _check_args(batch_size, num_workers)
+    index_dir = Path(out_dir)
+    _check_out_dir(index_dir)
+    store = _new_backend(backend, factory, backend_options)
+    records = load_index_records(source, root)
+    options = dict(model_options or {})
+    model = _load(model, device, options)
+    store.check(model.embed_dim)
+    identity = model_identity(model, {k: v for k, v in options.items() if k not in _LOAD_OPTIONS})
+    encoded, ok = _encode(
+        model, records, index_dir, identity["image_fingerprint"], batch_size, num_workers, progress
+    )
+    kept = [r for r, keep in zip(records, ok, strict=True) if keep]
+    if not kept:
+        raise _nothing_readable(encoded, len(records))
+    chunks = kept_chunks(encoded.embeddings, ok)
+    manifest = write_new_index(index_dir, store, kept, chunks, identity, encoded.skipped, start)
+    return _summary(index_dir, manifest, len(kept), encoded, 0, start)
+
+
+def index_embeddings(
+    embeddings: np.ndarray,
+    source: Source,
+    out_dir: str | os.PathLike,
+    model: EmbeddingModel | None = None,
+    factory: str = "Flat",
+    backend: str = "faiss",
+    **backend_options: Any,
+) -> dict:
+    """Write an index of precomputed (N, D) L2-normalised ``embeddings`` for the N records of ``source``.
+
+    With ``model`` (the one that produced them) the index is complete; without one it has no model
+    identity and opens only with ``SearchIndex.open(..., load_model=False)`` (vector and id queries).
+    """
+    start = time.perf_counter()
+    _check_out_dir(Path(out_dir))
+    records = load_index_records(source)
+    embeddings = np.asarray(embeddings)
+    if embeddings.ndim != 2 or embeddings.shape[0] != len(records) or not len(records):
+        raise InputError(
+            f"Expected ({len(records)}, D) embeddings for {len(records)} records, got {embeddings.shape}."
+        )
+    store = _new_backend(backend, factory, backend_options)
+    store.check(embeddings.shape[1])
+    if model is not None:
+        identity = model_identity(model)
+    else:
+        identity = {
+            "model": None,
+            "model_options": {},
+            "model_backend": None,
+            "fingerprint": None,
+            "image_fingerprint": None,
+            "text_fingerprint": None,
+            "normalized": True,
+        }
+    identity["dim"] = int(embeddings.shape[1])
+    chunks = (embeddings[lo : lo + 65_536] for lo in range(0, len(records), 65_536))
+    manifest = write_new_index(Path(out_dir), store, records, chunks, identity, {}, start)
+    return _summary(Path(out_dir), manifest, len(records), None, 0, start)
+
+
+def add_to_index(
+    index_dir: str | os.PathLike,
+    source: Source,
+    model: EmbeddingModel | str | os.PathLike | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+    *,
+    root: str | os.PathLike | None = None,
+    device: str = "cpu",
+    num_workers: int = 0,
+    **backend_options: Any,
+) -> dict:
+    """Append the images of ``source`` whose ids the index lacks (the others are counted as duplicates).
+
+    ``model`` defaults to the one the index was built with; another model is refused unless its image
+    tower is the same. ``backend_options`` override the stored ones for this run (e.g. ``api_key``).
+    Returns the summary of :func:`build_index`.
+    """
+    start = time.perf_counter()
+    _check_args(batch_size, num_workers)
+    index_dir = Path(index_dir)
+    stored = StoredIndex(index_dir)
+    try:
+        manifest = dict(stored.manifest)
+        records = load_index_records(source, root)
+        new = [r for r in records if r.id not in stored.row_of]
+        duplicates = len(records) - len(new)
+        if not new:
+            return _summary(index_dir, manifest, 0, None, duplicates, start)
+        model = resolve_model(model, manifest, device)
+        check_model(model, manifest, index_dir)
+        store = create_backend(manifest["backend"], **{**manifest["backend_options"], **backend_options})
+        store.state = dict(manifest.get("backend_state", {}))
+        encoded, ok = _encode(
+            model, new, index_dir, manifest["image_fingerprint"], batch_size, num_workers, progress
+        )
+        kept = [r for r, keep in zip(new, ok, strict=True) if keep]
+        if kept:
+            chunks = kept_chunks(encoded.embeddings, ok)
+            manifest = write_appended_index(
+                stored, store, kept, chunks, manifest, encoded.skipped, duplicates, start
+            )
+        else:  # nothing new is readable: the index stays as it is
+            shutil.rmtree(staging_dir(index_dir), ignore_errors=True)
+    finally:
+        stored.close()
+    return _summary(index_dir, manifest, len(kept), encoded, duplicates, start)

@@ -1,0 +1,286 @@
+"""``mcip index {build,add,check,info}`` and ``mcip search``: thin shells over ``mcip.index``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+MAX_LISTED = 5
+
+
+def default_workers() -> int:
+    """Image-decoding processes for builds: one core is left to the model, at most 4."""
+    return min(4, max(0, (os.cpu_count() or 1) - 1))
+
+
+def _qdrant_options(args: argparse.Namespace) -> dict:
+    names = {"qdrant_url": "url", "qdrant_api_key": "api_key", "qdrant_collection": "collection"}
+    return {opt: getattr(args, arg) for arg, opt in names.items() if getattr(args, arg, None) is not None}
+
+
+def _search_options(args: argparse.Namespace) -> dict:
+    options = _qdrant_options(args)
+    if getattr(args, "search_params", None):
+        options["search_params"] = args.search_params
+    return options
+
+
+def _print_summary(s: dict, op: str) -> None:
+    print(
+        f"{op}: {s['added']} image(s) encoded and indexed; {s['count']} in {s['index']} "
+        f"({s['backend']}{' ' + s['factory'] if s['factory'] else ''}, D={s['dim']}) in {s['seconds']:.1f} s"
+        f" (encoding {s['encode_seconds']:.1f} s); skipped {s['skipped_unreadable']} unreadable, "
+        f"{s['skipped_duplicates']} already indexed"
+        + (
+            f"; resumed after {s['resumed_rows']} rows encoded by an interrupted run"
+            if s["resumed_rows"]
+            else ""
+        )
+    )
+    for path, reason in list(s["skipped_files"].items())[:MAX_LISTED]:
+        print(f"  unreadable: {reason}" if reason.startswith(path) else f"  unreadable: {path}: {reason}")
+    if s["skipped_unreadable"] > MAX_LISTED:
+        print(f"  ... and {s['skipped_unreadable'] - MAX_LISTED} more (listed in {s['index']}/manifest.json)")
+
+
+def _resume_hint(out: str) -> None:
+    print(
+        f"interrupted: the images encoded so far are kept next to {out}; run the same command again to continue.",
+        file=sys.stderr,
+    )
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from mcip.index import build_index
+
+    options = {"precision": args.precision, "drop_projector": args.drop_projector}
+    backend_options = _search_options(args)
+    if args.train_size is not None:
+        backend_options["train_size"] = args.train_size
+    try:
+        summary = build_index(
+            args.model, args.images, args.out, factory=args.factory, backend=args.backend,
+            batch_size=args.batch_size, progress=not args.quiet, root=args.root, device=args.device,
+            num_workers=args.workers, model_options=options, **backend_options,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        _resume_hint(args.out)
+        raise
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    _print_summary(summary, "build")
+    print(f'query it: mcip search --index {args.out} --text "..."  (or --image FILE)')
+    return 0
+
+
+def cmd_index_add(args: argparse.Namespace) -> int:
+    from mcip.index import add_to_index
+
+    try:
+        summary = add_to_index(
+            args.index, args.images, model=args.model, batch_size=args.batch_size, progress=not args.quiet,
+            root=args.root, device=args.device, num_workers=args.workers, **_qdrant_options(args),
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        _resume_hint(args.index)
+        raise
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary, "add")
+    return 0
+
+
+def cmd_index_check(args: argparse.Namespace) -> int:
+    from mcip.index import check_index
+
+    r = check_index(
+        args.index, args.captions, sample=args.sample, root=args.root, model=args.model, device=args.device,
+        seed=args.seed, min_recall=args.min_recall,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    print(
+        f"text-to-image recall of {r['model']} on {r['images_sampled']} captioned image(s) "
+        f"({r['queries']} captions) among {r['index_size']} indexed (exact search):"
+    )
+    for key in (k for k in r if k.startswith("recall@")):
+        print(f"  {key:<10} {100 * r[key]:6.1f}%")
+    print(
+        f"  chance@10  {100 * r['chance@10']:6.2f}%   alignment threshold@10 {100 * r['threshold@10']:.1f}%"
+    )
+    if r["unmatched_rows"]:
+        print(
+            f"  {r['unmatched_rows']} caption row(s) name images not in the index, e.g. {r['unmatched_examples'][0]}"
+        )
+    print(f"verdict: {r['verdict']}")
+    if r["warning"]:
+        print(f"warning: {r['warning']}", file=sys.stderr)
+    return 0
+
+
+def cmd_index_info(args: argparse.Namespace) -> int:
+    from mcip.index import index_info
+
+    info = index_info(args.index)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    last = info["history"][-1] if info.get("history") else {}
+    print(f"{info['path']}: {info['count']} images, D={info['dim']} float16, {info['bytes'] / 2**20:.1f} MiB")
+    print(f"  model     {info['model']}  (options {info['model_options']})")
+    print(f"  weights   fingerprint {info['fingerprint']}, image tower {info['image_fingerprint']}")
+    print(f"  backend   {info['backend']}  factory {info['factory']}  options {info['backend_options']}")
+    print(
+        f"  created   {info['created']}, updated {info['updated']} ({last.get('op', '?')}), mcip {info['mcip_version']}"
+    )
+    print(
+        f"  skipped   {info['skipped_unreadable']} unreadable, {info['skipped_duplicates']} duplicate ids (all builds)"
+    )
+    return 0
+
+
+def _print_hits(hits) -> None:
+    if not hits:
+        print("no results")
+        return
+    width = min(40, max(len(h.id) for h in hits))
+    label_width = min(20, max(5, *(len(str(h.metadata.get("label", ""))) for h in hits)))
+    print(f"{'rank':>4}  {'score':>7}  {'id':<{width}}  {'label':<{label_width}}  path")
+    for h in hits:
+        label = str(h.metadata.get("label", ""))[:label_width]
+        print(f"{h.rank:>4}  {h.score:7.4f}  {h.id[:width]:<{width}}  {label:<{label_width}}  {h.path}")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from mcip.errors import InputError
+    from mcip.index import SearchIndex
+
+    if args.id is not None and (args.text is not None or args.image is not None):
+        raise InputError("--id searches with an indexed image; do not combine it with --text or --image.")
+    with SearchIndex.open(
+        args.index, model=args.model, device=args.device, backend_options=_search_options(args),
+        load_model=args.id is None,
+    ) as index:  # fmt: skip
+        if args.id is not None:
+            hits = index.search_by_id(args.id, k=args.k)
+        else:
+            hits = index.search(text=args.text, image=args.image, alpha=args.alpha, k=args.k)
+    if args.json:
+        print(json.dumps([h.to_dict() for h in hits], indent=2))
+    else:
+        _print_hits(hits)
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, model_required: bool) -> None:
+    """``--model`` and ``--device``; a build also takes ``--precision`` and ``--drop-projector`` (stored:
+    the other commands load the model the way the index was built)."""
+    if model_required:
+        from mcip.cli import _add_model_args
+
+        p.add_argument("--model", required=True, help="model spec or saved model directory")
+        _add_model_args(p)
+        return
+    p.add_argument(
+        "--model", help="model spec or saved model directory (default: the one the index was built with)"
+    )
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+
+
+def _qdrant_args(p: argparse.ArgumentParser, collection: bool) -> None:
+    p.add_argument(
+        "--qdrant-url", help="Qdrant server, e.g. http://localhost:6333 (default: local mode in the index)"
+    )
+    p.add_argument("--qdrant-api-key", help="Qdrant API key (default: $QDRANT_API_KEY; never stored)")
+    if collection:
+        p.add_argument("--qdrant-collection", help="Qdrant collection alias (default: mcip)")
+
+
+def _encode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--images", required=True, help="image folder (recursive) or manifest (.csv/.jsonl/.parquet)"
+    )
+    p.add_argument("--root", help="folder that relative manifest paths start from (default: the manifest's)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=default_workers(), help="image-decoding processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _add_index_parser(sub) -> None:
+    p = sub.add_parser("index", help="search indexes: build, add, check text alignment, info")
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+
+    q = isub.add_parser("build", help="encode images into a new index (resumable; replaces --out atomically)")
+    _encode_args(q)
+    q.add_argument("--out", required=True, help="index folder")
+    q.add_argument(
+        "--factory",
+        default="Flat",
+        help="FAISS index factory string: Flat (exact), HNSW32, IVF4096,PQ64, ...",
+    )
+    q.add_argument("--backend", default="faiss", choices=["faiss", "qdrant"])
+    q.add_argument(
+        "--search-params", help="FAISS search parameters stored as default, e.g. nprobe=32 or efSearch=128"
+    )
+    q.add_argument(
+        "--train-size", type=int, help="vectors sampled to train IVF/PQ (default: 64 per list, >= 65,536)"
+    )
+    _qdrant_args(q, collection=True)
+    _common(q, model_required=True)
+    q.set_defaults(func=cmd_index_build)
+
+    q = isub.add_parser("add", help="append images to an index (ids already there are skipped)")
+    q.add_argument("--index", required=True, help="index folder")
+    _encode_args(q)
+    _qdrant_args(q, collection=False)
+    _common(q, model_required=False)
+    q.set_defaults(func=cmd_index_add)
+
+    q = isub.add_parser(
+        "check", help="text-to-image recall on captioned indexed images; warns if alignment broke"
+    )
+    q.add_argument("--index", required=True, help="index folder")
+    q.add_argument(
+        "--captions", required=True, help="manifest with captions (path or id) or a caption sidecar"
+    )
+    q.add_argument("--root", help="folder that relative manifest paths start from")
+    q.add_argument("--sample", type=int, default=1000, help="captioned images to sample (default 1000)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--min-recall", type=float, default=0.2, help="recall@10 below this warns (default 0.2)")
+    q.add_argument("--json", action="store_true")
+    _common(q, model_required=False)
+    q.set_defaults(func=cmd_index_check)
+
+    q = isub.add_parser("info", help="what an index holds: model, fingerprints, backend, counts")
+    q.add_argument("--index", required=True, help="index folder")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_index_info)
+
+
+def _add_search_parser(sub) -> None:
+    p = sub.add_parser("search", help="query an index by text, image (or both, --alpha) or indexed id")
+    p.add_argument("--index", required=True, help="index folder")
+    p.add_argument("--text", help="text query")
+    p.add_argument("--image", help="query image file")
+    p.add_argument("--id", help="search with the stored embedding of this indexed image")
+    p.add_argument(
+        "--alpha", type=float, default=0.5, help="image weight when --text and --image are both given"
+    )
+    p.add_argument("--k", type=int, default=10, help="results (1..1000)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--search-params", help="FAISS search parameters for this query, e.g. nprobe=64")
+    _qdrant_args(p, collection=False)
+    _common(p, model_required=False)
+    p.set_defaults(func=cmd_search)
+
+
+def add_index_commands(sub) -> None:
+    """Register ``mcip index`` and ``mcip search`` on the top-level sub-parsers."""
+    _add_index_parser(sub)
+    _add_search_parser(sub)

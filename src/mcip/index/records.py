@@ -1,0 +1,178 @@
+"""What an index holds per image: an id, the image file, and JSON-safe metadata.
+
+Sources (``load_index_records``):
+
+- an image folder: every image under it, recursively; the id is the path relative to the folder
+  (posix), the label the first sub-folder ('' for images directly in the folder);
+- a manifest (``.csv``, ``.jsonl``, ``.parquet``, as in training: ``path``, optional ``id``, ``label``,
+  ``captions``); every other column is kept as metadata;
+- a list of :class:`~mcip.data.ImageRecord` or :class:`IndexRecord`.
+
+Images inside tar shards cannot be served by path, so shards are refused with what to do instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mcip.data.images import find_images
+from mcip.data.manifest import PATH_COLUMNS, check_unique_ids, is_shard_source, parse_captions
+from mcip.data.records import ImageRecord
+from mcip.errors import InputError
+
+LABEL_COLUMNS = ("label", "class")
+_RESERVED = {"id", "label", "class", "captions", *PATH_COLUMNS}
+
+
+@dataclass(frozen=True)
+class IndexRecord:
+    """One image of an index: ``id`` (unique), ``path`` (absolute), ``label``, ``captions`` and ``extra``
+    (the manifest's other columns, JSON-safe)."""
+
+    id: str
+    path: Path
+    label: str = ""
+    captions: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+    def metadata(self) -> dict:
+        """``{"label", "captions", **extra}``: what a search hit carries besides id, path and score."""
+        return {"label": self.label, "captions": list(self.captions), **self.extra}
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "path": str(self.path), **self.metadata()}
+
+    @classmethod
+    def from_json(cls, row: dict) -> IndexRecord:
+        row = dict(row)
+        return cls(
+            id=row.pop("id"),
+            path=Path(row.pop("path")),
+            label=row.pop("label", ""),
+            captions=tuple(row.pop("captions", ())),
+            extra=row,
+        )
+
+
+def _json_safe(value: object) -> object:
+    """``value`` if JSON can hold it as is, else its ``str``."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def read_manifest_rows(path: Path) -> list[dict]:
+    """The rows of a .csv / .jsonl / .parquet manifest as dicts (at least one)."""
+    from mcip.data.manifest import _READERS  # the manifest readers of training data, shared
+
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise InputError(f"Unknown manifest type '{path.suffix}' ({path}); use one of {', '.join(_READERS)}.")
+    if not path.is_file():
+        raise InputError(f"Manifest not found: {path}.")
+    rows = reader(path)
+    if not rows:
+        raise InputError(f"Manifest {path} has no rows.")
+    return rows
+
+
+def _first_present(row: dict, names: Sequence[str]) -> object:
+    for name in names:
+        value = row.get(name)
+        if value is not None and str(value).strip() != "":
+            return value
+    return None
+
+
+def _manifest_record(row: dict, base: Path, where: str) -> IndexRecord:
+    raw = _first_present(row, PATH_COLUMNS)
+    if raw is None:
+        raise InputError(
+            f"{where}: no image path; every row needs a '{PATH_COLUMNS[0]}' "
+            f"(also accepted: {', '.join(PATH_COLUMNS[1:])})."
+        )
+    path = Path(str(raw).strip())
+    full = (path if path.is_absolute() else base / path).resolve()
+    rec_id = _first_present(row, ("id",))
+    if rec_id is None:
+        rec_id = path.as_posix() if not path.is_absolute() else full.as_posix()
+    label = _first_present(row, LABEL_COLUMNS)
+    extra = {k: _json_safe(v) for k, v in row.items() if k not in _RESERVED}
+    return IndexRecord(
+        id=str(rec_id).strip(),
+        path=full,
+        label="" if label is None else str(label).strip(),
+        captions=parse_captions(row.get("captions"), where),
+        extra=extra,
+    )
+
+
+def read_index_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None) -> list[IndexRecord]:
+    """Records from a manifest; relative paths start at ``root`` (default: the manifest's folder)."""
+    path = Path(path)
+    base = Path(root) if root is not None else path.parent
+    records = [
+        _manifest_record(row, base, f"{path}, row {i + 1}") for i, row in enumerate(read_manifest_rows(path))
+    ]
+    check_unique_ids(records, path)
+    return records
+
+
+def read_index_folder(root: str | os.PathLike) -> list[IndexRecord]:
+    """Every image under ``root``; id = relative posix path, label = first sub-folder ('' if none)."""
+    root = Path(root)
+    records = []
+    for path in find_images(root):
+        rel = path.relative_to(root)
+        label = rel.parts[0] if len(rel.parts) > 1 else ""
+        records.append(IndexRecord(id=rel.as_posix(), path=path.resolve(), label=label))
+    return records
+
+
+def _from_objects(items: Sequence[ImageRecord | IndexRecord]) -> list[IndexRecord]:
+    out = []
+    for item in items:
+        if isinstance(item, IndexRecord):
+            out.append(item if item.path.is_absolute() else _with_path(item, item.path.resolve()))
+        elif isinstance(item, ImageRecord):
+            out.append(IndexRecord(item.id, Path(item.path).resolve(), item.label, item.captions))
+        else:
+            raise InputError(f"Expected ImageRecord or IndexRecord items, got {type(item).__name__}.")
+    check_unique_ids(out, "the records given")
+    return out
+
+
+def _with_path(record: IndexRecord, path: Path) -> IndexRecord:
+    return IndexRecord(record.id, path, record.label, record.captions, record.extra)
+
+
+def load_index_records(
+    source: str | os.PathLike | Sequence[ImageRecord | IndexRecord], root: str | os.PathLike | None = None
+) -> list[IndexRecord]:
+    """Records to index from a folder, a manifest or a list of records (see the module docstring)."""
+    if not isinstance(source, str | os.PathLike):
+        if not source:
+            raise InputError("No records to index: the list is empty.")
+        return _from_objects(source)
+    path = Path(source)
+    if path.is_dir():
+        return read_index_folder(path)
+    if path.suffix.lower() in (".csv", ".jsonl", ".parquet"):
+        return read_index_manifest(path, root)
+    if is_shard_source(source):
+        raise InputError(
+            f"{source}: images inside tar shards cannot be served by path, so the index does not read "
+            "shards. Extract them (tar -xf) and index the folder, or write a manifest of the files."
+        )
+    if not path.exists():
+        raise InputError(f"Image source not found: {source}.")
+    raise InputError(
+        f"Cannot index {source}: expected an image folder or a manifest (.csv, .jsonl, .parquet with a "
+        "'path' column)."
+    )

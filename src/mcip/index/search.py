@@ -1,0 +1,293 @@
+"""``SearchIndex``: query an index by text, by image, by both, by a vector or by an indexed image's id.
+
+Every query becomes one L2-normalised vector q (D,) in the joint space; a hit's score is the inner
+product of q with the stored image embedding (cosine similarity). Text and image together:
+``q = normalize(alpha * image_embedding + (1 - alpha) * text_embedding)``.
+
+Safe to call from several threads: model inference runs under a lock, the backends read concurrently.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mcip.errors import ConfigError, InputError
+from mcip.index.backends import Backend, create_backend
+from mcip.index.identity import check_model, resolve_model
+from mcip.index.query import MAX_K, MAX_TEXT_CHARS, check_k, check_text, open_query_image, unit_vector
+from mcip.index.store import StoredIndex
+from mcip.models.base import EmbeddingModel
+
+__all__ = ["MAX_K", "MAX_TEXT_CHARS", "Hit", "IndexedImage", "SearchIndex", "UnknownId"]
+_new_object = object.__new__
+_set = object.__setattr__
+
+
+class UnknownId(InputError):
+    """An id that the index does not hold."""
+
+
+@dataclass(frozen=True)
+class IndexedImage:
+    """An indexed image: ``id``, ``path`` (absolute, as indexed) and ``metadata`` (label, captions, extras)."""
+
+    id: str
+    path: str
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: ``score`` is the cosine similarity (or the alpha-mixed one), ``rank`` 1-based."""
+
+    id: str
+    path: str
+    score: float
+    rank: int
+    metadata: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "rank": self.rank,
+            "score": self.score,
+            "id": self.id,
+            "path": self.path,
+            "metadata": self.metadata,
+        }
+
+
+def _open_model(model, manifest: dict, index_dir, device: str) -> tuple[EmbeddingModel, bool]:
+    """The query model and whether its text tower differs from the build's (warned about)."""
+    resolved = resolve_model(model, manifest, device)
+    changed = check_model(resolved, manifest, index_dir).text_tower_changed
+    if changed:
+        warnings.warn(
+            f"{resolved.spec} has the image tower {index_dir} was built with but another text tower "
+            "(as after Re-A): image embeddings match, text queries use the new text tower.",
+            stacklevel=3,
+        )
+    return resolved, changed
+
+
+class SearchIndex:
+    """An opened index folder. Build one with :func:`mcip.index.build_index`; open with :meth:`open`."""
+
+    def __init__(
+        self, stored: StoredIndex, backend: Backend, model: EmbeddingModel | None, text_tower_changed: bool
+    ) -> None:
+        self._stored = stored
+        self._backend = backend
+        self.model = model
+        self._lock = threading.Lock()
+        self.info: dict = {
+            **stored.manifest,
+            "path": str(stored.dir),
+            "text_tower_changed": text_tower_changed,
+        }
+        self.dim = int(stored.manifest["dim"])
+
+    @classmethod
+    def open(
+        cls,
+        index_dir: str | os.PathLike,
+        model: EmbeddingModel | str | os.PathLike | None = None,
+        device: str = "cpu",
+        backend: str | None = None,
+        *,
+        backend_options: dict | None = None,
+        load_model: bool = True,
+    ) -> SearchIndex:
+        """Open ``index_dir`` for queries.
+
+        Args:
+            model: None loads the model the index was built with; a model or spec must have the same image
+                tower (else ``ConfigError``). A changed text tower (e.g. after Re-A) is accepted, with a warning.
+            backend: None, or the backend the index was built with (a check).
+            backend_options: per-session options (FAISS ``search_params``; Qdrant ``url``, ``api_key``, ...).
+            load_model: False opens without a model: only ``search_vector`` / ``search_by_id`` then work.
+        """
+        stored = StoredIndex(index_dir)
+        try:
+            manifest = stored.manifest
+            if backend is not None and backend != manifest["backend"]:
+                raise ConfigError(
+                    f"{index_dir} was built with the {manifest['backend']} backend, not {backend}; rebuild it "
+                    f"with mcip index build --backend {backend} to use {backend}."
+                )
+            resolved, changed = (
+                _open_model(model, manifest, index_dir, device) if load_model else (None, False)
+            )
+            store = create_backend(
+                manifest["backend"], **{**manifest["backend_options"], **(backend_options or {})}
+            )
+            store.state = dict(manifest.get("backend_state", {}))
+            store.open(stored.dir, len(stored))
+        except BaseException:
+            stored.close()
+            raise
+        return cls(stored, store, resolved, changed)
+
+    def __len__(self) -> int:
+        return len(self._stored)
+
+    def __enter__(self) -> SearchIndex:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._backend.close()
+        self._stored.close()
+
+    # ----------------------------------------------------------------- records
+    @property
+    def ids(self) -> list[str]:
+        """The N ids in row order."""
+        return self._stored.ids
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """(N, D) float16 stored embeddings (read-only memory map), rows in the order of :attr:`ids`."""
+        return self._stored.embeddings
+
+    def row_of(self, id: str) -> int | None:
+        """The row of image ``id``, or None."""
+        return self._stored.row_of.get(id)
+
+    def iter_records(self):
+        """Every indexed image as an :class:`~mcip.index.records.IndexRecord`, in row order."""
+        return self._stored.iter_records()
+
+    def has(self, id: str) -> bool:
+        return id in self._stored.row_of
+
+    def _row(self, id: str) -> int:
+        row = self._stored.row_of.get(id)
+        if row is None:
+            raise UnknownId(f"No image with id {id!r} in this index.")
+        return row
+
+    def record(self, id: str) -> IndexedImage:
+        """The indexed image ``id`` (``UnknownId`` if absent)."""
+        row = self._row(id)
+        return IndexedImage(id, self._stored.paths[row], self._stored.metadata(row))
+
+    def image_path(self, id: str) -> Path:
+        """The file of image ``id``, as stored at build time (never a path joined from user input)."""
+        return Path(self._stored.paths[self._row(id)])
+
+    def embedding(self, id: str) -> np.ndarray:
+        """(D,) float32 stored embedding of image ``id``."""
+        return self._stored.vectors(self._row(id))
+
+    # ----------------------------------------------------------------- encoding
+    def _require_model(self) -> EmbeddingModel:
+        if self.model is None:
+            raise ConfigError(
+                "This index was opened with load_model=False; text and image queries need the model."
+            )
+        return self.model
+
+    @torch.no_grad()
+    def _embed_text(self, text: str) -> np.ndarray:
+        model = self._require_model()
+        with self._lock:
+            return model.encode_text([text]).float().cpu().numpy()[0]
+
+    @torch.no_grad()
+    def _embed_image(self, img) -> np.ndarray:
+        model = self._require_model()
+        try:
+            pixels = model.eval_transform(img)[None]
+        except (OSError, ValueError) as exc:
+            raise InputError(f"Cannot use the query image ({type(exc).__name__}: {exc}).") from None
+        with self._lock:
+            return model.encode_image(pixels).float().cpu().numpy()[0]
+
+    def encode_text(self, text: str) -> np.ndarray:
+        """(D,) float32 unit embedding of a text query (validated: not empty, at most MAX_TEXT_CHARS)."""
+        return self._embed_text(check_text(text))
+
+    def encode_image(self, image: Any) -> np.ndarray:
+        """(D,) float32 unit embedding of a query image (PIL image, bytes, file object or path)."""
+        return self._embed_image(open_query_image(image))
+
+    def query_vector(self, text: str | None = None, image: Any = None, alpha: float = 0.5) -> np.ndarray:
+        """The (D,) query of :meth:`search` (see the module docstring). Every input is validated before
+        the model runs."""
+        if text is None and image is None:
+            raise InputError("Give a text query, an image, or both.")
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= alpha <= 1.0:
+            raise InputError(f"alpha must be a number from 0 to 1 (the image's weight), got {alpha!r}.")
+        self._require_model()
+        text = check_text(text) if text is not None else None
+        img = open_query_image(image) if image is not None else None
+        if img is None:
+            return self._embed_text(text)
+        if text is None:
+            return self._embed_image(img)
+        mixed = alpha * self._embed_image(img) + (1.0 - alpha) * self._embed_text(text)
+        return unit_vector(mixed, "mixed query (text and image point in opposite directions)")
+
+    # ----------------------------------------------------------------- search
+    def search(
+        self, text: str | None = None, image: Any = None, alpha: float = 0.5, k: int = 10
+    ) -> list[Hit]:
+        """The ``k`` images nearest to a text, an image, or their alpha-weighted mixture."""
+        check_k(k)
+        return self.search_vector(self.query_vector(text, image, alpha), k)
+
+    def search_vector(self, vector: np.ndarray, k: int = 10, exclude_id: str | None = None) -> list[Hit]:
+        """The ``k`` images nearest to ``vector`` (D,) (normalised here), optionally without ``exclude_id``."""
+        check_k(k)
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self.dim:
+            raise InputError(f"The query vector has {q.shape[0]} dimensions; this index holds {self.dim}.")
+        q = unit_vector(q, "query vector")
+        exclude = self._row(exclude_id) if exclude_id is not None else -1
+        fetch = min(k + (exclude >= 0), len(self))
+        scores, rows = self._backend.search(q[None], fetch)
+        return self._hits(scores[0], rows[0], k, exclude)
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
+        """:meth:`search_vector` for Q queries (Q, D) at once (one backend call)."""
+        check_k(k)
+        q = np.asarray(vectors, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise InputError(f"Expected queries of shape (Q, {self.dim}), got {tuple(q.shape)}.")
+        q = np.stack([unit_vector(v, "query vector") for v in q]) if len(q) else q
+        scores, rows = self._backend.search(np.ascontiguousarray(q), min(k, len(self)))
+        return [self._hits(s, r, k, -1) for s, r in zip(scores, rows, strict=True)]
+
+    def search_by_id(self, id: str, k: int = 10, exclude_self: bool = False) -> list[Hit]:
+        """The ``k`` images nearest to indexed image ``id`` (its stored embedding); itself first unless excluded."""
+        return self.search_vector(self.embedding(id), k, exclude_id=id if exclude_self else None)
+
+    def _hits(self, scores: np.ndarray, rows: np.ndarray, k: int, exclude: int) -> list[Hit]:
+        """Hits for backend results (row -1: none; ``exclude``: a row to leave out), at most ``k``.
+        The hot path of every query: plain rows take their metadata from memory, Hits skip ``__init__``."""
+        stored, hits = self._stored, []
+        ids, paths, labels, plain = stored.ids, stored.paths, stored.labels, stored.plain
+        for score, row in zip(scores.tolist(), rows.tolist(), strict=True):
+            if row < 0 or row == exclude:
+                continue
+            meta = {"label": labels[row], "captions": []} if plain[row] else stored.metadata(row)
+            hit = _new_object(Hit)
+            _set(
+                hit,
+                "__dict__",
+                {"id": ids[row], "path": paths[row], "score": score, "rank": len(hits) + 1, "metadata": meta},
+            )
+            hits.append(hit)
+            if len(hits) == k:
+                break
+        return hits

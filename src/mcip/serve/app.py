@@ -1,0 +1,212 @@
+"""The HTTP API over one :class:`mcip.index.SearchIndex`, and the search page.
+
+Routes: ``GET /search?text=...|id=...&k=``, ``POST /search`` (multipart: ``image`` file, optional ``text``,
+``alpha``, ``k``), ``GET /images/{id}``, ``GET /health``, ``/`` (the page), ``/docs`` (OpenAPI). Bad input
+gets a 4xx whose JSON ``detail`` says what was wrong: 400 (the index refused the query), 404 (unknown
+id), 413 (upload too large), 415 (not multipart), 422 (k or alpha not a number in range). Queries run in
+the server's thread pool, so one slow model call does not stop the other requests.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mcip.errors import InputError, require
+
+require("fastapi", "serve", "mcip serve (the HTTP API)")
+require("python_multipart", "serve", "Image uploads to mcip serve")
+
+from fastapi import FastAPI, HTTPException, Query, Request  # noqa: E402
+from fastapi.concurrency import run_in_threadpool  # noqa: E402
+from fastapi.responses import FileResponse, JSONResponse  # noqa: E402
+from fastapi.staticfiles import StaticFiles  # noqa: E402
+
+from mcip.index import MAX_K, MAX_TEXT_CHARS, SearchIndex, UnknownId  # noqa: E402
+from mcip.serve import schemas  # noqa: E402
+from mcip.serve.upload import read_image_form  # noqa: E402
+
+STATIC_DIR = Path(__file__).parent / "static"
+DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
+ERRORS = {
+    400: {"model": schemas.Problem, "description": "the query was refused (the detail says why)"},
+    404: {"model": schemas.Problem, "description": "no image with this id in the index"},
+}
+UPLOAD_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary", "description": "the query image"},
+                        "text": {"type": "string", "description": "optional text mixed with the image"},
+                        "alpha": {"type": "number", "default": 0.5, "description": "image weight, 0..1"},
+                        "k": {"type": "integer", "default": 10, "minimum": 1, "maximum": MAX_K},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def create_app(index: SearchIndex, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> FastAPI:
+    """The FastAPI application serving ``index``.
+
+    Args:
+        index: an open index; its ``search*`` methods are called from several threads at once.
+        max_upload_bytes: the largest image accepted by ``POST /search`` (413 beyond; enforced while the
+            body is read, so a larger upload is never held in memory).
+    """
+    if max_upload_bytes < 1:
+        raise InputError(f"max_upload_bytes must be positive, got {max_upload_bytes}.")
+    app = FastAPI(
+        title="mcip search",
+        summary="Text and image search over one embedding per image (Schall et al., SISAP 2024).",
+        version=_version(),
+    )
+    app.state.index = index
+    app.state.max_upload_bytes = max_upload_bytes
+    app.add_exception_handler(UnknownId, _problem(404))
+    app.add_exception_handler(InputError, _problem(400))
+    _add_search_routes(app, index, max_upload_bytes)
+    _add_image_route(app, index)
+    _add_page_routes(app, index, max_upload_bytes)
+    return app
+
+
+def _version() -> str:
+    from mcip import __version__
+
+    return __version__
+
+
+def _problem(status: int) -> Callable:
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    return handler
+
+
+def _respond(query: schemas.Query, k: int, search: Callable[[], list]) -> schemas.SearchResponse:
+    start = time.perf_counter()
+    hits = search()
+    took_ms = 1000 * (time.perf_counter() - start)
+    return schemas.SearchResponse(
+        query=query, k=k, took_ms=took_ms, results=[schemas.to_result(h) for h in hits]
+    )
+
+
+def _add_search_routes(app: FastAPI, index: SearchIndex, max_upload_bytes: int) -> None:
+    @app.get("/search", response_model=schemas.SearchResponse, responses=ERRORS)
+    def search(
+        text: str | None = Query(None, description=f"a text query (1 to {MAX_TEXT_CHARS} characters)"),
+        id: str | None = Query(None, description="search with the stored embedding of this indexed image"),
+        k: int = Query(10, ge=1, le=MAX_K, description="how many results"),
+    ) -> schemas.SearchResponse:
+        """Images nearest to a text query, or to an indexed image (give exactly one of text, id)."""
+        if (text is None) == (id is None):
+            raise HTTPException(400, "Give exactly one of the query parameters text=... or id=....")
+        if id is not None:
+            return _respond(schemas.Query(id=id), k, lambda: index.search_by_id(id, k=k))
+        return _respond(schemas.Query(text=text), k, lambda: index.search(text=text, k=k))
+
+    @app.post(
+        "/search",
+        response_model=schemas.SearchResponse,
+        responses=ERRORS
+        | {
+            413: {
+                "model": schemas.Problem,
+                "description": f"upload over the limit ({max_upload_bytes} bytes)",
+            },
+            415: {"model": schemas.Problem, "description": "the body is not multipart/form-data"},
+        },
+        openapi_extra=UPLOAD_FORM,
+    )
+    async def search_image(request: Request) -> schemas.SearchResponse:
+        """Images nearest to an uploaded image, or to the image and a text mixed with weight ``alpha``
+        on the image: ``normalize(alpha * image + (1 - alpha) * text)``."""
+        form = await read_image_form(request, max_upload_bytes)
+        k = _number("k", form.k, int, 10, 1, MAX_K)
+        text = form.text if form.text not in (None, "") else None
+        alpha = _number("alpha", form.alpha, float, 0.5, 0.0, 1.0) if text is not None else None
+        query = schemas.Query(
+            text=text, alpha=alpha, image=schemas.ImageQuery(filename=form.filename, bytes=len(form.image))
+        )
+        return await run_in_threadpool(
+            _respond,
+            query,
+            k,
+            lambda: index.search(text=text, image=form.image, alpha=0.5 if alpha is None else alpha, k=k),
+        )
+
+
+def _number(name: str, raw: str | None, cast: type, default, low, high):
+    """A form field as ``cast`` within [low, high]; 422 with the reason otherwise."""
+    if raw is None or raw == "":
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        kind = "an integer" if cast is int else "a number"
+        raise HTTPException(422, f"{name} must be {kind}, got {raw[:40]!r}.") from None
+    if not low <= value <= high:  # also refuses NaN
+        raise HTTPException(422, f"{name} must be between {low} and {high}, got {raw[:40]}.")
+    return value
+
+
+def _add_image_route(app: FastAPI, index: SearchIndex) -> None:
+    @app.get(
+        "/images/{image_id:path}",
+        response_class=FileResponse,
+        responses={200: {"content": {"image/*": {}}}, 404: ERRORS[404]},
+    )
+    def image(image_id: str) -> FileResponse:
+        """The file of an indexed image. Only files stored in the index are served: the id is looked up,
+        never joined onto a path."""
+        if not index.has(image_id):
+            raise HTTPException(404, f"No image with id {image_id!r} in the index.")
+        path = Path(index.image_path(image_id))
+        if not path.is_file():
+            raise HTTPException(404, f"The file of image {image_id!r} is no longer on disk.")
+        return FileResponse(path, media_type=media_type(path), headers={"X-Content-Type-Options": "nosniff"})
+
+
+def media_type(path: Path) -> str:
+    """The MIME type of an image file from its content (PIL reads the header), else from its name."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            found = Image.MIME.get(img.format or "")
+    except (OSError, UnidentifiedImageError):
+        found = None
+    return found or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+
+def _add_page_routes(app: FastAPI, index: SearchIndex, max_upload_bytes: int) -> None:
+    @app.get("/health", response_model=schemas.Health)
+    def health() -> schemas.Health:
+        """Size and model of the index, and the request limits."""
+        info = index.info
+        return schemas.Health(
+            count=len(index),
+            model=str(info.get("model", "")),
+            dim=int(info.get("dim", 0)),
+            backend=str(info.get("backend", "")),
+            limits=schemas.Limits(
+                max_upload_bytes=max_upload_bytes, max_k=MAX_K, max_text_chars=MAX_TEXT_CHARS
+            ),
+        )
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

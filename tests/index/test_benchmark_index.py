@@ -1,0 +1,19 @@
+"""The index benchmark runs (tiny n) so it does not rot; its numbers are not checked."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+
+def test_index_search_benchmark_runs(capsys):
+    path = Path(__file__).parent.parent.parent / "benchmarks" / "index_search.py"
+    spec = importlib.util.spec_from_file_location("index_search", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.main(["--n", "3000", "--d", "32", "--clusters", "20", "--queries", "40", "--flat-queries", "20",
+                      "--ivf", "IVF16,PQ8x4", "--repeats", "1"])  # fmt: skip
+    assert [r["factory"] for r in out["results"]] == ["Flat", "HNSW32", "IVF16,PQ8x4", "IVF16,PQ8x4,RFlat"]
+    assert out["results"][0]["recall"] == 1.0
+    assert all(r["ratio"] > 0 for r in out["results"])
+    assert "| mcip / FAISS |" in capsys.readouterr().out
