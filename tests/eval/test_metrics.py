@@ -305,7 +305,9 @@ def test_t2i_and_i2t_with_image_labels_against_naive_loops_with_ties():
     caption_labels = labels[owner]
     queries = [i for i in range(30) if int(labels[i]) in set(caption_labels.tolist())]
     for k in (1, 2, 5):
-        hits = sum(any(labels[j] == caption_labels[t] for j in order(images @ texts[t])[:k]) for t in range(40))
+        hits = sum(
+            any(labels[j] == caption_labels[t] for j in order(images @ texts[t])[:k]) for t in range(40)
+        )
         assert t2i[k] == pytest.approx(hits / 40)
         hits = sum(any(caption_labels[t] == labels[i] for t in order(texts @ images[i])[:k]) for i in queries)
         assert i2t[k] == pytest.approx(hits / len(queries))

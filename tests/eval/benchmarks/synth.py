@@ -168,6 +168,30 @@ def classnames_zeroshot(root: Path) -> dict:
     return {"images": str(root / "zs"), "classnames": str(names)}
 
 
+def lab(root: Path) -> dict:
+    """A prepared-lab manifest: 6 emoji x 2 vendors, two sub-categories, every split."""
+    rows = []
+    for n in range(6):
+        for vendor in ("acme", "globex"):
+            path = Path("images") / vendor / f"e{n}.png"
+            touch(root, str(path))
+            rows.append(
+                {
+                    "path": str(path),
+                    "label": f"e{n}",
+                    "id": f"{vendor}/e{n}",
+                    "captions": [f"emoji {n}", "tag"],
+                    "vendor": vendor,
+                    "base": f"e{n}",
+                    "category": "C",
+                    "subcategory": f"sub-{n % 2}",
+                    "split": ("train", "train", "val", "val", "test", "test")[n],
+                }
+            )
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {}
+
+
 BUILDERS: dict[str, Callable[[Path], dict]] = {
     "gpr1200": gpr1200,
     "instre": instre,
@@ -184,6 +208,7 @@ BUILDERS: dict[str, Callable[[Path], dict]] = {
     "folder_knn": folder_knn,
     "captions_t2i": captions_t2i,
     "classnames_zeroshot": classnames_zeroshot,
+    **{name: lab for name in ("lab_i2i", "lab_i2i_r1", "lab_knn", "lab_zeroshot", "lab_t2i")},
 }
 
 

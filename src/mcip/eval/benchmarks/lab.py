@@ -73,6 +73,7 @@ class _LabBenchmark(Benchmark):
     def rows(self, root: Path, split: str | None = None) -> list[dict]:
         from mcip.lab.prepare import read_lab_manifest
 
+        self.check(root)
         rows = read_lab_manifest(Path(root), split or self.options["split"])
         if not rows:
             raise InputError(f"The lab manifest under {root} has no images in split '{split}'.")

@@ -1,0 +1,238 @@
+"""``mcip lab run`` end to end on a synthetic prepared lab (drawn shapes, two "vendors") with a tiny model;
+the real data and encoders run in the slow test at the end (what CI's quick run checks)."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcip.eval.benchmarks import create_benchmark
+from mcip.eval.benchmarks.lab import LAB_BENCHMARKS
+from mcip.lab.reading import reading
+from mcip.lab.run import ROWS, LabSettings, run_lab
+from mcip.lab.subset import keep_base, write_lab_data
+from tests.stages.synth import COLOURS, SHAPES, draw
+
+VENDORS = ("acme", "globex")
+
+
+def _jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def make_lab(root: Path) -> Path:
+    """A prepared-lab layout: manifest.jsonl with the real fields; emoji = colour x shape, sub-category =
+    shape, two vendors draw each emoji differently (their own random jitter)."""
+    rng = random.Random(0)
+    rows = []
+    names = [(c, s) for c in COLOURS for s in SHAPES]
+    for n, (colour, shape) in enumerate(names):
+        split = ("train", "train", "val", "test", "train")[n % 5]
+        label = f"{colour}-{shape}"
+        for vendor in VENDORS:
+            path = root / "images" / vendor / f"{label}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            draw(colour, shape, rng).save(path)
+            rows.append(
+                {
+                    "path": f"images/{vendor}/{label}.png",
+                    "label": label,
+                    "id": f"{vendor}/{label}",
+                    "captions": [f"{colour} {shape}", f"a {shape}", colour],
+                    "vendor": vendor,
+                    "base": label,
+                    "category": "Shapes",
+                    "subcategory": f"shape-{shape}",
+                    "split": split,
+                }
+            )
+    with open(root / "manifest.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def lab_root(tmp_path_factory) -> Path:
+    return make_lab(tmp_path_factory.mktemp("lab"))
+
+
+def _settings(tiny_openclip: str) -> LabSettings:
+    return LabSettings(
+        base_spec=f"openclip:{tiny_openclip}",
+        batch_size=4,
+        num_workers=0,
+        align_epochs=1,
+        stage_epochs=1,
+        realign_epochs=1,
+        max_steps=2,
+        align_max_steps=3,
+        caption_top_k=2,
+        caption_min_sim=-1.0,
+        base_overrides=("optim.warmup_steps=0",),
+        stage_overrides=("data.batch_size=4", "stages.realign.data.batch_size=4", "loop.checkpoint_every=1"),
+    )
+
+
+def test_lab_benchmarks_read_the_manifest(lab_root):
+    i2i = create_benchmark("lab_i2i").load(lab_root)
+    assert len(i2i.images.paths) == 2 * 3 and i2i.include_self  # 3 test emoji x 2 vendors
+    assert len(set(i2i.images.labels.tolist())) == 3
+    r1 = create_benchmark("lab_i2i_r1").load(lab_root)
+    assert not r1.include_self and r1.ks == (1, 5)
+    knn = create_benchmark("lab_knn").load(lab_root)
+    assert len(knn.index.paths) == 2 * 9 and knn.num_classes == 3
+    zs = create_benchmark("lab_zeroshot").load(lab_root)
+    assert set(zs.classnames) <= {"shape circle", "shape square", "shape triangle"}
+    assert all("{}" in t for t in zs.templates)
+    t2i = create_benchmark("lab_t2i").load(lab_root)
+    assert t2i.match_labels and len(t2i.captions) == 3  # one CLDR label per test emoji
+    for caption, row in zip(t2i.captions, t2i.caption_image, strict=True):
+        assert caption.endswith(Path(t2i.images.paths[row]).stem.split("-")[1])
+    val = create_benchmark("lab_i2i", split="val").load(lab_root)
+    assert len(val.images.paths) == 2 * 3
+
+
+def test_subset_keeps_whole_emoji_and_is_fixed(lab_root, tmp_path):
+    data = write_lab_data(lab_root, tmp_path / "d", 0.5)
+    rows = _jsonl(data["manifest"])
+    kept = {r["base"] for r in rows}
+    assert kept == {b for b in kept if keep_base(b, 0.5)} and 0 < len(kept) < 15
+    assert all(sum(r["base"] == b for r in rows) == 2 for b in kept)  # both vendors of a kept emoji
+    assert all(Path(r["path"]).is_absolute() and Path(r["path"]).is_file() for r in rows)
+    bare = _jsonl(data["train_no_captions"])
+    assert bare and all(r["captions"] == [] for r in bare)
+    again = write_lab_data(lab_root, tmp_path / "e", 0.5)
+    assert Path(again["manifest"]).read_text() == Path(data["manifest"]).read_text()
+
+
+def test_run_trains_every_row_and_writes_a_well_formed_report(lab_root, tiny_openclip, tmp_path):
+    logs: list[str] = []
+    out = tmp_path / "out"
+    result = run_lab(lab_root, out, settings=_settings(tiny_openclip), progress=False, log=logs.append)
+    assert list(result.models) == [name for name, _ in ROWS]
+    assert all((path / "mcip_model.json").is_file() for path in result.models.values())
+    results = out / "results"
+    for name in ("table1.md", "results.json", "table1.csv", "reading.md", "run.json", "search.md"):
+        assert (results / name).is_file(), name
+    data = json.loads((results / "results.json").read_text())
+    assert [m["model"] for m in data["models"]] == [name for name, _ in ROWS]
+    by_row = {m["model"]: m for m in data["models"]}
+    for row, model in by_row.items():
+        for bench in LAB_BENCHMARKS:
+            if row == "GPR-FT (no proj.)" and bench in ("lab_zeroshot", "lab_t2i"):
+                assert bench in model["missing"]  # 32-d image features vs 16-d text: not applicable
+                continue
+            value = model["results"][bench]["metrics"][model["results"][bench]["table1_metric"]]
+            assert 0.0 <= value <= 100.0
+    # Re-A never changes image embeddings: image columns of 2SFT equal GPR-FT's
+    for bench in ("lab_i2i", "lab_i2i_r1", "lab_knn"):
+        assert by_row["2SFT"]["results"][bench]["metrics"] == by_row["GPR-FT"]["results"][bench]["metrics"]
+        assert by_row["MCIP+Re-A"]["results"][bench]["metrics"] == by_row["MCIP"]["results"][bench]["metrics"]
+    table = (results / "table1.md").read_text()
+    assert all(name in table for name, _ in ROWS) and "AVG" in table
+    text = (results / "reading.md").read_text()
+    assert "The paper's claims" in text and "--quick" in text
+    search = (results / "search.md").read_text()
+    assert search == result.search and search.count("| 1 |") == 3  # two text queries, one image query
+    assert "text query: a happy face" in search and "image query:" in search
+    from mcip.index import SearchIndex
+
+    with SearchIndex.open(out / "index") as index:  # the test images, searchable by the best row's model
+        assert len(index) == 6 and index.search(text="red circle", k=2)[0].rank == 1
+    captions = _jsonl(out / "captions" / "retrieved.jsonl")
+    assert captions and all(len(c["captions"]) == 2 for c in captions)
+    assert any("pseudo-captions" in line for line in logs)
+
+    # a second run reuses everything: no stage trains again, the base model comes from the lab cache
+    logs.clear()
+    again = run_lab(lab_root, out, settings=_settings(tiny_openclip), progress=False, log=logs.append)
+    assert sum("done earlier" in line for line in logs) == 1 + 1 + 5  # base, captions, five stages
+    assert again.table == result.table
+
+
+def test_run_resumes_after_an_interrupted_stage(lab_root, tiny_openclip, tmp_path, monkeypatch):
+    import mcip.lab.run as lab_run
+
+    calls = []
+    original = lab_run.LabRun.evaluate
+
+    def fail_once(self, models):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lab_run.LabRun, "evaluate", fail_once)
+    with pytest.raises(KeyboardInterrupt):
+        run_lab(
+            lab_root, tmp_path / "o", settings=_settings(tiny_openclip), progress=False, log=lambda m: None
+        )
+    stage_models = sorted(p.parent.name for p in (tmp_path / "o" / "runs").glob("*/model"))
+    assert stage_models == ["2sft", "gpr", "gpr-no-proj", "mcip", "mcip-rea"]
+    shutil.rmtree(tmp_path / "o" / "runs" / "mcip-rea")  # as if the last stage had not finished
+    monkeypatch.setattr(lab_run.LabRun, "evaluate", original)
+    logs: list[str] = []
+    run_lab(lab_root, tmp_path / "o", settings=_settings(tiny_openclip), progress=False, log=logs.append)
+    assert sum("done earlier" in line for line in logs) == 1 + 1 + 4
+    assert any("mcip-rea: training" in line for line in logs)
+
+
+def test_reading_checks_the_claims_against_the_numbers():
+    from mcip.eval.runner import BenchmarkResult, ModelReport
+
+    def report(name, i2i, zs, t2i):
+        r = ModelReport(name)
+        for bench, family, value in (("i", "i2i", i2i), ("z", "zeroshot", zs), ("t", "t2i", t2i)):
+            r.results[bench] = BenchmarkResult(bench, family, {"m": value}, "m", 0.0, 1, 0)
+        return r
+
+    reports = [
+        report("baseline", 40, 20, 30),
+        report("GPR-FT", 60, 10, 10),
+        report("2SFT", 60, 18, 28),
+        report("MCIP", 61, 15, 20),
+        report("MCIP+Re-A", 61, 19, 31),
+    ]
+    text = reading(reports, [("i", "i2i"), ("z", "zeroshot"), ("t", "t2i")])
+    lines = [line for line in text.splitlines() if line.startswith("- ")]
+    assert len(lines) == 6 and all("**seen**" in line for line in lines), text
+    assert "| GPR-FT | 60.0 (+20.0) | 10.0 (-10.0) | 10.0 (-20.0) |" in text
+    reports[1] = report("GPR-FT", 35, 25, 35)  # GPR-FT got worse at I2I and better at text
+    text = reading(reports, [("i", "i2i"), ("z", "zeroshot"), ("t", "t2i")])
+    assert text.count("**NOT seen**") >= 2
+
+
+def test_cli_lab_run_help_lists_the_options(capsys):
+    from mcip.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["lab", "run", "--help"])
+    out = capsys.readouterr().out
+    assert "--quick" in out and "--out" in out and "--hard-caption-weight" in out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_lab_run_on_the_real_data_and_encoders(tmp_path):
+    """What CI checks: `mcip lab prepare` (npm) + `mcip lab run --quick` on the real emoji and encoders;
+    the outputs exist and are well-formed (not that a method wins)."""
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not installed (the lab data comes from npm packages)")
+    from mcip.cli import main
+
+    root = tmp_path / "lab"
+    assert (
+        main(["lab", "run", "--root", str(root), "--out", str(tmp_path / "out"), "--quick", "--quiet"]) == 0
+    )
+    results = tmp_path / "out" / "results"
+    data = json.loads((results / "results.json").read_text())
+    assert [m["model"] for m in data["models"]] == [name for name, _ in ROWS]
+    base = data["models"][0]["results"]
+    values = [base[b]["metrics"][base[b]["table1_metric"]] for b in LAB_BENCHMARKS]
+    assert all(np.isfinite(values)) and all(0 <= v <= 100 for v in values)
+    assert base["lab_t2i"]["metrics"]["recall@10"] > 1.0  # the aligned base model reads text (chance ~1%)
+    assert (results / "teaser.png").stat().st_size > 1000
+    assert "The paper's claims" in (results / "reading.md").read_text()
