@@ -3,6 +3,7 @@ the real data and encoders run in the slow test at the end (what CI's quick run 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -153,6 +154,13 @@ def test_run_trains_every_row_and_writes_a_well_formed_report(lab_root, tiny_ope
     again = run_lab(lab_root, out, settings=_settings(tiny_openclip), progress=False, log=logs.append)
     assert sum("done earlier" in line for line in logs) == 1 + 1 + 5  # base, captions, five stages
     assert again.table == result.table
+
+    # other settings in the same folder would silently reuse the stages: refused
+    from mcip.errors import ConfigError
+
+    other = dataclasses.replace(_settings(tiny_openclip), hard_caption_weight=0.0)
+    with pytest.raises(ConfigError, match="hard_caption_weight"):
+        run_lab(lab_root, out, settings=other, progress=False, log=logs.append)
 
 
 def test_run_resumes_after_an_interrupted_stage(lab_root, tiny_openclip, tmp_path, monkeypatch):

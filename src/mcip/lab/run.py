@@ -309,9 +309,26 @@ class LabRun:
         return text
 
     # ------------------------------------------------------------------ all
+    def check_settings(self) -> None:
+        """Refuse to continue a run in ``out`` that was started with other settings: its finished stages
+        would be reused as if they had been trained with these."""
+        path = self.out / "lab-settings.json"
+        now = json.loads(json.dumps(dataclasses.asdict(self.s)))
+        if path.is_file():
+            before = json.loads(path.read_text())
+            changed = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+            if changed:
+                raise ConfigError(
+                    f"{self.out} holds a lab run with other settings ({', '.join(changed)} differ); its "
+                    "finished stages would be reused. Pass --force to start over, or another --out."
+                )
+        self.out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(now, indent=2))
+
     def run(self) -> LabResult:
         start = time.perf_counter()
         self.log(f"mcip lab run: data {self.root}, results {self.out}")
+        self.check_settings()
         self.log("[1/6] data")
         if not (self.root / "manifest.jsonl").is_file():
             from mcip.lab.prepare import prepare_lab
