@@ -125,8 +125,8 @@ def check_unique_ids(records: list[ImageRecord], source: object) -> None:
         )
 
 
-def read_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None) -> list[ImageRecord]:
-    """Records from a ``.csv``, ``.jsonl`` or ``.parquet`` manifest (columns in the module docstring)."""
+def read_manifest_rows(path: str | os.PathLike) -> list[dict]:
+    """The rows of a ``.csv``, ``.jsonl`` or ``.parquet`` manifest as dicts (at least one), unvalidated."""
     path = Path(path)
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
@@ -136,6 +136,13 @@ def read_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
     rows = reader(path)
     if not rows:
         raise InputError(f"Manifest {path} has no rows.")
+    return rows
+
+
+def read_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None) -> list[ImageRecord]:
+    """Records from a ``.csv``, ``.jsonl`` or ``.parquet`` manifest (columns in the module docstring)."""
+    path = Path(path)
+    rows = read_manifest_rows(path)
     columns = (_pick_column(rows, PATH_COLUMNS, path), _pick_column(rows, LABEL_COLUMNS, path))
     base = Path(root) if root is not None else path.parent
     records = [_record(row, columns, base, f"{path}, row {i + 1}") for i, row in enumerate(rows)]

@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcip.data.images import find_images
-from mcip.data.manifest import PATH_COLUMNS, check_unique_ids, is_shard_source, parse_captions
+from mcip.data.manifest import (
+    PATH_COLUMNS,
+    check_unique_ids,
+    is_shard_source,
+    parse_captions,
+    read_manifest_rows,
+)
 from mcip.data.records import ImageRecord
 from mcip.errors import InputError
 
@@ -65,21 +71,6 @@ def _json_safe(value: object) -> object:
         return value
     except (TypeError, ValueError):
         return str(value)
-
-
-def read_manifest_rows(path: Path) -> list[dict]:
-    """The rows of a .csv / .jsonl / .parquet manifest as dicts (at least one)."""
-    from mcip.data.manifest import _READERS  # the manifest readers of training data, shared
-
-    reader = _READERS.get(path.suffix.lower())
-    if reader is None:
-        raise InputError(f"Unknown manifest type '{path.suffix}' ({path}); use one of {', '.join(_READERS)}.")
-    if not path.is_file():
-        raise InputError(f"Manifest not found: {path}.")
-    rows = reader(path)
-    if not rows:
-        raise InputError(f"Manifest {path} has no rows.")
-    return rows
 
 
 def _first_present(row: dict, names: Sequence[str]) -> object:
