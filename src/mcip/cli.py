@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from mcip.errors import MCIPError
 
 Command = Callable[[argparse.Namespace], int]
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -131,7 +133,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    results = run(load_config(args.config, args.set), resume=args.resume, progress=not args.quiet)
+    from mcip.train.preempt import TrainingInterrupted
+
+    raw = load_config(args.config, args.set)
+    try:
+        results = run(raw, resume=args.resume, progress=not args.quiet)
+    except TrainingInterrupted as exc:  # SIGTERM / SIGUSR1 / Ctrl-C: checkpointed; _run_command reports it
+        exc.resume_command = f"mcip train {Path(str(raw.get('out', 'OUT'))) / 'config.yaml'} --resume"
+        raise
     print("\nstage        steps   time      best validation         model")
     for r in results:
         if r.train is None:
@@ -139,8 +148,99 @@ def cmd_train(args: argparse.Namespace) -> int:
             continue
         t = r.train
         best = f"{t.best_metric:.2f} @ step {t.best_step}" if t.best_metric is not None else "n/a"
+        if r.stage == "wise":  # a merge, no steps: the alpha (and its val value)
+            value = f" ({t.best_metric:.2f})" if t.best_metric is not None else ""
+            best = f"alpha {t.final_metrics['alpha']:g}{value}"
         print(f"{r.stage:<12} {t.steps:>5} {t.seconds:>7.1f} s   {best:<22}  {r.model_dir}")
     return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from mcip.data import load_records
+    from mcip.train.wise import parse_alpha, parse_grid
+    from mcip.train.wise_merge import format_summary, wise_merge
+
+    alpha = parse_alpha(args.alpha)
+    if alpha == "auto" and not args.val:  # before any model is loaded
+        print(
+            "mcip merge: error: --alpha auto chooses alpha on validation data; give --val VAL_MANIFEST "
+            "(held-out classes; a captions column adds T2I) or a number, e.g. --alpha 0.5",
+            file=sys.stderr,
+        )
+        return 2
+    result = wise_merge(
+        args.start,
+        args.finetuned,
+        args.out,
+        alpha,
+        val=load_records(args.val, args.data_root) if args.val else None,
+        grid=parse_grid(args.grid),
+        select=args.select,
+        parts=[p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else None,
+        names=args.names,
+        batch_size=args.batch_size,
+        device=args.device,
+        start_drop_projector=args.drop_projector,
+        progress=not args.quiet,
+    )
+    print(format_summary(result))
+    return 0
+
+
+def _add_merge_parser(sub) -> None:
+    p = sub.add_parser(
+        "merge",
+        help="WiSE-FT: (1 - A) * START + A * FINETUNED, A given or chosen on val (keeps the text side)",
+        description="Weight-space ensembling (Wortsman et al., CVPR 2022): every floating tensor that "
+        "differs between START and FINETUNED (BatchNorm statistics included) becomes (1 - A) * START + "
+        "A * FINETUNED; A = 0 is START, A = 1 is FINETUNED, bitwise. With --alpha auto each A of --grid "
+        "is validated on --val (val I2I mAP, T2I R@k where val has captions, zero-shot top-1 with "
+        "--names) and --select picks A; DIR gets the merged model plus wise_curve.json and "
+        "wise_curve.png (val I2I mAP vs val T2I R@5, one point per A).",
+    )
+    p.add_argument(
+        "start", metavar="START", help="the model FINETUNED was trained from (spec or mcip model dir)"
+    )
+    p.add_argument("finetuned", metavar="FINETUNED", help="the fine-tuned mcip model directory (or spec)")
+    p.add_argument(
+        "--alpha",
+        required=True,
+        help="A in [0, 1] (0 = START, 1 = FINETUNED), or 'auto': the --grid value --select picks on --val",
+    )
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="output mcip model directory (replaced atomically)"
+    )
+    p.add_argument(
+        "--parts",
+        help="comma-separated parts to merge (e.g. image_encoder,image_projector); others are FINETUNED's "
+        "(default: every part that differs)",
+    )
+    p.add_argument(
+        "--val", metavar="VAL_MANIFEST", help="validation manifest or image folder (held-out classes)"
+    )
+    p.add_argument("--data-root", help="folder that relative paths in --val start from")
+    p.add_argument(
+        "--grid",
+        default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1",
+        help="alphas tried by --alpha auto (0 is always added)",
+    )
+    p.add_argument(
+        "--select",
+        default="combined",
+        choices=["combined", "i2i", "t2i"],
+        help="what picks A: combined = mean of val I2I mAP and val T2I R@5, each relative to A = 0 "
+        "(default); i2i = val I2I mAP; t2i = val T2I R@5",
+    )
+    p.add_argument("--names", help="class names for val zero-shot top-1, one 'label<TAB>name' per line")
+    p.add_argument("--batch-size", type=int, default=64, help="val images encoded at a time (default 64)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument(
+        "--drop-projector",
+        action="store_true",
+        help="drop START's image projector (when FINETUNED was trained with model.drop_projector)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no per-alpha progress lines")
+    p.set_defaults(func=cmd_merge)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -221,13 +321,28 @@ def _eval_embeddings_parser() -> argparse.ArgumentParser:
 def _caption_records(args: argparse.Namespace):
     from mcip.data import load_records
 
-    return load_records(args.images, args.root)
+    return load_records(args.images, args.root, args.encoding)
 
 
-def _print_caption_summary(out: str) -> None:
-    from mcip.captions.summary import format_summary, summarize_file
+def _print_caption_summary(
+    out: str, records=None, names=None, summary: dict | None = None, images: str | None = None
+) -> None:
+    """The sidecar's summary on stdout (unless ``summary`` is given: already printed as JSON) and, when its
+    captions are degenerate (``mcip.captions.diversity``), the warning with the advice on stderr."""
+    from mcip.captions.summary import diversity_of, format_summary, summarize_file
 
-    print(f"\n{out}: " + format_summary(summarize_file(out)))
+    if summary is None:
+        summary = summarize_file(out, records=records, names=names)
+        print(f"\n{out}: " + format_summary(summary))
+    warning = diversity_of(summary).warning(out, images or "IMAGES")
+    if warning:
+        print(f"warning: {out}: {warning}", file=sys.stderr)
+
+
+def _caption_names(args: argparse.Namespace, records) -> dict | None:
+    from mcip.captions.templates import read_class_names
+
+    return read_class_names(args.names, sorted({r.label for r in records})) if args.names else None
 
 
 def cmd_captions_retrieve(args: argparse.Namespace) -> int:
@@ -256,15 +371,16 @@ def cmd_captions_retrieve(args: argparse.Namespace) -> int:
         f"{len(s.unreadable)} unreadable); {s.captions_written} captions written, {s.without_captions} image(s) "
         f"with none above {args.min_sim}; {s.seconds:.1f} s"
     )
-    _print_caption_summary(args.out)
+    _print_caption_summary(args.out, records, images=args.images)
     return 0
 
 
 def cmd_captions_generate(args: argparse.Namespace) -> int:
     from mcip.captions.generate import generate_captions
 
+    records = _caption_records(args)
     s = generate_captions(
-        _caption_records(args),
+        records,
         args.vlm,
         args.out,
         n=args.n,
@@ -283,19 +399,18 @@ def cmd_captions_generate(args: argparse.Namespace) -> int:
     )
     for image_id, error in s.failures[:5]:
         print(f"  failed: {image_id}: {error}")
-    _print_caption_summary(args.out)
+    _print_caption_summary(args.out, records, images=args.images)
     return 0
 
 
 def cmd_captions_template(args: argparse.Namespace) -> int:
-    from mcip.captions.templates import read_class_names, read_templates, template_captions
+    from mcip.captions.templates import read_templates, template_captions
 
     records = _caption_records(args)
-    labels = sorted({r.label for r in records})
-    names = read_class_names(args.names, labels) if args.names else None
+    names = _caption_names(args, records)
     written = template_captions(records, args.out, names, read_templates(args.templates), args.per_image)
     print(f"{written} template captions written")
-    _print_caption_summary(args.out)
+    _print_caption_summary(args.out, records, names, images=args.images)
     return 0
 
 
@@ -309,12 +424,18 @@ def cmd_captions_merge(args: argparse.Namespace) -> int:
 
 def cmd_captions_summary(args: argparse.Namespace) -> int:
     from mcip.captions.summary import summarize_file
+    from mcip.errors import ConfigError
 
-    summary = summarize_file(args.sidecar, top=args.top)
+    if args.names and not args.images:
+        raise ConfigError("--names needs --images (the manifest whose labels it names).")
+    records = _caption_records(args) if args.images else None
+    names = _caption_names(args, records) if records else None
     if args.json:
+        summary = summarize_file(args.sidecar, top=args.top, records=records, names=names)
         print(json.dumps(summary, indent=2))
+        _print_caption_summary(args.sidecar, summary=summary, images=args.images)
     else:
-        _print_caption_summary(args.sidecar)
+        _print_caption_summary(args.sidecar, records, names, images=args.images)
     return 0
 
 
@@ -327,6 +448,9 @@ def _add_captions_parser(sub) -> None:
     def images_args(q):
         q.add_argument("--images", required=True, help="manifest (CSV/JSONL/Parquet) or image folder")
         q.add_argument("--root", help="folder that relative manifest paths start from")
+        q.add_argument(
+            "--encoding", help="text encoding of a CSV/JSONL manifest (default: UTF-8 or its BOM's)"
+        )
         q.add_argument(
             "--out", required=True, help="caption sidecar JSONL (appended to; done images skipped)"
         )
@@ -377,9 +501,17 @@ def _add_captions_parser(sub) -> None:
     q.add_argument("--max-per-image", type=int, default=20)
     q.set_defaults(func=cmd_captions_merge)
 
-    q = csub.add_parser("summary", help="captions per image, images without captions, most frequent captions")
+    q = csub.add_parser(
+        "summary",
+        help="captions per image, images without captions, most frequent captions, diversity (warns when "
+        "a few captions dominate)",
+    )
     q.add_argument("sidecar")
     q.add_argument("--top", type=int, default=10)
+    q.add_argument("--images", help="the manifest or folder the sidecar captions: adds per-class diversity")
+    q.add_argument("--root", help="folder that relative manifest paths start from")
+    q.add_argument("--encoding", help="text encoding of a CSV/JSONL manifest (default: UTF-8 or its BOM's)")
+    q.add_argument("--names", help="class names, one 'label<TAB>name' per line (with --images)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_captions_summary)
 
@@ -414,6 +546,8 @@ def cmd_lab_run(args: argparse.Namespace) -> int:
     settings = QUICK if args.quick else FULL
     if args.hard_caption_weight is not None:
         settings = dataclasses.replace(settings, hard_caption_weight=args.hard_caption_weight)
+    if args.all_rows:
+        settings = dataclasses.replace(settings, all_rows=True)
     result = run_lab(
         Path(args.root) if args.root else default_lab_root(),
         args.out,
@@ -446,8 +580,8 @@ def _add_lab_parser(sub) -> None:
     q.set_defaults(func=cmd_lab_prepare)
     q = lsub.add_parser(
         "run",
-        help="align the base model, fine-tune the paper's rows (GPR-FT, 2SFT, MCIP, MCIP+Re-A), evaluate "
-        "on unseen emoji, write the Table-1-style report",
+        help="align the base model, fine-tune the paper's rows (GPR-FT, 2SFT, MCIP, MCIP+Re-A) and the "
+        "guarded row, evaluate on unseen emoji, write the Table-1-style report",
     )
     q.add_argument(
         "--root",
@@ -460,6 +594,11 @@ def _add_lab_parser(sub) -> None:
         "--hard-caption-weight",
         type=float,
         help="MCArcMargin's hardest-caption term h (default 0.1, the authors' value; 0 disables)",
+    )
+    q.add_argument(
+        "--all-rows",
+        action="store_true",
+        help="also the GPR-FT row without projector (ICMR'23; its text columns are n/a)",
     )
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_lab_run)
@@ -496,7 +635,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_save)
 
     p = sub.add_parser(
-        "train", help="run a training stage (gpr, realign, mcip, align) or a pipeline (2sft, mcip+rea)"
+        "train",
+        help="run a training stage (gpr, realign, mcip, align) or a pipeline (2sft, mcip+rea, mcip+wise+rea, ...)",
     )
     p.add_argument(
         "config",
@@ -537,6 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.set_defaults(func=cmd_eval)
 
+    _add_merge_parser(sub)
     _add_captions_parser(sub)
     _add_lab_parser(sub)
     add_index_commands(sub)  # mcip index ..., mcip search
@@ -561,6 +702,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mcip ARGV``; returns the exit status. A reader that closes the pipe early (``mcip ... | head``)
+    ends it quietly with 141 (128 + SIGPIPE), as Unix tools do, instead of a BrokenPipeError traceback."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # inside the try: buffered output meets a closed pipe here, not at exit
+        return status
+    except BrokenPipeError:
+        try:  # Python flushes stdout again at exit: point it at devnull so that flush cannot fail
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a file descriptor (e.g. captured in-process)
+            pass
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["eval", "embeddings"]:
         args = _eval_embeddings_parser().parse_args(argv[2:])
@@ -579,9 +736,10 @@ def _run_command(args: argparse.Namespace) -> int:
     except MCIPError as exc:
         print(f"mcip {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"mcip {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # mcip.train.preempt.TrainingInterrupted: 128 + its signal, once
+        if getattr(exc, "rank", 0) == 0:
+            print(f"mcip {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
+        return getattr(exc, "exit_status", 130)
 
 
 if __name__ == "__main__":

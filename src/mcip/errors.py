@@ -23,6 +23,10 @@ class ModelLoadError(MCIPError, RuntimeError):
     """A model could not be built or its weights could not be loaded."""
 
 
+class UnsupportedError(MCIPError, NotImplementedError):
+    """An optional capability this model or backend does not have; the message names the alternative."""
+
+
 class MissingDependencyError(MCIPError, ImportError):
     """An optional dependency is not installed; the message names the pip command that fixes it."""
 

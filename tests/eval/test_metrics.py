@@ -336,3 +336,51 @@ def test_shape_errors():
         image_to_text_recall(torch.eye(2), torch.eye(2), torch.tensor([0, 5]))
     with pytest.raises(InputError, match="ks"):
         topk_accuracy(torch.zeros(2, 3), torch.tensor([0, 1]), ks=(0,))
+
+
+def _naive_query_gallery(q, ql, g, gl):
+    aps, hits = [], []
+    for i in range(len(q)):
+        sims = [float(q[i] @ g[j]) for j in range(len(g))]
+        order = sorted(range(len(g)), key=lambda j: (-sims[j], j))
+        rel = [int(gl[j]) == int(ql[i]) for j in order]
+        if not any(rel):
+            aps.append(float("nan"))
+            hits.append(float("nan"))
+            continue
+        found, total = 0, 0.0
+        for r, is_rel in enumerate(rel, start=1):
+            if is_rel:
+                found += 1
+                total += found / r
+        aps.append(total / sum(rel))
+        hits.append(float(rel[0]))
+    return aps, hits
+
+
+def test_query_gallery_average_precision_matches_a_naive_loop():
+    import math
+
+    import torch.nn.functional as F
+
+    from mcip.eval.metrics import query_gallery_average_precision
+
+    torch.manual_seed(3)
+    q, g = F.normalize(torch.randn(9, 5), dim=1), F.normalize(torch.randn(23, 5), dim=1)
+    g[4] = g[2]  # a tie, broken by gallery index
+    ql, gl = torch.tensor([0, 1, 2, 3, 0, 1, 2, 9, 4]), torch.randint(0, 5, (23,))
+    ap, hit1 = query_gallery_average_precision(q, ql, g, gl, chunk_size=4)
+    ref_ap, ref_hit = _naive_query_gallery(q, ql, g, gl)
+    for a, b in zip(ap.tolist(), ref_ap, strict=True):
+        assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, abs=1e-12)
+    for a, b in zip(hit1.tolist(), ref_hit, strict=True):
+        assert (math.isnan(a) and math.isnan(b)) or a == b
+    assert math.isnan(ap[7])  # label 9 is not in the gallery
+
+
+def test_query_gallery_perfect_ranking_is_one():
+    from mcip.eval.metrics import query_gallery_average_precision
+
+    g = torch.eye(4)
+    ap, hit1 = query_gallery_average_precision(g[:2], torch.tensor([0, 1]), g, torch.tensor([0, 1, 2, 3]))
+    assert ap.tolist() == [1.0, 1.0] and hit1.tolist() == [1.0, 1.0]

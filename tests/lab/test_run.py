@@ -15,7 +15,7 @@ import pytest
 from mcip.eval.benchmarks import create_benchmark
 from mcip.eval.benchmarks.lab import LAB_BENCHMARKS
 from mcip.lab.reading import reading
-from mcip.lab.run import ROWS, LabSettings, run_lab
+from mcip.lab.run import GUARDED, ROWS, LabSettings, lab_rows, run_lab
 from mcip.lab.subset import keep_base, write_lab_data
 from tests.stages.synth import COLOURS, SHAPES, draw
 
@@ -69,8 +69,12 @@ def _settings(tiny_openclip: str) -> LabSettings:
         num_workers=0,
         align_epochs=1,
         stage_epochs=1,
-        realign_epochs=1,
+        realign_epochs=2,
+        realign_patience=1,
         max_steps=2,
+        guard_val_every=1,
+        wise_grid=(0.0, 0.5, 1.0),
+        all_rows=True,
         align_max_steps=3,
         caption_top_k=2,
         caption_min_sim=-1.0,
@@ -115,13 +119,15 @@ def test_run_trains_every_row_and_writes_a_well_formed_report(lab_root, tiny_ope
     logs: list[str] = []
     out = tmp_path / "out"
     result = run_lab(lab_root, out, settings=_settings(tiny_openclip), progress=False, log=logs.append)
-    assert list(result.models) == [name for name, _ in ROWS]
+    rows = [row.name for row in lab_rows(_settings(tiny_openclip))]
+    assert rows == [row.name for row in ROWS] and GUARDED in rows  # all_rows: every row
+    assert list(result.models) == rows
     assert all((path / "mcip_model.json").is_file() for path in result.models.values())
     results = out / "results"
     for name in ("table1.md", "results.json", "table1.csv", "reading.md", "run.json", "search.md"):
         assert (results / name).is_file(), name
     data = json.loads((results / "results.json").read_text())
-    assert [m["model"] for m in data["models"]] == [name for name, _ in ROWS]
+    assert [m["model"] for m in data["models"]] == rows
     by_row = {m["model"]: m for m in data["models"]}
     for row, model in by_row.items():
         for bench in LAB_BENCHMARKS:
@@ -134,10 +140,17 @@ def test_run_trains_every_row_and_writes_a_well_formed_report(lab_root, tiny_ope
     for bench in ("lab_i2i", "lab_i2i_r1", "lab_knn"):
         assert by_row["2SFT"]["results"][bench]["metrics"] == by_row["GPR-FT"]["results"][bench]["metrics"]
         assert by_row["MCIP+Re-A"]["results"][bench]["metrics"] == by_row["MCIP"]["results"][bench]["metrics"]
+    # the guarded row: WiSE-FT between the base and its MCIP stage, alpha chosen on val from the grid
+    curve = json.loads((out / "runs" / "guard-wise" / "wise_curve.json").read_text())
+    assert [p["alpha"] for p in curve["curve"]] == [0.0, 0.5, 1.0] and curve["select"] == "combined"
+    assert curve["chosen_alpha"] in (0.0, 0.5, 1.0)
+    guard_rea = [json.loads(x) for x in (out / "runs" / "guard-rea" / "metrics.jsonl").read_text().splitlines()]
+    assert any("val/combined" in r for r in guard_rea)  # Re-A selected on both sides
     table = (results / "table1.md").read_text()
-    assert all(name in table for name, _ in ROWS) and "AVG" in table
+    assert all(name in table for name in rows) and "AVG" in table
     text = (results / "reading.md").read_text()
     assert "The paper's claims" in text and "--quick" in text
+    assert "the guarded row is at least as good as the baseline in every family" in text
     search = (results / "search.md").read_text()
     assert search == result.search and search.count("| 1 |") == 3  # two text queries, one image query
     assert "text query: a happy face" in search and "image query:" in search
@@ -152,7 +165,8 @@ def test_run_trains_every_row_and_writes_a_well_formed_report(lab_root, tiny_ope
     # a second run reuses everything: no stage trains again, the base model comes from the lab cache
     logs.clear()
     again = run_lab(lab_root, out, settings=_settings(tiny_openclip), progress=False, log=logs.append)
-    assert sum("done earlier" in line for line in logs) == 1 + 1 + 5  # base, captions, five stages
+    # base, captions, the stages (gpr-no-proj, gpr, 2sft, mcip, mcip-rea, guard-mcip, guard-rea), guard-wise
+    assert sum("done earlier" in line for line in logs) == 1 + 1 + 7 + 1
     assert again.table == result.table
 
     # other settings in the same folder would silently reuse the stages: refused
@@ -179,12 +193,14 @@ def test_run_resumes_after_an_interrupted_stage(lab_root, tiny_openclip, tmp_pat
             lab_root, tmp_path / "o", settings=_settings(tiny_openclip), progress=False, log=lambda m: None
         )
     stage_models = sorted(p.parent.name for p in (tmp_path / "o" / "runs").glob("*/model"))
-    assert stage_models == ["2sft", "gpr", "gpr-no-proj", "mcip", "mcip-rea"]
+    assert stage_models == [
+        "2sft", "gpr", "gpr-no-proj", "guard-mcip", "guard-rea", "guard-wise", "mcip", "mcip-rea"
+    ]  # fmt: skip
     shutil.rmtree(tmp_path / "o" / "runs" / "mcip-rea")  # as if the last stage had not finished
     monkeypatch.setattr(lab_run.LabRun, "evaluate", original)
     logs: list[str] = []
     run_lab(lab_root, tmp_path / "o", settings=_settings(tiny_openclip), progress=False, log=logs.append)
-    assert sum("done earlier" in line for line in logs) == 1 + 1 + 4
+    assert sum("done earlier" in line for line in logs) == 1 + 1 + 7
     assert any("mcip-rea: training" in line for line in logs)
 
 
@@ -213,13 +229,33 @@ def test_reading_checks_the_claims_against_the_numbers():
     assert text.count("**NOT seen**") >= 2
 
 
+def test_reading_checks_the_guard_against_the_baseline():
+    from mcip.eval.runner import BenchmarkResult, ModelReport
+
+    def report(name, i2i, zs, t2i):
+        r = ModelReport(name)
+        for bench, family, value in (("i", "i2i", i2i), ("z", "zeroshot", zs), ("t", "t2i", t2i)):
+            r.results[bench] = BenchmarkResult(bench, family, {"m": value}, "m", 0.0, 1, 0)
+        return r
+
+    cols = [("i", "i2i"), ("z", "zeroshot"), ("t", "t2i")]
+    met = reading([report("baseline", 40, 20, 30), report(GUARDED, 42.5, 20, 30.1)], cols)
+    guard = [line for line in met.splitlines() if line.startswith("- the guard")]
+    assert len(guard) == 2 and all("**seen**" in line for line in guard), met
+    assert "+2.5" in guard[1] and "(+0.0, +0.1)" in guard[1]
+    short = reading([report("baseline", 40, 20, 30), report(GUARDED, 41.0, 19.6, 30.0)], cols)
+    guard = [line for line in short.splitlines() if line.startswith("- the guard")]
+    assert "**NOT seen**" in guard[0] and "**NOT seen**" in guard[1]  # zero-shot -0.4; I2I only +1.0
+    assert "guard" not in reading([report("baseline", 40, 20, 30)], cols)
+
+
 def test_cli_lab_run_help_lists_the_options(capsys):
     from mcip.cli import main
 
     with pytest.raises(SystemExit):
         main(["lab", "run", "--help"])
     out = capsys.readouterr().out
-    assert "--quick" in out and "--out" in out and "--hard-caption-weight" in out
+    assert "--quick" in out and "--out" in out and "--hard-caption-weight" in out and "--all-rows" in out
 
 
 @pytest.mark.slow
@@ -237,7 +273,7 @@ def test_quick_lab_run_on_the_real_data_and_encoders(tmp_path):
     )
     results = tmp_path / "out" / "results"
     data = json.loads((results / "results.json").read_text())
-    assert [m["model"] for m in data["models"]] == [name for name, _ in ROWS]
+    assert [m["model"] for m in data["models"]] == [row.name for row in ROWS if not row.extra]
     base = data["models"][0]["results"]
     values = [base[b]["metrics"][base[b]["table1_metric"]] for b in LAB_BENCHMARKS]
     assert all(np.isfinite(values)) and all(0 <= v <= 100 for v in values)

@@ -214,3 +214,54 @@ def test_fingerprint_tracks_the_parts_that_change(tiny_model):
     with torch.no_grad():
         next(iter(tiny_model.named_part_parameters("image_encoder").values())).add_(0.01)
     assert model_fingerprint(tiny_model, IMAGE_PARTS) != image
+
+
+@pytest.mark.parametrize("which", ["none", "one", "all"])
+def test_text_features_from_cached_hidden_states_equal_the_full_tower(tiny_model, which):
+    """Re-A's split (mcip.models.text_split): the lower blocks' states, then the last n blocks + final
+    norm + pooling, equal text_features; also after trimming each row to text_hidden_lengths and
+    re-padding the batch with zeros (what the cache stores and rebuilds)."""
+    n = {"none": 0, "one": 1, "all": len(tiny_model.text_block_prefixes())}[which]
+    tokens = tiny_model.tokenize([*TEXTS, "a"])
+    with torch.no_grad():
+        reference = tiny_model.text_features(tokens)
+        hidden = tiny_model.text_hidden_below(tokens, n)
+        torch.testing.assert_close(tiny_model.text_features_from_hidden(hidden, tokens, n), reference)
+        lengths = tiny_model.text_hidden_lengths(tokens)
+        assert lengths.shape == (4,) and int(lengths.min()) >= 1 and int(lengths.max()) <= hidden.shape[1]
+        keep = torch.arange(int(lengths.max())) < lengths[:, None]  # (B, L') stored positions
+        width = int(lengths.max())
+        trimmed = hidden[:, :width] * keep[..., None]
+        padded = {k: v[:, :width] * keep for k, v in tokens.items()}
+        torch.testing.assert_close(tiny_model.text_features_from_hidden(trimmed, padded, n), reference)
+    assert hidden.shape[:2] == tokens["input_ids"].shape
+    with pytest.raises(mcip.ConfigError, match="n_last"):
+        tiny_model.text_hidden_below(tokens, len(tiny_model.text_block_prefixes()) + 1)
+
+
+def test_text_split_keeps_gradients_and_checkpointing(tiny_model):
+    """Gradients of the unlocked blocks through the split equal those through the full tower, with
+    activation checkpointing on as well."""
+    unlock_last_text_blocks(tiny_model, 1)
+    tokens = tiny_model.tokenize(TEXTS)
+    with torch.no_grad():
+        hidden = tiny_model.text_hidden_below(tokens, 1)
+
+    def grads(split: bool):
+        tiny_model.zero_grad(set_to_none=True)
+        feats = tiny_model.text_features_from_hidden(hidden, tokens, 1) if split else None
+        feats = tiny_model.text_features(tokens) if feats is None else feats
+        tiny_model.project_text(feats).square().sum().backward()
+        return {n: p.grad.clone() for n, p in tiny_model.net.named_parameters() if p.grad is not None}
+
+    reference = grads(split=False)
+    tiny_model.set_grad_checkpointing(True)
+    tiny_model.train()  # transformers checkpoints only in train mode; dropout off to compare exactly
+    for module in tiny_model.net.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    split = grads(split=True)
+    tiny_model.set_grad_checkpointing(False)
+    assert split.keys() == reference.keys() and split
+    for name in reference:
+        torch.testing.assert_close(split[name], reference[name], rtol=1e-4, atol=1e-6, msg=name)

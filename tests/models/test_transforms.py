@@ -19,8 +19,8 @@ def test_transparent_pixels_become_white():
 def test_eval_resizes_then_centre_crops():
     img = Image.new("RGB", (40, 20), (10, 200, 30))
     tf = eval_transform(CFG)
-    assert [type(t).__name__ for t in tf.transforms][1:3] == ["Resize", "CenterCrop"]
-    assert tf.transforms[1].size == 18  # round(1.125 * 16)
+    assert [type(t).__name__ for t in tf.transforms][2:4] == ["Resize", "CenterCrop"]
+    assert tf.transforms[2].size == 18  # round(1.125 * 16)
     assert tuple(tf(img).shape) == (3, 16, 16)
 
 

@@ -13,7 +13,9 @@ import shutil
 import httpx
 import pytest
 
-from mcip.serve import start_in_thread
+from mcip.serve import create_app, start_in_thread
+from mcip.serve.hosts import default_allowed_hosts
+from tests.data.image_samples import blank_png, saved_as
 from tests.serve.conftest import COLOURS, png_bytes, synthetic_image
 
 pytestmark = pytest.mark.browser
@@ -58,7 +60,9 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server(app):
+def server(search_index):
+    """The app as ``mcip serve`` builds it: Host check on (the page is at http://127.0.0.1:PORT/)."""
+    app = create_app(search_index, allowed_hosts=default_allowed_hosts("127.0.0.1"))
     with start_in_thread(app) as server:
         yield server
 
@@ -133,7 +137,7 @@ def test_search_page_text_click_upload_back(browser, server, search_index, tmp_p
     assert not severe, severe
 
 
-def test_search_page_shows_the_reason_of_a_refused_query(browser, server):
+def test_search_page_shows_the_reason_of_a_refused_query(browser, server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -145,3 +149,12 @@ def test_search_page_shows_the_reason_of_a_refused_query(browser, server):
     browser.get(server.url + "/?text=" + "x" * 1001)
     wait(browser, lambda d: d.find_element(By.ID, "error").is_displayed(), "the server's refusal")
     assert "1000" in browser.find_element(By.ID, "error").text
+
+    for name, data, words in [
+        ("thin.png", blank_png(1, 20_000), "aspect ratio"),
+        ("drawing.png", saved_as("EPS"), "JPEG, PNG, WEBP, GIF, BMP or TIFF"),
+    ]:
+        browser.get(server.url + "/")
+        (tmp_path / name).write_bytes(data)
+        browser.find_element(By.ID, "image").send_keys(str(tmp_path / name))
+        wait(browser, lambda d, w=words: w in d.find_element(By.ID, "error").text, f"refusal of {name}")

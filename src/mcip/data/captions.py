@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mcip.data.records import ImageRecord
+from mcip.data.textfile import open_text
 from mcip.errors import ConfigError, InputError
 
 
@@ -45,15 +46,16 @@ def _parse_line(line: str) -> tuple[str, list[dict]] | None:
     return None if entries is None else (str(obj["id"]), entries)
 
 
-def read_caption_entries(path: str | os.PathLike) -> dict[str, list[dict]]:
+def read_caption_entries(path: str | os.PathLike, encoding: str | None = None) -> dict[str, list[dict]]:
     """Caption entries (``text``, ``source``, ``score``) by image id, in file order; repeated ids are merged
-    and malformed lines skipped with one warning. Ids whose line lists no caption map to ``[]``."""
+    and malformed lines skipped with one warning. Ids whose line lists no caption map to ``[]``.
+    ``encoding``: None detects (BOM, else UTF-8); a file that does not decode fails with the byte offset."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Caption sidecar not found: {path}.")
     by_id: dict[str, list[dict]] = {}
     bad, first_bad = 0, 0
-    with open(path, encoding="utf-8") as f:
+    with open_text(path, encoding) as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -71,9 +73,9 @@ def read_caption_entries(path: str | os.PathLike) -> dict[str, list[dict]]:
     return by_id
 
 
-def read_caption_sidecar(path: str | os.PathLike) -> dict[str, list[str]]:
+def read_caption_sidecar(path: str | os.PathLike, encoding: str | None = None) -> dict[str, list[str]]:
     """Caption texts by image id from a sidecar JSONL (see :func:`read_caption_entries`)."""
-    return {i: [e["text"] for e in entries] for i, entries in read_caption_entries(path).items()}
+    return {i: [e["text"] for e in entries] for i, entries in read_caption_entries(path, encoding).items()}
 
 
 def _dedupe(texts: Sequence[str], limit: int) -> tuple[str, ...]:

@@ -31,13 +31,17 @@ Transform = Callable[[Any], Tensor]
 def _decode_errors() -> tuple[type[BaseException], ...]:
     from PIL import Image, UnidentifiedImageError
 
-    return (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError)
+    # OverflowError, MemoryError: a resize too large for Pillow (the limits should refuse it first).
+    bad = (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError)
+    return (*bad, OverflowError, MemoryError)
 
 
 def decode_image(source: str | os.PathLike | IO[bytes], transform: Transform, where: str) -> Tensor | str:
     """``transform(image)`` as a (3, S, S) tensor, or the error text ``"where: Type: message"``.
 
-    Decoding is complete (a truncated file fails here); errors from the transform count as bad images.
+    Decoding is complete (a truncated file fails here); errors from the transform count as bad images,
+    and so do images over :func:`~mcip.data.limits.default_image_limits` (format, aspect ratio, pixels;
+    the reason is in the text).
     """
     try:
         return transform(open_image(source))

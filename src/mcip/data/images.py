@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
+import warnings
 from pathlib import Path
 from typing import IO
 
+from mcip.data.limits import ImageFormatRefused, ImageLimits, ImageRefused, check_size, default_image_limits
 from mcip.errors import InputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -30,13 +33,74 @@ def find_images(root: str | os.PathLike) -> list[Path]:
     return sorted(found)
 
 
-def open_image(path: str | os.PathLike | IO[bytes]):
+def open_image(path: str | os.PathLike | IO[bytes], limits: ImageLimits | None = None):
     """Decode ``path`` (a file or a binary file object) fully: truncated files fail here, not later.
 
-    Raises OSError (incl. ``PIL.UnidentifiedImageError``), ValueError or SyntaxError on bad files.
+    Before any pixel is decoded, the header is checked against ``limits`` (default:
+    :func:`~mcip.data.limits.default_image_limits`): a format outside ``limits.formats`` raises
+    :class:`~mcip.data.limits.ImageFormatRefused`, an aspect ratio or pixel count over the limits (and
+    Pillow's ``DecompressionBombWarning``) :class:`~mcip.data.limits.ImageRefused`; both are
+    ``InputError`` (a ``ValueError``). Other bad files raise OSError (incl. ``PIL.UnidentifiedImageError``),
+    ValueError or SyntaxError.
     """
-    from PIL import Image
-
-    with Image.open(path) as img:
+    limits = limits or default_image_limits()
+    with _open_header(path, limits) as img:
+        check_size(img.size, limits)
         img.load()
         return img.copy()
+
+
+# catch_warnings() swaps the process-wide filter list: one thread at a time (the header parse is short).
+_WARNINGS_LOCK = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:  # a fork while another thread held it would leave it locked forever
+    global _WARNINGS_LOCK
+    _WARNINGS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
+
+
+def _open_header(path, limits: ImageLimits):
+    """``Image.open`` restricted to ``limits.formats``, with Pillow's bomb warning raised as a refusal."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with _WARNINGS_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(path, formats=limits.formats)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageRefused(f"{exc} Scale the image down.") from None
+    except UnidentifiedImageError:
+        found = sniff_format(path)
+        if found is not None and found not in limits.formats:
+            raise ImageFormatRefused(
+                f"The image is in a format that is not accepted (it looks like {found}); send a "
+                f"{limits.describe_formats()} image instead."
+            ) from None
+        raise
+
+
+def sniff_format(path: str | os.PathLike | IO[bytes]) -> str | None:
+    """The Pillow format whose signature the first 16 bytes match (no decoder runs), or None."""
+    from PIL import Image
+
+    try:
+        if hasattr(path, "read"):
+            path.seek(0)
+            prefix = path.read(16)
+        else:
+            with open(path, "rb") as f:
+                prefix = f.read(16)
+    except (OSError, ValueError):
+        return None
+    Image.init()
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        try:
+            if accept is not None and accept(prefix):
+                return name
+        except Exception:  # a plugin's signature test failing on odd bytes means "not this format"
+            continue
+    return None

@@ -1,13 +1,20 @@
 """DataLoaders that can start an epoch at any batch: what a resumed run needs to continue mid-epoch.
 
 ``iterate(epoch, start_batch)`` yields the same batches (same indices, same order) as the tail of
-``iterate(epoch, 0)`` for map-style data. Random augmentations draw from torch's RNG (restored with a
-checkpoint's RNG state) and, in workers, from per-worker seeds derived from torch's base seed.
+``iterate(epoch, 0)`` for map-style data, augmented identically: every item is computed with the
+random generators seeded from (seed, epoch, its position in the epoch) (:mod:`mcip.data.seeding`), so
+neither the worker count nor where a run resumed changes it, and the main process's generators (e.g.
+dropout, restored from a checkpoint) are left alone. Shards: each sample is seeded by (seed, epoch,
+its index in the epoch's stream).
+
+Workers ignore SIGINT, SIGTERM and SIGUSR1: a scheduler signals every process of a job, and the main
+process stops training cleanly on them (mcip.train.preempt), then ends its workers.
 """
 
 from __future__ import annotations
 
 import random
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,15 +22,26 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mcip.data.seeding import SeededBatches, SeededItems, item_seeds
 from mcip.data.webdataset import ShardDataset
 from mcip.errors import ConfigError
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed ``random`` and ``numpy`` in a DataLoader worker from torch's per-worker seed."""
+    """Seed ``random`` and ``numpy`` in a DataLoader worker from torch's per-worker seed; ignore the
+    signals that stop training (the main process handles them, then ends the workers)."""
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+    for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator a DataLoader draws its worker base seed from: one per (seed, epoch), so that
+    starting a loader never draws from (and so never shifts) torch's global generator."""
+    return torch.Generator().manual_seed(item_seeds(seed, epoch, -1)[0])
 
 
 def _check_start(start_batch: int, batches_per_epoch: int) -> None:
@@ -40,6 +58,7 @@ class ResumableLoader:
         collate_fn: e.g. ``collate_images``.
         num_workers: DataLoader worker processes (0: load in this process).
         pin_memory: pin batches for faster host-to-GPU copies.
+        seed: of the augmentation (see the module docstring); default the sampler's ``seed`` (or 0).
     """
 
     def __init__(
@@ -49,11 +68,13 @@ class ResumableLoader:
         collate_fn: Callable,
         num_workers: int = 0,
         pin_memory: bool = False,
+        seed: int | None = None,
     ) -> None:
         if num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {num_workers}.")
         self.dataset, self.batch_sampler, self.collate_fn = dataset, batch_sampler, collate_fn
         self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.seed = int(getattr(batch_sampler, "seed", 0) if seed is None else seed)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -65,13 +86,14 @@ class ResumableLoader:
         self.batch_sampler.set_epoch(epoch)
         self.batch_sampler.set_start(start_batch)
         loader = DataLoader(
-            self.dataset,
-            batch_sampler=self.batch_sampler,
+            SeededItems(self.dataset),
+            batch_sampler=SeededBatches(self.batch_sampler, self.seed, epoch, start_batch),
             collate_fn=self.collate_fn,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=False,
             worker_init_fn=seed_worker if self.num_workers else None,
+            generator=epoch_generator(self.seed, epoch),
         )
         yield from loader
 
@@ -128,6 +150,7 @@ class ResumableShardLoader:
             pin_memory=self.pin_memory,
             persistent_workers=False,
             worker_init_fn=seed_worker if self.num_workers else None,
+            generator=epoch_generator(self.dataset.seed, epoch),
         )
         remaining = self.batches_per_epoch - start_batch
         if remaining <= 0:

@@ -4,10 +4,14 @@ A manifest has one row per image with the columns
 
 - ``path`` (aliases ``image``, ``filepath``): the image file; relative paths resolve against ``root``
   (default: the manifest's folder);
-- ``label`` (alias ``class``): the class name;
+- ``label`` (alias ``class``): the class name (a string; a number is read as its text, and a file
+  mixing both warns; null and lists are refused with the row);
 - ``id`` (optional): a unique key; default: the image path relative to the root, in posix form;
 - ``captions`` (optional): JSONL / Parquet: a list of strings; CSV: a JSON list (``["a", "b"]``) or
   ``|``-separated texts (``a photo|a drawing``).
+
+CSV and JSONL files are UTF-8 or what their byte-order mark says; others need ``encoding``
+(``mcip.data.textfile``).
 """
 
 from __future__ import annotations
@@ -20,21 +24,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mcip.data.images import find_images
-from mcip.data.records import ImageRecord
+from mcip.data.records import ImageRecord, label_text, warn_mixed_labels
+from mcip.data.textfile import open_text
 from mcip.errors import InputError, require
 
 PATH_COLUMNS = ("path", "image", "filepath")
 LABEL_COLUMNS = ("label", "class")
 
 
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
+def _read_csv(path: Path, encoding: str | None) -> list[dict]:
+    with open_text(path, encoding, newline="") as f:
         return list(csv.DictReader(f))
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path, encoding: str | None) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with open_text(path, encoding) as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -50,12 +55,13 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def _read_parquet(path: Path) -> list[dict]:
+def _read_parquet(path: Path, encoding: str | None) -> list[dict]:
+    del encoding  # Parquet stores its strings as UTF-8
     pq = require("pyarrow.parquet", "data", "Parquet manifests")
     return pq.read_table(path).to_pylist()
 
 
-_READERS: dict[str, Callable[[Path], list[dict]]] = {
+_READERS: dict[str, Callable[[Path, str | None], list[dict]]] = {
     ".csv": _read_csv,
     ".jsonl": _read_jsonl,
     ".parquet": _read_parquet,
@@ -97,11 +103,10 @@ def parse_captions(value: object, where: str) -> tuple[str, ...]:
 
 def _record(row: dict, columns: tuple[str, str], base: Path, where: str) -> ImageRecord:
     path_col, label_col = columns
-    raw_path, label = row.get(path_col), row.get(label_col)
+    raw_path = row.get(path_col)
     if raw_path is None or str(raw_path).strip() == "":
         raise InputError(f"{where}: empty '{path_col}'; every row needs an image path.")
-    if label is None or str(label).strip() == "":
-        raise InputError(f"{where}: empty '{label_col}'; every row needs a class label.")
+    label = label_text(row.get(label_col), where, label_col)
     path = Path(str(raw_path).strip())
     full = path if path.is_absolute() else base / path
     rec_id = row.get("id")
@@ -111,7 +116,7 @@ def _record(row: dict, columns: tuple[str, str], base: Path, where: str) -> Imag
         except ValueError:
             rec_id = full.as_posix()
     captions = parse_captions(row.get("captions"), where)
-    return ImageRecord(id=str(rec_id).strip(), path=full, label=str(label).strip(), captions=captions)
+    return ImageRecord(id=str(rec_id).strip(), path=full, label=label, captions=captions)
 
 
 def check_unique_ids(records: list[ImageRecord], source: object) -> None:
@@ -125,27 +130,32 @@ def check_unique_ids(records: list[ImageRecord], source: object) -> None:
         )
 
 
-def read_manifest_rows(path: str | os.PathLike) -> list[dict]:
-    """The rows of a ``.csv``, ``.jsonl`` or ``.parquet`` manifest as dicts (at least one), unvalidated."""
+def read_manifest_rows(path: str | os.PathLike, encoding: str | None = None) -> list[dict]:
+    """The rows of a ``.csv``, ``.jsonl`` or ``.parquet`` manifest as dicts (at least one), unvalidated.
+
+    ``encoding``: of a text manifest (None: its byte-order mark, else UTF-8; see ``mcip.data.textfile``)."""
     path = Path(path)
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         raise InputError(f"Unknown manifest type '{path.suffix}' ({path}); use one of {', '.join(_READERS)}.")
     if not path.is_file():
         raise InputError(f"Manifest not found: {path}.")
-    rows = reader(path)
+    rows = reader(path, encoding)
     if not rows:
         raise InputError(f"Manifest {path} has no rows.")
     return rows
 
 
-def read_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None) -> list[ImageRecord]:
+def read_manifest(
+    path: str | os.PathLike, root: str | os.PathLike | None = None, encoding: str | None = None
+) -> list[ImageRecord]:
     """Records from a ``.csv``, ``.jsonl`` or ``.parquet`` manifest (columns in the module docstring)."""
     path = Path(path)
-    rows = read_manifest_rows(path)
+    rows = read_manifest_rows(path, encoding)
     columns = (_pick_column(rows, PATH_COLUMNS, path), _pick_column(rows, LABEL_COLUMNS, path))
     base = Path(root) if root is not None else path.parent
     records = [_record(row, columns, base, f"{path}, row {i + 1}") for i, row in enumerate(rows)]
+    warn_mixed_labels(((f"row {i + 1}", row.get(columns[1])) for i, row in enumerate(rows)), path)
     check_unique_ids(records, path)
     return records
 
@@ -174,14 +184,17 @@ def is_shard_source(source: str | os.PathLike) -> bool:
     return text.endswith(".tar") or any(ch in text for ch in "{*?[")
 
 
-def load_records(source: str | os.PathLike, root: str | os.PathLike | None = None) -> list[ImageRecord]:
+def load_records(
+    source: str | os.PathLike, root: str | os.PathLike | None = None, encoding: str | None = None
+) -> list[ImageRecord]:
     """Records from a manifest file, an image folder or webdataset shards (``shards-{0000..0099}.tar``).
 
     For shards, each record's ``path`` is the shard holding the sample (see ``read_shard_records``).
+    ``encoding``: of a CSV / JSONL manifest (default: detected, see ``mcip.data.textfile``).
     """
     path = Path(source)
     if path.suffix.lower() in _READERS:
-        return read_manifest(path, root)
+        return read_manifest(path, root, encoding)
     if path.is_dir():
         return read_image_folder(path)
     if is_shard_source(source):

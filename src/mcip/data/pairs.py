@@ -18,7 +18,8 @@ class SampledCaptionDataset(Dataset):
     """Item j: ``{"image_index": i, "text": one of record i's captions}`` (+ the image's pixels when an
     image dataset over the same records is given; an unreadable image yields ``{"error": ...}``).
 
-    The caption is drawn with torch's global RNG, so a run restored with its RNG state draws the same.
+    The caption is drawn with torch's global RNG, which :class:`~mcip.data.ResumableLoader` seeds per
+    item from (seed, epoch, position), so a resumed run draws the same captions.
     """
 
     def __init__(self, records: Sequence[ImageRecord], images: Dataset | None = None) -> None:

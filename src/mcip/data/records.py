@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from mcip.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -32,3 +36,47 @@ class ImageRecord:
 def class_index(records: Iterable[ImageRecord]) -> dict[str, int]:
     """Sorted class labels mapped to ``0..C-1`` (the same mapping whatever the record order)."""
     return {label: i for i, label in enumerate(sorted({r.label for r in records}))}
+
+
+def label_text(value: object, where: str, column: str = "label", required: bool = True) -> str:
+    """A manifest's label as its class name: a string, or a number as its text (``1`` -> ``"1"``).
+
+    Refused, naming ``where`` (the file and row): null or NaN, lists, objects and other non-scalars, and
+    (if ``required``) an empty label. Without ``required`` an empty string means "no label"; a null does not
+    (write "" or leave the field out), so a missing value is never read as a class by accident.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        fix = (
+            "every row needs a class label"
+            if required
+            else 'write "" for an image without a label, or leave the field out'
+        )
+        raise InputError(f"{where}: '{column}' is null; {fix}.")
+    if not isinstance(value, str | int | float):
+        raise InputError(
+            f"{where}: '{column}' must be a string or a number, got {type(value).__name__} {value!r}; "
+            "give one class name per row."
+        )
+    text = str(value).strip()
+    if required and not text:
+        raise InputError(f"{where}: empty '{column}'; every row needs a class label.")
+    return text
+
+
+def warn_mixed_labels(labels: Iterable[tuple[str, object]], source: object) -> None:
+    """Warn once if the raw labels (``(where, value)`` pairs) mix numbers and strings: ``1`` and ``"1"``
+    become the same class, which is rarely what a file that mixes them meant."""
+    number = string = None
+    for where, value in labels:
+        if isinstance(value, str):
+            string = string or (where, value)
+        elif isinstance(value, int | float):
+            number = number or (where, value)
+        if number and string:
+            warnings.warn(
+                f"{source}: labels mix numbers ({number[1]!r} at {number[0]}) and strings ({string[1]!r} "
+                f'at {string[0]}); numbers are read as their text, so 1 and "1" are one class. Write '
+                "every label as a string to make this explicit.",
+                stacklevel=3,
+            )
+            return

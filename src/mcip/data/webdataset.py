@@ -19,6 +19,7 @@ from pathlib import Path
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mcip.data.dataset import Transform, decode_image
+from mcip.data.seeding import seeded_rngs
 from mcip.data.tarshards import (
     _TAR_ERRORS,
     IMAGE_EXTS,
@@ -185,7 +186,8 @@ class ShardDataset(IterableDataset):
             return {"index": index, "error": meta}
         if image is None:
             return {"index": index, "error": f"{where}: no image file ({', '.join(IMAGE_EXTS)})"}
-        pixels = decode_image(io.BytesIO(image), self.transform, where)
+        with seeded_rngs(self.seed, self.epoch, index):  # augmentation: a function of the sample
+            pixels = decode_image(io.BytesIO(image), self.transform, where)
         if isinstance(pixels, str):
             return {"index": index, "error": pixels}
         return {"pixels": pixels, "label": self.class_to_index[meta["label"]], "index": index}

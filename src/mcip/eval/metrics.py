@@ -75,6 +75,44 @@ def retrieval_average_precision(
     return out
 
 
+def query_gallery_average_precision(
+    queries: Tensor,
+    query_labels: Tensor,
+    gallery: Tensor,
+    gallery_labels: Tensor,
+    chunk_size: int = 1024,
+) -> tuple[Tensor, Tensor]:
+    """Per-query average precision and hit@1 of queries against a SEPARATE gallery (seen-class
+    validation: held-out photos of known classes query the training images).
+
+    Definition: query i ranks all G gallery items by cosine; relevant = gallery items with
+    ``gallery_labels == query_labels[i]``; ``AP_i = (1 / R_i) * sum over relevant ranks r of
+    precision@r``; ``hit1_i`` = 1 when the top item is relevant. A query with no relevant gallery item
+    gets AP = NaN and hit1 = NaN (excluded by ``nanmean``). Ties: by gallery index, ascending.
+
+    Args:
+        queries: (Q, D) and gallery: (G, D), L2-normalised; labels: (Q,) and (G,) integers.
+
+    Returns:
+        ``(ap (Q,), hit1 (Q,))`` float64.
+    """
+    q, g = _check_pair(queries, gallery)
+    q_labels = _check_index(query_labels, len(q), "query_labels")
+    g_labels = _check_index(gallery_labels, len(g), "gallery_labels")
+    ap = torch.empty(len(q), dtype=torch.float64)
+    hit1 = torch.empty(len(q), dtype=torch.float64)
+    ranks = torch.arange(1, len(g) + 1, dtype=torch.float64)
+    step = max(1, min(chunk_size, (1 << 24) // max(len(g), 1)))  # a (step, G) float64 block <= 128 MB
+    for start in range(0, len(q), step):
+        rows = slice(start, start + step)
+        order = torch.sort(q[rows] @ g.T, dim=1, descending=True, stable=True).indices
+        rel = (g_labels[order] == q_labels[rows, None]).double()
+        n_rel = rel.sum(1)
+        ap[rows] = (rel * rel.cumsum(1) / ranks).sum(1) / n_rel  # 0/0 -> NaN
+        hit1[rows] = torch.where(n_rel > 0, rel[:, 0], torch.nan)
+    return ap, hit1
+
+
 def recall_at_k(
     embeddings: Tensor,
     labels: Tensor,

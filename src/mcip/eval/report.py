@@ -115,9 +115,16 @@ def write_report(
     return paths
 
 
-def teaser_plot(reports: Sequence[ModelReport], columns: dict[str, list[str]], path: Path) -> Path | None:
+def teaser_plot(
+    reports: Sequence[ModelReport],
+    columns: dict[str, list[str]],
+    path: Path,
+    curve: Sequence[dict] | None = None,
+) -> Path | None:
     """I2I average (x) against T2I average and against zero-shot average (y); arrows from the first model
-    (the base) to each other model. Returns None when matplotlib is missing or a family is absent."""
+    (the base) to each other model. ``curve``: a WiSE-FT curve on val (dicts with ``alpha``, ``i2i_map``,
+    ``t2i_r5`` and optionally ``chosen``) drawn in a last panel, so the whole trade-off shows, not two
+    points. Returns None when matplotlib is missing or a family is absent."""
     try:
         import matplotlib
 
@@ -128,8 +135,11 @@ def teaser_plot(reports: Sequence[ModelReport], columns: dict[str, list[str]], p
     panels = [f for f in ("t2i", "zeroshot") if f in columns]
     if "i2i" not in columns or not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
-    for ax, family in zip(axes[0], panels, strict=True):
+    n = len(panels) + (1 if curve else 0)
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.5), squeeze=False)
+    if curve:
+        _curve_panel(axes[0][-1], curve)
+    for ax, family in zip(axes[0], panels, strict=False):
         points = []
         for r in reports:
             avgs = averages(r, columns)
@@ -152,8 +162,28 @@ def teaser_plot(reports: Sequence[ModelReport], columns: dict[str, list[str]], p
         ax.set_xlabel("I2I average (%)")
         ax.set_ylabel(f"{dict(FAMILIES)[family]} average (%)")
         ax.grid(alpha=0.3)
-    fig.suptitle("Image-to-image vs text-side quality (arrows: from the base model)")
+    fig.suptitle("Image-to-image vs text-side quality (test split; arrows: from the base model)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _curve_panel(ax, curve: Sequence[dict]) -> None:
+    """val I2I mAP (x) against val T2I R@5 (y) along a WiSE-FT curve, each point labelled with alpha."""
+    xs, ys = [p["i2i_map"] for p in curve], [p["t2i_r5"] for p in curve]
+    ax.plot(xs, ys, "-o", ms=4, color="tab:purple", zorder=2)
+    for p in curve:
+        ax.annotate(
+            f"{p['alpha']:g}",
+            (p["i2i_map"], p["t2i_r5"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=7,
+        )
+        if p.get("chosen"):
+            ax.scatter([p["i2i_map"]], [p["t2i_r5"]], s=140, facecolors="none", edgecolors="red", zorder=3)
+    ax.set_xlabel("val I2I mAP (%)")
+    ax.set_ylabel("val T2I R@5 (%)")
+    ax.set_title("WiSE-FT: base (0) -> fine-tuned (1), val split; circled: chosen", fontsize=9)
+    ax.grid(alpha=0.3)

@@ -2,7 +2,8 @@
 benchmark files), so re-running a report only recomputes what changed.
 
 All datasets are checked before any model is loaded. Unreadable images become zero embeddings (they
-match nothing) and are counted in the result, never silently dropped.
+match nothing) and are counted in the result, never silently dropped; images a manifest lists but that are
+absent on disk are left out by the adapter (``Images.skipped``) and counted as unreadable too.
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ class _Encoder:
         emb = cached_image_embeddings(self.model, images.paths, self.cache_dir, self.batch_size, desc)
         out = torch.from_numpy(np.asarray(emb, dtype=np.float32))
         bad = torch.isnan(out[:, 0]) if len(out) else torch.zeros(0, dtype=torch.bool)
-        self.images += len(out)
-        self.unreadable += int(bad.sum())
+        self.images += len(out) + images.skipped
+        self.unreadable += int(bad.sum()) + images.skipped
         out[bad] = 0.0
         return out
 

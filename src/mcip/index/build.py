@@ -21,8 +21,9 @@ from mcip.errors import ConfigError, InputError
 from mcip.index.backends import Backend, create_backend
 from mcip.index.encode import Encoded, encode_records, plan_key
 from mcip.index.identity import check_model, model_identity, resolve_model
+from mcip.index.lock import index_lock
 from mcip.index.records import IndexRecord, load_index_records
-from mcip.index.store import MANIFEST, StoredIndex, recover, staging_dir
+from mcip.index.store import MANIFEST, StoredIndex, read_manifest, recover, staging_dir
 from mcip.index.write import (
     MAX_SKIPPED_LISTED,
     kept_chunks,
@@ -118,6 +119,8 @@ def build_index(
     device: str = "cpu",
     num_workers: int = 0,
     model_options: dict[str, Any] | None = None,
+    wait: float = 0.0,
+    encoding: str | None = None,
     **backend_options: Any,
 ) -> dict:
     """Encode the images of ``source`` with ``model`` and write a new index to ``out_dir`` (replacing one).
@@ -127,11 +130,14 @@ def build_index(
             (``precision``, ``drop_projector``, backend options such as ``embed_dim``), which are stored
             so that queries load the same model. Prefer a saved directory for trained models: an index
             remembers the spec, and a spec that loads other weights is refused at query time.
-        source: an image folder, a manifest (``root``: where its relative paths start) or records.
+        source: an image folder, a manifest (``root``: where its relative paths start; ``encoding``: of a
+            CSV / JSONL one, default detected) or records.
         factory: FAISS index factory string (``Flat`` = exact; ``HNSW32``, ``IVF4096,PQ64``, ...).
         backend: ``faiss`` or ``qdrant``; ``backend_options`` go to it (FAISS: ``search_params``,
             ``train_size``, ``seed``; Qdrant: ``url``, ``api_key``, ``collection``, ``prefer_grpc``, ``timeout``).
         num_workers: DataLoader processes decoding images (0: in this process).
+        wait: seconds to wait while another process writes ``out_dir`` (``math.inf``: no limit); then
+            :class:`~mcip.index.lock.IndexBusyError` naming the writer. Every writer holds the lock.
 
     Returns:
         A summary: ``count``, ``added``, ``skipped_unreadable``, ``skipped_files`` (path -> reason, the
@@ -140,21 +146,23 @@ def build_index(
     start = time.perf_counter()
     _check_args(batch_size, num_workers)
     index_dir = Path(out_dir)
-    _check_out_dir(index_dir)
     store = _new_backend(backend, factory, backend_options)
-    records = load_index_records(source, root)
-    options = dict(model_options or {})
-    model = _load(model, device, options)
-    store.check(model.embed_dim)
-    identity = model_identity(model, {k: v for k, v in options.items() if k not in _LOAD_OPTIONS})
-    encoded, ok = _encode(
-        model, records, index_dir, identity["image_fingerprint"], batch_size, num_workers, progress
-    )
-    kept = [r for r, keep in zip(records, ok, strict=True) if keep]
-    if not kept:
-        raise _nothing_readable(encoded, len(records))
-    chunks = kept_chunks(encoded.embeddings, ok)
-    manifest = write_new_index(index_dir, store, kept, chunks, identity, encoded.skipped, start)
+    records = load_index_records(source, root, encoding)
+    _check_out_dir(index_dir)  # before a lock file is created next to a folder that is not an index
+    with index_lock(index_dir, wait):
+        _check_out_dir(index_dir)
+        options = dict(model_options or {})
+        model = _load(model, device, options)
+        store.check(model.embed_dim)
+        identity = model_identity(model, {k: v for k, v in options.items() if k not in _LOAD_OPTIONS})
+        encoded, ok = _encode(
+            model, records, index_dir, identity["image_fingerprint"], batch_size, num_workers, progress
+        )
+        kept = [r for r, keep in zip(records, ok, strict=True) if keep]
+        if not kept:
+            raise _nothing_readable(encoded, len(records))
+        chunks = kept_chunks(encoded.embeddings, ok)
+        manifest = write_new_index(index_dir, store, kept, chunks, identity, encoded.skipped, start)
     return _summary(index_dir, manifest, len(kept), encoded, 0, start)
 
 
@@ -165,6 +173,7 @@ def index_embeddings(
     model: EmbeddingModel | None = None,
     factory: str = "Flat",
     backend: str = "faiss",
+    wait: float = 0.0,
     **backend_options: Any,
 ) -> dict:
     """Write an index of precomputed (N, D) L2-normalised ``embeddings`` for the N records of ``source``.
@@ -173,7 +182,6 @@ def index_embeddings(
     identity and opens only with ``SearchIndex.open(..., load_model=False)`` (vector and id queries).
     """
     start = time.perf_counter()
-    _check_out_dir(Path(out_dir))
     records = load_index_records(source)
     embeddings = np.asarray(embeddings)
     if embeddings.ndim != 2 or embeddings.shape[0] != len(records) or not len(records):
@@ -196,7 +204,9 @@ def index_embeddings(
         }
     identity["dim"] = int(embeddings.shape[1])
     chunks = (embeddings[lo : lo + 65_536] for lo in range(0, len(records), 65_536))
-    manifest = write_new_index(Path(out_dir), store, records, chunks, identity, {}, start)
+    with index_lock(out_dir, wait):
+        _check_out_dir(Path(out_dir))
+        manifest = write_new_index(Path(out_dir), store, records, chunks, identity, {}, start)
     return _summary(Path(out_dir), manifest, len(records), None, 0, start)
 
 
@@ -210,21 +220,34 @@ def add_to_index(
     root: str | os.PathLike | None = None,
     device: str = "cpu",
     num_workers: int = 0,
+    wait: float = 0.0,
+    encoding: str | None = None,
     **backend_options: Any,
 ) -> dict:
     """Append the images of ``source`` whose ids the index lacks (the others are counted as duplicates).
 
     ``model`` defaults to the one the index was built with; another model is refused unless its image
     tower is the same. ``backend_options`` override the stored ones for this run (e.g. ``api_key``).
-    Returns the summary of :func:`build_index`.
+    ``wait`` and ``encoding``: as in :func:`build_index` (the lock is held from reading the index to
+    swapping in the new version, so concurrent adds queue and none is lost). Returns the summary of
+    :func:`build_index`.
     """
     start = time.perf_counter()
     _check_args(batch_size, num_workers)
     index_dir = Path(index_dir)
+    read_manifest(index_dir)  # not an index: fail before creating a lock file next to it
+    records = load_index_records(source, root, encoding)
+    with index_lock(index_dir, wait):
+        return _add_locked(index_dir, records, model, batch_size, progress, device, num_workers,
+                           backend_options, start)  # fmt: skip
+
+
+def _add_locked(
+    index_dir: Path, records, model, batch_size, progress, device, num_workers, backend_options, start
+) -> dict:
     stored = StoredIndex(index_dir)
     try:
         manifest = dict(stored.manifest)
-        records = load_index_records(source, root)
         new = [r for r in records if r.id not in stored.row_of]
         duplicates = len(records) - len(new)
         if not new:

@@ -40,15 +40,16 @@ def _captions(value: object, where: str) -> tuple[str, ...]:
 
 
 def read_caption_queries(
-    source: str | os.PathLike, root: str | os.PathLike | None = None
+    source: str | os.PathLike, root: str | os.PathLike | None = None, encoding: str | None = None
 ) -> list[tuple[str | None, Path | None, tuple[str, ...]]]:
-    """``(id, absolute path, captions)`` per row of a manifest or caption sidecar (id or path may be None)."""
+    """``(id, absolute path, captions)`` per row of a manifest or caption sidecar (id or path may be None);
+    ``encoding`` of the file (default: detected, see ``mcip.data.textfile``)."""
     path = Path(source)
     if path.is_dir():
         raise InputError(f"{source} is a folder; --captions needs a manifest or a caption sidecar (.jsonl).")
     base = Path(root) if root is not None else path.parent
     out = []
-    for i, row in enumerate(read_manifest_rows(path)):
+    for i, row in enumerate(read_manifest_rows(path, encoding)):
         where = f"{path}, row {i + 1}"
         raw = next((row[c] for c in PATH_COLUMNS if row.get(c) not in (None, "")), None)
         file = (
@@ -141,15 +142,17 @@ def check_index(
     device: str = "cpu",
     seed: int = 0,
     min_recall: float = MIN_RECALL_AT_10,
+    encoding: str | None = None,
 ) -> dict:
     """Text-to-image recall@k of the index on ``sample`` captioned images (definition and verdict: module
-    docstring). ``captions_source``: a manifest (``path`` or ``id`` + ``captions``) or a caption sidecar."""
+    docstring). ``captions_source``: a manifest (``path`` or ``id`` + ``captions``) or a caption sidecar, in
+    ``encoding`` (default: detected)."""
     start = time.perf_counter()
     ks = sorted({int(x) for x in k})
     if sample < 1 or not ks or ks[0] < 1:
         raise ConfigError(f"Need sample >= 1 and every k >= 1; got sample={sample}, k={list(k)}.")
     with SearchIndex.open(index_dir, model=model, device=device) as index:
-        by_row, unmatched = _match(index, read_caption_queries(captions_source, root))
+        by_row, unmatched = _match(index, read_caption_queries(captions_source, root, encoding))
         if not by_row:
             raise InputError(
                 f"No caption in {captions_source} belongs to an image of {index_dir} ({len(unmatched)} rows "

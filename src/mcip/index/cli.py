@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -63,7 +64,8 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         summary = build_index(
             args.model, args.images, args.out, factory=args.factory, backend=args.backend,
             batch_size=args.batch_size, progress=not args.quiet, root=args.root, device=args.device,
-            num_workers=args.workers, model_options=options, **backend_options,
+            num_workers=args.workers, model_options=options, wait=args.wait, encoding=args.encoding,
+            **backend_options,
         )  # fmt: skip
     except KeyboardInterrupt:
         _resume_hint(args.out)
@@ -82,7 +84,8 @@ def cmd_index_add(args: argparse.Namespace) -> int:
     try:
         summary = add_to_index(
             args.index, args.images, model=args.model, batch_size=args.batch_size, progress=not args.quiet,
-            root=args.root, device=args.device, num_workers=args.workers, **_qdrant_options(args),
+            root=args.root, device=args.device, num_workers=args.workers, wait=args.wait,
+            encoding=args.encoding, **_qdrant_options(args),
         )  # fmt: skip
     except KeyboardInterrupt:
         _resume_hint(args.index)
@@ -99,7 +102,7 @@ def cmd_index_check(args: argparse.Namespace) -> int:
 
     r = check_index(
         args.index, args.captions, sample=args.sample, root=args.root, model=args.model, device=args.device,
-        seed=args.seed, min_recall=args.min_recall,
+        seed=args.seed, min_recall=args.min_recall, encoding=args.encoding,
     )  # fmt: skip
     if args.json:
         print(json.dumps(r, indent=2))
@@ -201,11 +204,23 @@ def _qdrant_args(p: argparse.ArgumentParser, collection: bool) -> None:
         p.add_argument("--qdrant-collection", help="Qdrant collection alias (default: mcip)")
 
 
+def _encoding_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--encoding", help="text encoding of a CSV/JSONL file, e.g. latin-1 (default: UTF-8 or its BOM's)"
+    )
+
+
 def _encode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--images", required=True, help="image folder (recursive) or manifest (.csv/.jsonl/.parquet)"
     )
     p.add_argument("--root", help="folder that relative manifest paths start from (default: the manifest's)")
+    _encoding_arg(p)
+    p.add_argument(
+        "--wait", nargs="?", type=float, const=math.inf, default=0.0, metavar="SECONDS",
+        help="if another process is writing the index, wait for it (up to SECONDS; no value: as long as "
+        "it takes) instead of exiting with status 2",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=default_workers(), help="image-decoding processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -250,6 +265,7 @@ def _add_index_parser(sub) -> None:
         "--captions", required=True, help="manifest with captions (path or id) or a caption sidecar"
     )
     q.add_argument("--root", help="folder that relative manifest paths start from")
+    _encoding_arg(q)
     q.add_argument("--sample", type=int, default=1000, help="captioned images to sample (default 1000)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--min-recall", type=float, default=0.2, help="recall@10 below this warns (default 0.2)")

@@ -27,7 +27,7 @@ from mcip.data.manifest import (
     parse_captions,
     read_manifest_rows,
 )
-from mcip.data.records import ImageRecord
+from mcip.data.records import ImageRecord, label_text, warn_mixed_labels
 from mcip.errors import InputError
 
 LABEL_COLUMNS = ("label", "class")
@@ -81,6 +81,16 @@ def _first_present(row: dict, names: Sequence[str]) -> object:
     return None
 
 
+def _label(row: dict, where: str) -> str:
+    """The first non-empty of the label columns ('' if none); null and non-scalar labels are refused."""
+    for column in LABEL_COLUMNS:
+        if column in row:
+            text = label_text(row[column], where, column, required=False)
+            if text:
+                return text
+    return ""
+
+
 def _manifest_record(row: dict, base: Path, where: str) -> IndexRecord:
     raw = _first_present(row, PATH_COLUMNS)
     if raw is None:
@@ -93,24 +103,27 @@ def _manifest_record(row: dict, base: Path, where: str) -> IndexRecord:
     rec_id = _first_present(row, ("id",))
     if rec_id is None:
         rec_id = path.as_posix() if not path.is_absolute() else full.as_posix()
-    label = _first_present(row, LABEL_COLUMNS)
     extra = {k: _json_safe(v) for k, v in row.items() if k not in _RESERVED}
     return IndexRecord(
         id=str(rec_id).strip(),
         path=full,
-        label="" if label is None else str(label).strip(),
+        label=_label(row, where),
         captions=parse_captions(row.get("captions"), where),
         extra=extra,
     )
 
 
-def read_index_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None) -> list[IndexRecord]:
-    """Records from a manifest; relative paths start at ``root`` (default: the manifest's folder)."""
+def read_index_manifest(
+    path: str | os.PathLike, root: str | os.PathLike | None = None, encoding: str | None = None
+) -> list[IndexRecord]:
+    """Records from a manifest; relative paths start at ``root`` (default: the manifest's folder);
+    ``encoding`` of a CSV / JSONL file (default: detected, see ``mcip.data.textfile``)."""
     path = Path(path)
     base = Path(root) if root is not None else path.parent
-    records = [
-        _manifest_record(row, base, f"{path}, row {i + 1}") for i, row in enumerate(read_manifest_rows(path))
-    ]
+    rows = read_manifest_rows(path, encoding)
+    records = [_manifest_record(row, base, f"{path}, row {i + 1}") for i, row in enumerate(rows)]
+    raw_labels = ((f"row {i + 1}", _first_present(row, LABEL_COLUMNS)) for i, row in enumerate(rows))
+    warn_mixed_labels(raw_labels, path)
     check_unique_ids(records, path)
     return records
 
@@ -144,9 +157,12 @@ def _with_path(record: IndexRecord, path: Path) -> IndexRecord:
 
 
 def load_index_records(
-    source: str | os.PathLike | Sequence[ImageRecord | IndexRecord], root: str | os.PathLike | None = None
+    source: str | os.PathLike | Sequence[ImageRecord | IndexRecord],
+    root: str | os.PathLike | None = None,
+    encoding: str | None = None,
 ) -> list[IndexRecord]:
-    """Records to index from a folder, a manifest or a list of records (see the module docstring)."""
+    """Records to index from a folder, a manifest (``encoding``: of a CSV / JSONL one; default: detected)
+    or a list of records (see the module docstring)."""
     if not isinstance(source, str | os.PathLike):
         if not source:
             raise InputError("No records to index: the list is empty.")
@@ -155,7 +171,7 @@ def load_index_records(
     if path.is_dir():
         return read_index_folder(path)
     if path.suffix.lower() in (".csv", ".jsonl", ".parquet"):
-        return read_index_manifest(path, root)
+        return read_index_manifest(path, root, encoding)
     if is_shard_source(source):
         raise InputError(
             f"{source}: images inside tar shards cannot be served by path, so the index does not read "

@@ -13,7 +13,9 @@
 
 A build writes a sibling ``.INDEX_DIR.tmp-*`` folder and swaps it in with two renames; the previous
 folder waits at ``.INDEX_DIR.old`` in between, and :func:`recover` puts it back if a crash fell between
-the renames. So a reader always finds a complete index, old or new.
+the renames. So a reader always finds a complete index, old or new. Writers hold the lock
+``.INDEX_DIR.lock`` (``mcip.index.lock``) for the whole write; ``.INDEX_DIR.staging`` keeps the rows an
+interrupted build encoded.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from mcip.errors import InputError
+from mcip.index.lock import IndexBusyError, holds_lock, index_lock
 from mcip.index.records import IndexRecord
 
 _raw_decode = json.JSONDecoder().raw_decode
@@ -40,6 +44,7 @@ EMBEDDINGS = "embeddings.f16.npy"
 RECORDS = "records.jsonl"
 OFFSETS = "records.offsets.npy"
 COLUMNS = "columns.json"
+RECOVER_WAIT_SECONDS = 10.0
 
 
 def _old_dir(index_dir: Path) -> Path:
@@ -52,17 +57,39 @@ def staging_dir(index_dir: str | os.PathLike) -> Path:
     return index_dir.with_name(f".{index_dir.name}.staging")
 
 
-def recover(index_dir: str | os.PathLike) -> None:
-    """Put the previous index back if a crash left it at ``.NAME.old`` with nothing at ``NAME``."""
+def _needs_recovery(index_dir: Path) -> bool:
+    return not index_dir.exists() and (_old_dir(index_dir) / MANIFEST).is_file()
+
+
+def recover(index_dir: str | os.PathLike, wait: float = RECOVER_WAIT_SECONDS) -> None:
+    """Put the previous index back if a crash left it at ``.NAME.old`` with nothing at ``NAME``.
+
+    Only under the write lock: while a writer holds it, ``.NAME.old`` with nothing at ``NAME`` is that
+    writer between its two renames (or about to recover itself), so a reader waits up to ``wait`` seconds
+    for ``NAME`` to reappear instead of moving the old version back under the writer's feet.
+    """
     index_dir = Path(index_dir)
-    old = _old_dir(index_dir)
-    if not index_dir.exists() and (old / MANIFEST).is_file():
-        os.replace(old, index_dir)
+    if not _needs_recovery(index_dir):
+        return
+    if holds_lock(index_dir):
+        os.replace(_old_dir(index_dir), index_dir)
+        return
+    deadline = time.monotonic() + wait
+    while _needs_recovery(index_dir):
+        try:
+            with index_lock(index_dir, command="recover an interrupted index write"):
+                if _needs_recovery(index_dir):
+                    os.replace(_old_dir(index_dir), index_dir)
+            return
+        except IndexBusyError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 def new_temp_dir(index_dir: Path) -> Path:
     """An empty sibling folder for the next version of ``index_dir`` (same file system: rename works).
-    Leftovers of crashed writes are removed first (one writer per index at a time)."""
+    Leftovers of crashed writes are removed first (the caller holds the write lock: no other writer's)."""
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     for leftover in index_dir.parent.glob(f".{index_dir.name}.tmp-*"):
         shutil.rmtree(leftover, ignore_errors=True)

@@ -8,8 +8,11 @@ Steps (each is skipped when its output already exists, so an interrupted run con
    train split's image-caption pairs (``lab-align.yaml``); cached under ``ROOT/models`` for later runs;
 3. pseudo-captions for MCIP: :func:`mcip.captions.retrieve_captions` (``mcip captions retrieve``) of the
    base model over the train split's caption pool;
-4. the rows: GPR-FT without projector (ICMR'23), GPR-FT, 2SFT (GPR-FT + Re-A), MCIP, MCIP+Re-A
-   (``lab-2sft.yaml``, ``lab-mcip+rea.yaml``); checkpoints selected on the val split;
+4. the rows (:data:`ROWS`): GPR-FT, 2SFT (GPR-FT + Re-A), MCIP, MCIP+Re-A (``lab-2sft.yaml``,
+   ``lab-mcip+rea.yaml``; the paper's selection: val I2I for the image stages, val T2I for Re-A, which
+   runs until val stops improving), the guarded row (MCIP selected on both sides, a WiSE-FT merge with
+   the base at the alpha picked on val, then Re-A selected on both sides) and, with ``all_rows``, GPR-FT
+   without projector (ICMR'23); every choice is made on the val split;
 5. evaluation on the test split (emoji never seen in training) with the ``lab_*`` benchmarks, and the
    report: ``OUT/results/{table1.md,results.json,table1.csv,teaser.png,reading.md}``;
 6. search: the test images indexed (``OUT/index``, :mod:`mcip.index`) with the row of the best average,
@@ -44,7 +47,8 @@ class LabSettings:
     subset: float = 1.0  # fraction of base emoji kept in every split (quick: a fixed smaller set)
     align_epochs: int = 10
     stage_epochs: int = 1
-    realign_epochs: int = 2
+    realign_epochs: int = 30  # an upper bound: Re-A stops when val has not improved for realign_patience
+    realign_patience: int = 3  # validations (one per epoch) without a new best
     max_steps: int | None = None  # cap on optimiser steps per image stage (quick)
     align_max_steps: int | None = None
     align_val_every: int | None = 350  # validate the base model every N steps (None: each epoch end)
@@ -53,6 +57,13 @@ class LabSettings:
     caption_top_k: int = 10
     caption_min_sim: float = 0.2
     hard_caption_weight: float = 0.1
+    mc_weight: float = 0.25  # MCIP: arc_weight = 1 - mc_weight
+    all_rows: bool = False  # also GPR-FT without projector (ICMR'23)
+    # the guarded row: MCIP selected on "combined" (validated every guard_val_every steps), WiSE-FT with the
+    # base on this alpha grid (picked on val), Re-A selected on "combined"; distill weight of its MCIP stage
+    guard_val_every: int | None = 35
+    guard_distill_weight: float = 0.0
+    wise_grid: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
     base_overrides: tuple[str, ...] = ()  # extra --set overrides for the align stage
     stage_overrides: tuple[str, ...] = ()  # extra --set overrides for every other stage
 
@@ -61,12 +72,24 @@ class LabSettings:
             raise ConfigError(f"subset must be in (0, 1], got {self.subset}.")
         if min(self.align_epochs, self.stage_epochs, self.realign_epochs, self.batch_size) < 1:
             raise ConfigError("Epochs and batch size must be >= 1.")
+        if not 0 <= self.mc_weight <= 1:
+            raise ConfigError(f"mc_weight must be in [0, 1], got {self.mc_weight}.")
+        if not self.wise_grid or any(not 0 <= a <= 1 for a in self.wise_grid):
+            raise ConfigError(f"wise_grid must hold alphas in [0, 1], got {self.wise_grid}.")
         return self
 
 
 FULL = LabSettings()
 QUICK = LabSettings(
-    subset=0.25, align_epochs=5, stage_epochs=1, realign_epochs=2, max_steps=12, align_val_every=None
+    subset=0.25,
+    align_epochs=5,
+    stage_epochs=1,
+    realign_epochs=4,
+    realign_patience=2,
+    max_steps=12,
+    align_val_every=None,
+    guard_val_every=6,
+    wise_grid=(0.0, 0.5, 1.0),
 )
 
 DEMO_TEXT_QUERIES = ("a happy face", "an animal")
@@ -81,14 +104,44 @@ def averages_of(report, columns) -> float:
     return float("-inf") if value is None else value
 
 
-ROWS: tuple[tuple[str, str], ...] = (
-    ("baseline", "the aligned base model"),
-    ("GPR-FT (no proj.)", "ArcMargin on the image tower, embedding before the projector (ICMR'23)"),
-    ("GPR-FT", "ArcMargin on the image tower and projector"),
-    ("2SFT", "GPR-FT, then Re-A of the text tower"),
-    ("MCIP", "0.75 ArcMargin + 0.25 multi-caption ArcMargin on pseudo-captions"),
-    ("MCIP+Re-A", "MCIP, then Re-A of the text tower"),
+@dataclass(frozen=True)
+class Row:
+    """One row of the lab's table: ``method`` names the :class:`LabRun` method that makes its model."""
+
+    name: str
+    description: str
+    method: str
+    extra: bool = False  # only with ``all_rows``
+
+    def __iter__(self):  # (name, description), as rows were once pairs
+        return iter((self.name, self.description))
+
+
+GUARDED = "MCIP+Re-A (guarded)"
+ROWS: tuple[Row, ...] = (
+    Row("baseline", "the aligned base model", "baseline"),
+    Row(
+        "GPR-FT (no proj.)",
+        "ArcMargin on the image tower, embedding before the projector (ICMR'23)",
+        "gpr_no_proj",
+        extra=True,
+    ),
+    Row("GPR-FT", "ArcMargin on the image tower and projector", "gpr"),
+    Row("2SFT", "GPR-FT, then Re-A of the text tower (until val T2I stops improving)", "sft"),
+    Row("MCIP", "ArcMargin + multi-caption ArcMargin on pseudo-captions", "mcip"),
+    Row("MCIP+Re-A", "MCIP, then Re-A of the text tower", "mcip_rea"),
+    Row(
+        GUARDED,
+        "MCIP selected on both sides, WiSE-FT merge with the base (alpha picked on val), Re-A selected on "
+        "both sides: every choice on val",
+        "guarded",
+    ),
 )
+
+
+def lab_rows(settings: LabSettings) -> list[Row]:
+    """The rows a run with ``settings`` trains, in table order."""
+    return [r for r in ROWS if settings.all_rows or not r.extra]
 
 
 @dataclass
@@ -112,7 +165,9 @@ def _file_digest(path: Path) -> str:
 
 
 def _done(model_dir: Path) -> bool:
-    return (model_dir / "mcip_model.json").is_file()
+    from mcip.models.checkpoint import META_FILE
+
+    return (model_dir / META_FILE).is_file()
 
 
 def _stage_config(name: str, stage: str, overrides: list[str], model_kwargs: dict | None = None):
@@ -241,39 +296,116 @@ class LabRun:
         return out
 
     def stages(self, base: Path, captions: Path) -> dict[str, Path]:
-        s, runs = self.s, self.out / "runs"
-        common = [*self.common(), f"loop.epochs={s.stage_epochs}", *s.stage_overrides]
-        train, bare = f"data.train={self.data['train']}", f"data.train={self.data['train_no_captions']}"
-        realign = [o for o in self.common() if not o.startswith(("loop.max_steps", "data.batch_size"))]
-        realign += [f"loop.epochs={s.realign_epochs}", *s.stage_overrides]
+        """Train every row of :func:`lab_rows` (each reuses the models of the rows it builds on)."""
+        self.base, self.captions_file, self.made = base, captions, {"baseline": base}
+        return {row.name: self._model(row.method) for row in lab_rows(self.s)}
 
-        def stage(config: str, name: str, spec: Path, out: str, *extra: str) -> Path:
-            extra_common = realign if name == "realign" else common
-            overrides = [f"model.spec={spec}", f"out={runs / out}", *extra_common, *extra]
-            return _run_stage(_stage_config(config, name, overrides), self.log, out, self.progress)
+    def _model(self, method: str) -> Path:
+        if method not in self.made:
+            self.made[method] = getattr(self, f"row_{method}")()
+        return self.made[method]
 
-        models = {"baseline": base}
-        models["GPR-FT (no proj.)"] = stage(
-            "lab-2sft", "gpr", base, "gpr-no-proj", train, "model.drop_projector=true"
+    def _stage(self, config: str, stage: str, spec: Path, out: str, *extra: str) -> Path:
+        s = self.s
+        if stage == "realign":
+            common = [o for o in self.common() if not o.startswith(("loop.max_steps", "data.batch_size"))]
+            common += [
+                f"loop.epochs={s.realign_epochs}",
+                f"loop.early_stopping_patience={s.realign_patience}",
+            ]
+        else:
+            common = [*self.common(), f"loop.epochs={s.stage_epochs}"]
+        overrides = [f"model.spec={spec}", f"out={self.out / 'runs' / out}", *common, *s.stage_overrides]
+        return _run_stage(_stage_config(config, stage, [*overrides, *extra]), self.log, out, self.progress)
+
+    def _train(self) -> str:
+        return f"data.train={self.data['train']}"
+
+    def _mcip_args(self) -> list[str]:
+        s = self.s
+        return [
+            f"data.train={self.data['train_no_captions']}",
+            f"data.captions={self.captions_file}",
+            f"loss.hard_caption_weight={s.hard_caption_weight}",
+            f"loss.mc_weight={s.mc_weight}",
+            f"loss.arc_weight={1 - s.mc_weight}",
+        ]
+
+    def row_baseline(self) -> Path:
+        return self.base
+
+    def row_gpr_no_proj(self) -> Path:
+        return self._stage(
+            "lab-2sft", "gpr", self.base, "gpr-no-proj", self._train(), "model.drop_projector=true"
         )
-        models["GPR-FT"] = stage("lab-2sft", "gpr", base, "gpr", train)
-        models["2SFT"] = stage("lab-2sft", "realign", models["GPR-FT"], "2sft", train)
-        models["MCIP"] = stage(
+
+    def row_gpr(self) -> Path:
+        return self._stage("lab-2sft", "gpr", self.base, "gpr", self._train())
+
+    def row_sft(self) -> Path:
+        return self._stage("lab-2sft", "realign", self._model("gpr"), "2sft", self._train())
+
+    def row_mcip(self) -> Path:
+        return self._stage("lab-mcip+rea", "mcip", self.base, "mcip", *self._mcip_args())
+
+    def row_mcip_rea(self) -> Path:
+        return self._stage("lab-mcip+rea", "realign", self._model("mcip"), "mcip-rea", self._train())
+
+    def row_guarded(self) -> Path:
+        s, combined = self.s, "loop.select=combined"
+        every = [f"loop.val_every={s.guard_val_every}"] if s.guard_val_every else []
+        mcip = self._stage(
             "lab-mcip+rea",
             "mcip",
-            base,
-            "mcip",
-            bare,
-            f"data.captions={captions}",
-            f"loss.hard_caption_weight={s.hard_caption_weight}",
+            self.base,
+            "guard-mcip",
+            *self._mcip_args(),
+            combined,
+            f"loss.distill_weight={s.guard_distill_weight}",
+            *every,
         )
-        models["MCIP+Re-A"] = stage("lab-mcip+rea", "realign", models["MCIP"], "mcip-rea", train)
-        return models
+        merged = self.wise(mcip, "guard-wise")
+        return self._stage("lab-mcip+rea", "realign", merged, "guard-rea", self._train(), combined)
+
+    def wise(self, finetuned: Path, out: str) -> Path:
+        """WiSE-FT of the base and ``finetuned`` at the alpha of :attr:`LabSettings.wise_grid` that
+        maximises val ``combined`` (``mcip merge --alpha auto``; the curve is written next to the model)."""
+        from mcip.data import load_records
+        from mcip.train.wise_merge import wise_merge
+
+        folder = self.out / "runs" / out
+        if _done(folder / "model"):
+            self.log(f"  {out}: done earlier ({folder / 'model'})")
+            return folder / "model"
+        self.log(f"  {out}: WiSE-FT of the base and {finetuned.parent.name}, alpha chosen on val")
+        result = wise_merge(
+            self.base,
+            finetuned,
+            folder / "model",
+            alpha="auto",
+            val=load_records(self.data["val"]),
+            grid=self.s.wise_grid,
+            select="combined",
+            curve_dir=folder,
+            progress=False,
+        )
+        chosen = result.curve.at(result.alpha) if result.curve else None
+        shown = ", ".join(f"{k} {v:.1f}" for k, v in (chosen or {}).items() if k in ("i2i_map", "t2i_r5"))
+        self.log(f"  {out}: alpha {result.alpha:g} ({shown} on val)")
+        return result.model_dir
+
+    def wise_curve_points(self) -> list[dict] | None:
+        """The guarded row's WiSE-FT curve on val, each point marked ``chosen`` or not (for the teaser)."""
+        path = self.out / "runs" / "guard-wise" / "wise_curve.json"
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        return [dict(p, chosen=p["alpha"] == data["chosen_alpha"]) for p in data["curve"]]
 
     def evaluate(self, models: dict[str, Path]):
         from mcip.eval.benchmarks import resolve_benchmarks
         from mcip.eval.benchmarks.lab import LAB_BENCHMARKS
-        from mcip.eval.report import markdown_table, write_report
+        from mcip.eval.report import group_columns, markdown_table, teaser_plot, write_report
         from mcip.eval.runner import evaluate_models
 
         benchmarks = resolve_benchmarks(",".join(LAB_BENCHMARKS))
@@ -282,6 +414,10 @@ class LabRun:
             report.model = row
         self.columns = [(b.name, b.family, b.table1_metric) for b in benchmarks]
         files = write_report(reports, self.columns, self.out / "results")
+        curve = self.wise_curve_points()
+        if curve and "plot" in files:  # the teaser with the WiSE-FT trade-off curve as its last panel
+            pairs = [(n, f) for n, f, _ in self.columns]
+            teaser_plot(reports, group_columns(pairs), files["plot"], curve)
         table = markdown_table(reports, [(b.name, b.family) for b in benchmarks])
         return reports, files, table
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from mcip.errors import ConfigError
 from mcip.losses.arcmargin import ArcMarginLoss
+from mcip.losses.drift import EmbeddingDriftLoss
 from mcip.losses.infonce import InfoNCELoss
 from mcip.losses.mcarcmargin import MCArcMarginLoss
 from mcip.losses.mcip import MCIPLoss
@@ -21,6 +22,7 @@ from mcip.registry import Registry
 __all__ = [
     "LOSSES",
     "ArcMarginLoss",
+    "EmbeddingDriftLoss",
     "InfoNCELoss",
     "MCArcMarginLoss",
     "MCIPLoss",
@@ -35,6 +37,7 @@ LOSSES.register("siglip")(SigLIPLoss)
 LOSSES.register("arcmargin")(ArcMarginLoss)
 LOSSES.register("mcarcmargin")(MCArcMarginLoss)
 LOSSES.register("mcip")(MCIPLoss)
+# EmbeddingDriftLoss is a regulariser the image stages add (loss.distill_weight), not a stage loss.
 
 
 def create_loss(name: str, **kwargs: object) -> nn.Module:

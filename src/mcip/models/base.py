@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mcip.errors import ConfigError, InputError
+from mcip.errors import ConfigError, InputError, UnsupportedError
 from mcip.models.transforms import ImageConfig, eval_transform, train_transform
 
 PARTS = ("image_encoder", "image_projector", "text_encoder", "text_projector", "logit_scale", "logit_bias")
@@ -109,6 +109,30 @@ class EmbeddingModel(nn.Module, ABC):
     @abstractmethod
     def embed_dim(self) -> int:
         """D, the width of the joint embedding."""
+
+    # ----------------------------------------------------------------- the text tower in two halves
+    # Optional (Re-A caches the frozen lower blocks, mcip.train.text_cache); see mcip.models.text_split.
+    def text_hidden_below(self, tokens: Tokens, n_last: int) -> torch.Tensor:
+        """Tokenizer output (B, L) -> (B, L, F_hidden): the token states entering the first of the last
+        ``n_last`` text blocks (embeddings + the lower blocks; ``n_last=0``: the last block's output,
+        before the final norm). Raises :class:`mcip.errors.UnsupportedError` where not implemented."""
+        raise UnsupportedError(
+            f"The {self.backend} backend cannot split its text tower; set realign_text_cache=false."
+        )
+
+    def text_features_from_hidden(self, hidden: torch.Tensor, tokens: Tokens, n_last: int) -> torch.Tensor:
+        """(B, L, F_hidden) states from :meth:`text_hidden_below` + the same tokens -> (B, F_txt): the last
+        ``n_last`` blocks, the final norm and the pooling, so that
+        ``text_features_from_hidden(text_hidden_below(t, n), t, n) == text_features(t)``."""
+        raise UnsupportedError(
+            f"The {self.backend} backend cannot split its text tower; set realign_text_cache=false."
+        )
+
+    def text_hidden_lengths(self, tokens: Tokens) -> torch.Tensor:
+        """(B,) how many leading positions of each row :meth:`text_features_from_hidden` needs; the rest
+        may be dropped and a batch re-padded with zeros (hidden states and every token tensor)."""
+        ids = tokens["input_ids"]
+        return torch.full((ids.shape[0],), ids.shape[1], dtype=torch.long, device=ids.device)
 
     # ----------------------------------------------------------------- shared behaviour
     def apply_modifications(self, mods: dict[str, Any]) -> None:

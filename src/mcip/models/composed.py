@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from mcip.errors import ConfigError, ModelLoadError, require
+from mcip.models import text_split
 from mcip.models.base import EmbeddingModel, Tokens, check_projector_weight, prefix_match
 from mcip.models.transforms import ImageConfig
 
@@ -122,6 +123,16 @@ class ComposedModel(EmbeddingModel):
 
     def project_text(self, features: torch.Tensor) -> torch.Tensor:
         return self.net.text_proj(features)
+
+    # the text tower in two halves (documented on EmbeddingModel, mirrored in mcip.models.text_split)
+    def text_hidden_below(self, tokens: Tokens, n_last: int) -> torch.Tensor:
+        return text_split.composed_hidden_below(self, tokens, n_last)
+
+    def text_features_from_hidden(self, hidden: torch.Tensor, tokens: Tokens, n_last: int) -> torch.Tensor:
+        return text_split.composed_from_hidden(self, hidden, tokens, n_last)
+
+    def text_hidden_lengths(self, tokens: Tokens) -> torch.Tensor:
+        return text_split.mask_lengths(tokens)
 
     def tokenize(self, texts: Sequence[str]) -> Tokens:
         max_len = min(int(self.tokenizer.model_max_length), int(self.net.text.config.max_position_embeddings))

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mcip.errors import ConfigError, ModelLoadError, require
+from mcip.models import text_split
 from mcip.models.base import EmbeddingModel, Tokens, check_projector_weight, prefix_match
 from mcip.models.transforms import ImageConfig
 
@@ -110,6 +111,16 @@ class HFModel(EmbeddingModel):
 
     def project_text(self, features: torch.Tensor) -> torch.Tensor:
         return self.net.text_model.head(features) if self._siglip else self.net.text_projection(features)
+
+    # the text tower in two halves (documented on EmbeddingModel, mirrored in mcip.models.text_split)
+    def text_hidden_below(self, tokens: Tokens, n_last: int) -> torch.Tensor:
+        return text_split.hf_hidden_below(self, tokens, n_last)
+
+    def text_features_from_hidden(self, hidden: torch.Tensor, tokens: Tokens, n_last: int) -> torch.Tensor:
+        return text_split.hf_from_hidden(self, hidden, tokens, n_last)
+
+    def text_hidden_lengths(self, tokens: Tokens) -> torch.Tensor:
+        return text_split.hf_lengths(self, tokens)
 
     def tokenize(self, texts: Sequence[str]) -> Tokens:
         padding = _FAMILIES[self.model_type]["padding"]

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from mcip.errors import ConfigError, ModelLoadError
+from mcip.models import text_split
 from mcip.models.base import EmbeddingModel, Tokens, check_projector_weight, prefix_match
 from mcip.models.transforms import ImageConfig
 
@@ -203,6 +204,16 @@ class OpenCLIPModel(EmbeddingModel):
         return text_global_pool(
             t.ln_final(x), ids, pool_type=t.pool_type, eos_token_id=getattr(t, "eos_id", None)
         )
+
+    # the text tower in two halves (documented on EmbeddingModel, mirrored in mcip.models.text_split)
+    def text_hidden_below(self, tokens: Tokens, n_last: int) -> torch.Tensor:
+        return text_split.openclip_hidden_below(self, tokens, n_last)
+
+    def text_features_from_hidden(self, hidden: torch.Tensor, tokens: Tokens, n_last: int) -> torch.Tensor:
+        return text_split.openclip_from_hidden(self, hidden, tokens, n_last)
+
+    def text_hidden_lengths(self, tokens: Tokens) -> torch.Tensor:
+        return text_split.openclip_lengths(self, tokens)
 
     def project_text(self, features: torch.Tensor) -> torch.Tensor:
         proj = self._text_projection_attr()[1]

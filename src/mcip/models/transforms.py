@@ -2,13 +2,15 @@
 
 SPEC section 5/6: evaluation resizes the shorter side to ``resize_ratio * S`` (1.125 by default) and
 centre-crops ``S``; training resizes the same way, random-crops ``S``, flips horizontally and applies
-colour jitter 0.4. Mean, std and interpolation come from the model.
+colour jitter 0.4. Mean, std and interpolation come from the model. Both first refuse an image whose
+resized size would be over ``ImageLimits.max_resized_pixels`` (:class:`CheckResize`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import torch
 from torchvision import transforms as T
 
 _INTERPOLATIONS = {
@@ -50,6 +52,27 @@ class ImageConfig:
         )
 
 
+class CheckResize:
+    """Passes an image through unchanged, or raises ``ImageRefused`` (a ValueError) when scaling its
+    shorter side to ``shorter_side`` px would give more than ``limits.max_resized_pixels`` pixels
+    (default: :func:`mcip.data.limits.default_image_limits`, read when called, so in loader workers too).
+    """
+
+    def __init__(self, shorter_side: int, limits=None) -> None:
+        self.shorter_side = int(shorter_side)
+        self.limits = limits
+
+    def __call__(self, img):
+        from mcip.data.limits import check_resize, default_image_limits
+
+        size = (img.shape[-1], img.shape[-2]) if isinstance(img, torch.Tensor) else img.size  # (W, H)
+        check_resize(tuple(size), self.shorter_side, self.limits or default_image_limits())
+        return img
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shorter_side={self.shorter_side})"
+
+
 def _to_rgb(img):
     """Any PIL image -> RGB; transparency is composited onto white (emoji, logos, product cut-outs)."""
     from PIL import Image
@@ -65,10 +88,12 @@ def _to_rgb(img):
 
 def eval_transform(cfg: ImageConfig) -> T.Compose:
     """PIL image -> (3, S, S) float tensor: resize 1.125*S (shorter side), centre crop S, normalise."""
+    resized = round(cfg.resize_ratio * cfg.size)
     return T.Compose(
         [
+            CheckResize(resized),
             T.Lambda(_to_rgb),
-            T.Resize(round(cfg.resize_ratio * cfg.size), interpolation=_INTERPOLATIONS[cfg.interpolation]),
+            T.Resize(resized, interpolation=_INTERPOLATIONS[cfg.interpolation]),
             T.CenterCrop(cfg.size),
             T.ToTensor(),
             T.Normalize(cfg.mean, cfg.std),
@@ -78,9 +103,11 @@ def eval_transform(cfg: ImageConfig) -> T.Compose:
 
 def train_transform(cfg: ImageConfig, color_jitter: float = 0.4, hflip: bool = True) -> T.Compose:
     """PIL image -> (3, S, S): resize 1.125*S, random crop S, horizontal flip, colour jitter, normalise."""
+    resized = round(cfg.resize_ratio * cfg.size)
     steps = [
+        CheckResize(resized),
         T.Lambda(_to_rgb),
-        T.Resize(round(cfg.resize_ratio * cfg.size), interpolation=_INTERPOLATIONS[cfg.interpolation]),
+        T.Resize(resized, interpolation=_INTERPOLATIONS[cfg.interpolation]),
         T.RandomCrop(cfg.size),
     ]
     if hflip:

@@ -2,31 +2,36 @@
 
 Routes: ``GET /search?text=...|id=...&k=``, ``POST /search`` (multipart: ``image`` file, optional ``text``,
 ``alpha``, ``k``), ``GET /images/{id}``, ``GET /health``, ``/`` (the page), ``/docs`` (OpenAPI). Bad input
-gets a 4xx whose JSON ``detail`` says what was wrong: 400 (the index refused the query), 404 (unknown
-id), 413 (upload too large), 415 (not multipart), 422 (k or alpha not a number in range). Queries run in
-the server's thread pool, so one slow model call does not stop the other requests.
+gets a 4xx whose JSON ``detail`` says what was wrong: 400 (the index refused the query, an image that does
+not decode or is over the image limits, a Host the server does not answer to), 404 (unknown id), 408
+(upload too slow), 413 (upload too large), 415 (not multipart, or an image format outside the allow-list),
+422 (k or alpha not a number in range). Queries run in the server's thread pool, so one slow model call
+does not stop the other requests; uploaded images are decoded and encoded ``image_concurrency`` at a time.
 """
 
 from __future__ import annotations
 
 import mimetypes
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mcip.data.limits import ImageLimits, default_image_limits
 from mcip.errors import InputError, require
 
 require("fastapi", "serve", "mcip serve (the HTTP API)")
 require("python_multipart", "serve", "Image uploads to mcip serve")
 
 from fastapi import FastAPI, HTTPException, Query, Request  # noqa: E402
-from fastapi.concurrency import run_in_threadpool  # noqa: E402
 from fastapi.responses import FileResponse, JSONResponse  # noqa: E402
 from fastapi.staticfiles import StaticFiles  # noqa: E402
+from starlette.requests import ClientDisconnect  # noqa: E402
 
 from mcip.index import MAX_K, MAX_TEXT_CHARS, SearchIndex, UnknownId  # noqa: E402
 from mcip.serve import schemas  # noqa: E402
-from mcip.serve.upload import read_image_form  # noqa: E402
+from mcip.serve.hosts import HostCheck  # noqa: E402
+from mcip.serve.image_search import ImageSearch  # noqa: E402
+from mcip.serve.upload import DEFAULT_UPLOAD_TIMEOUT_S, read_image_form  # noqa: E402
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
@@ -55,16 +60,36 @@ UPLOAD_FORM = {
 }
 
 
-def create_app(index: SearchIndex, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> FastAPI:
+def create_app(
+    index: SearchIndex,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    image_limits: ImageLimits | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+    image_concurrency: int = 1,
+    upload_timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S,
+) -> FastAPI:
     """The FastAPI application serving ``index``.
 
     Args:
         index: an open index; its ``search*`` methods are called from several threads at once.
         max_upload_bytes: the largest image accepted by ``POST /search`` (413 beyond; enforced while the
             body is read, so a larger upload is never held in memory).
+        image_limits: formats (415 outside), aspect ratio and pixels (400 over) of uploaded images,
+            checked before their pixels are decoded; default :func:`mcip.data.limits.default_image_limits`.
+        allowed_hosts: the ``Host`` names answered (others: 400); None answers any (``mcip serve``
+            passes :func:`mcip.serve.hosts.default_allowed_hosts`).
+        image_concurrency: uploads decoded and encoded at once (the model encodes one query at a time
+            anyway); the others wait without holding a thread, so N uploads never hold N decoded images.
+        upload_timeout_s: an upload body must arrive within this many seconds (408 after).
     """
     if max_upload_bytes < 1:
         raise InputError(f"max_upload_bytes must be positive, got {max_upload_bytes}.")
+    if image_concurrency < 1 or not upload_timeout_s > 0:
+        raise InputError(
+            f"image_concurrency and upload_timeout_s must be positive, got {image_concurrency} and "
+            f"{upload_timeout_s}."
+        )
+    limits = image_limits or default_image_limits()
     app = FastAPI(
         title="mcip search",
         summary="Text and image search over one embedding per image (Schall et al., SISAP 2024).",
@@ -74,9 +99,13 @@ def create_app(index: SearchIndex, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BY
     app.state.max_upload_bytes = max_upload_bytes
     app.add_exception_handler(UnknownId, _problem(404))
     app.add_exception_handler(InputError, _problem(400))
-    _add_search_routes(app, index, max_upload_bytes)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed_hosts=list(allowed_hosts))
+    images = ImageSearch(index, limits, image_concurrency)
+    _add_search_routes(app, index, max_upload_bytes, images, upload_timeout_s)
     _add_image_route(app, index)
-    _add_page_routes(app, index, max_upload_bytes)
+    _add_page_routes(app, index, max_upload_bytes, limits)
     return app
 
 
@@ -93,6 +122,11 @@ def _problem(status: int) -> Callable:
     return handler
 
 
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    """A client that hung up mid-upload: nothing to log (uvicorn drops a reply to a closed connection)."""
+    return JSONResponse({"detail": "The client closed the connection during the upload."}, 400)
+
+
 def _respond(query: schemas.Query, k: int, search: Callable[[], list]) -> schemas.SearchResponse:
     start = time.perf_counter()
     hits = search()
@@ -102,7 +136,9 @@ def _respond(query: schemas.Query, k: int, search: Callable[[], list]) -> schema
     )
 
 
-def _add_search_routes(app: FastAPI, index: SearchIndex, max_upload_bytes: int) -> None:
+def _add_search_routes(
+    app: FastAPI, index: SearchIndex, max_upload_bytes: int, images: ImageSearch, upload_timeout_s: float
+) -> None:
     @app.get("/search", response_model=schemas.SearchResponse, responses=ERRORS)
     def search(
         text: str | None = Query(None, description=f"a text query (1 to {MAX_TEXT_CHARS} characters)"),
@@ -125,25 +161,28 @@ def _add_search_routes(app: FastAPI, index: SearchIndex, max_upload_bytes: int) 
                 "model": schemas.Problem,
                 "description": f"upload over the limit ({max_upload_bytes} bytes)",
             },
-            415: {"model": schemas.Problem, "description": "the body is not multipart/form-data"},
+            408: {"model": schemas.Problem, "description": f"upload slower than {upload_timeout_s:g} s"},
+            415: {
+                "model": schemas.Problem,
+                "description": "the body is not multipart/form-data, or the image is not a "
+                f"{images.limits.describe_formats()}",
+            },
         },
         openapi_extra=UPLOAD_FORM,
     )
     async def search_image(request: Request) -> schemas.SearchResponse:
         """Images nearest to an uploaded image, or to the image and a text mixed with weight ``alpha``
         on the image: ``normalize(alpha * image + (1 - alpha) * text)``."""
-        form = await read_image_form(request, max_upload_bytes)
+        form = await read_image_form(request, max_upload_bytes, upload_timeout_s)
         k = _number("k", form.k, int, 10, 1, MAX_K)
         text = form.text if form.text not in (None, "") else None
         alpha = _number("alpha", form.alpha, float, 0.5, 0.0, 1.0) if text is not None else None
         query = schemas.Query(
             text=text, alpha=alpha, image=schemas.ImageQuery(filename=form.filename, bytes=len(form.image))
         )
-        return await run_in_threadpool(
-            _respond,
-            query,
-            k,
-            lambda: index.search(text=text, image=form.image, alpha=0.5 if alpha is None else alpha, k=k),
+        weight = 0.5 if alpha is None else alpha
+        return await images.run(
+            lambda: _respond(query, k, lambda: images.search(form.image, text, weight, k))
         )
 
 
@@ -190,7 +229,7 @@ def media_type(path: Path) -> str:
     return found or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
-def _add_page_routes(app: FastAPI, index: SearchIndex, max_upload_bytes: int) -> None:
+def _add_page_routes(app: FastAPI, index: SearchIndex, max_upload_bytes: int, limits: ImageLimits) -> None:
     @app.get("/health", response_model=schemas.Health)
     def health() -> schemas.Health:
         """Size and model of the index, and the request limits."""
@@ -201,7 +240,12 @@ def _add_page_routes(app: FastAPI, index: SearchIndex, max_upload_bytes: int) ->
             dim=int(info.get("dim", 0)),
             backend=str(info.get("backend", "")),
             limits=schemas.Limits(
-                max_upload_bytes=max_upload_bytes, max_k=MAX_K, max_text_chars=MAX_TEXT_CHARS
+                max_upload_bytes=max_upload_bytes,
+                max_k=MAX_K,
+                max_text_chars=MAX_TEXT_CHARS,
+                image_formats=list(limits.formats),
+                max_aspect_ratio=limits.max_aspect_ratio,
+                max_image_pixels=limits.max_pixels,
             ),
         )
 

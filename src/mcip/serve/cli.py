@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from mcip.data.limits import default_image_limits
     from mcip.errors import ConfigError
-    from mcip.serve.server import run_server
+    from mcip.serve.server import ServerSettings, run_server
 
     if args.max_upload_mb <= 0:
         raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}.")
+    limits = default_image_limits()
+    overrides = {"max_aspect_ratio": args.max_aspect_ratio, "max_pixels": args.max_image_pixels}
+    limits = dataclasses.replace(limits, **{k: v for k, v in overrides.items() if v is not None})
+    settings = ServerSettings(
+        header_timeout_s=args.header_timeout,
+        keep_alive_s=args.keep_alive,
+        max_connections=args.max_connections,
+    )
     run_server(
         args.index,
         host=args.host,
@@ -18,6 +28,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         device=args.device,
         log_level=args.log_level,
+        allowed_hosts=args.allowed_host,
+        image_limits=limits,
+        settings=settings,
     )
     return 0
 
@@ -37,6 +50,51 @@ def add_serve_command(sub) -> None:
     p.add_argument(
         "--max-upload-mb", type=float, default=10.0, help="largest image upload accepted (default 10 MiB)"
     )
+    _add_limit_options(p)
     p.add_argument("--device", default="cpu", help="torch device of the query encoder (default: cpu)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
+
+
+def _add_limit_options(p: argparse.ArgumentParser) -> None:
+    """Host check, image limits and connection limits (defaults: mcip.data.limits, ServerSettings)."""
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name the server answers besides localhost, 127.0.0.1, ::1 and the --host address "
+        "(repeatable; '*': any). Other Host headers get 400 (DNS rebinding). Bound to 0.0.0.0 without "
+        "it, any Host is answered",
+    )
+    p.add_argument(
+        "--max-aspect-ratio",
+        type=float,
+        default=None,
+        help="refuse uploads whose longer side is over this many times the shorter (default 50, or "
+        "$MCIP_MAX_IMAGE_ASPECT)",
+    )
+    p.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=None,
+        help="refuse uploads of more than width x height pixels, checked before decoding (default "
+        "89478485, Pillow's bomb limit, or $MCIP_MAX_IMAGE_PIXELS). Accepted formats: JPEG, PNG, WebP, "
+        "GIF, BMP, TIFF (others: 415)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="close a connection whose request headers are not complete within S seconds (default 10)",
+    )
+    p.add_argument(
+        "--keep-alive", type=float, default=5.0, metavar="S", help="close idle connections after S s (5)"
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=100,
+        help="open connections beyond which new requests get 503 (default 100)",
+    )

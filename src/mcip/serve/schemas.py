@@ -43,6 +43,9 @@ class Limits(BaseModel):
     max_upload_bytes: int
     max_k: int
     max_text_chars: int
+    image_formats: list[str] = Field(description="the image formats POST /search accepts (415 otherwise)")
+    max_aspect_ratio: float = Field(description="longer / shorter side of an uploaded image (400 over)")
+    max_image_pixels: int = Field(description="width x height of an uploaded image (400 over)")
 
 
 class Health(BaseModel):

@@ -7,9 +7,50 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mcip.data.limits import ImageLimits
 from mcip.errors import ConfigError, require
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Connection limits of the uvicorn server, so slow or idle clients cannot hold it.
+
+    Args:
+        header_timeout_s: a connection must send a complete request line and headers within this many
+            seconds of connecting (or of its previous response), or it is closed (slowloris).
+        keep_alive_s: an idle keep-alive connection is closed after this many seconds (uvicorn's 5).
+        max_connections: open connections (and requests in progress) beyond which new requests get 503
+            (uvicorn's ``limit_concurrency``): a browser opens about 6, so 100 serves a team.
+        max_header_bytes: the largest request line + headers (h11's 16 KiB); larger gets 400.
+    """
+
+    header_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
+    max_connections: int = 100
+    max_header_bytes: int = 16 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("header_timeout_s", "keep_alive_s", "max_connections", "max_header_bytes"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}.")
+
+    def uvicorn_config(self, app, log_level: str, **kwargs):
+        """The ``uvicorn.Config`` serving ``app`` with these limits (h11, header deadline)."""
+        uvicorn = require("uvicorn", "serve", "mcip serve")
+        from mcip.serve.protocol import with_header_timeout
+
+        return uvicorn.Config(
+            app,
+            log_level=log_level,
+            http=with_header_timeout(self.header_timeout_s),
+            timeout_keep_alive=self.keep_alive_s,
+            limit_concurrency=self.max_connections,
+            h11_max_incomplete_event_size=self.max_header_bytes,
+            **kwargs,
+        )
 
 
 def run_server(
@@ -19,26 +60,46 @@ def run_server(
     max_upload_bytes: int | None = None,
     device: str = "cpu",
     log_level: str = "info",
+    allowed_hosts: Sequence[str] = (),
+    image_limits: ImageLimits | None = None,
+    settings: ServerSettings | None = None,
 ) -> None:
     """Open the index at ``index_dir`` (with the model it was built with) and serve it until interrupted.
-    ``port=0`` picks a free port; the address is printed once the index is loaded."""
-    uvicorn = require("uvicorn", "serve", "mcip serve")
+    ``port=0`` picks a free port; the address is printed once the index is loaded.
+
+    ``allowed_hosts`` adds Host names to :func:`~mcip.serve.hosts.default_allowed_hosts` (the loopback
+    names and the bound address; any Host when bound to 0.0.0.0 / :: and none are given).
+    """
     from mcip.index import SearchIndex
     from mcip.serve.app import DEFAULT_MAX_UPLOAD_BYTES, create_app
+    from mcip.serve.hosts import default_allowed_hosts
 
+    settings = settings or ServerSettings()
+    hosts = default_allowed_hosts(host, allowed_hosts)
     sock = bind(host, port)  # before the (slow) model load: a busy port fails at once
     try:
         index = SearchIndex.open(index_dir, device=device)
-        app = create_app(index, max_upload_bytes=max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES)
+        app = create_app(
+            index,
+            max_upload_bytes=max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES,
+            image_limits=image_limits,
+            allowed_hosts=hosts,
+        )
     except BaseException:
         sock.close()
         raise
+    _announce(index, _url(host, sock), hosts)
+    uvicorn = require("uvicorn", "serve", "mcip serve")
+    uvicorn.Server(settings.uvicorn_config(app, log_level)).run(sockets=[sock])
+
+
+def _announce(index, url: str, hosts: list[str] | None) -> None:
     print(
-        f"serving {len(index):,} images ({index.info.get('model')}) at {_url(host, sock)}/ "
-        "(API docs: /docs; Ctrl-C stops)",
+        f"serving {len(index):,} images ({index.info.get('model')}) at {url}/ (API docs: /docs; Ctrl-C stops)",
         flush=True,
     )
-    uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
+    if hosts is None:
+        print("answering any Host header; name this machine's with --allowed-host NAME", flush=True)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -84,13 +145,19 @@ class BackgroundServer:
 
 
 def start_in_thread(
-    app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning", timeout_s: float = 30.0
+    app,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    log_level: str = "warning",
+    timeout_s: float = 30.0,
+    settings: ServerSettings | None = None,
 ) -> BackgroundServer:
-    """Serve ``app`` on a background thread; ``port=0`` picks a free port. Returns once it accepts
-    connections."""
+    """Serve ``app`` on a background thread with ``settings`` (default :class:`ServerSettings`);
+    ``port=0`` picks a free port. Returns once it accepts connections."""
     uvicorn = require("uvicorn", "serve", "mcip serve")
     sock = bind(host, port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5))
+    config = (settings or ServerSettings()).uvicorn_config(app, log_level, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="mcip-serve")
     thread.start()
     deadline = time.monotonic() + timeout_s

@@ -1,18 +1,28 @@
-"""Reading an image upload (multipart form) with the size limit enforced while the body streams in."""
+"""Reading an image upload (multipart form) with the size limit enforced while the body streams in,
+and decoding it within the image limits (format, aspect ratio, pixels)."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import anyio
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
+from mcip.data.images import open_image
+from mcip.data.limits import ImageFormatRefused, ImageLimits, ImageRefused
+
 # Room for the multipart boundaries, part headers and the small text fields next to the image.
 FORM_OVERHEAD_BYTES = 64 * 1024
 FIELDS = ("image", "text", "alpha", "k")
+# A 10 MiB upload at 1 Mbit/s takes 84 s; a client slower than this holds a connection for nothing.
+DEFAULT_UPLOAD_TIMEOUT_S = 120.0
+# Errors of a decode or a resize that the limits did not foresee: the upload's fault, so 400 (not 500).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, OverflowError, MemoryError)
 
 
 @dataclass(frozen=True)
@@ -45,11 +55,15 @@ async def _limited(request: Request, limit: int, max_upload_bytes: int) -> Async
         yield chunk
 
 
-async def read_image_form(request: Request, max_upload_bytes: int) -> ImageForm:
+async def read_image_form(
+    request: Request, max_upload_bytes: int, timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S
+) -> ImageForm:
     """Parse ``multipart/form-data`` with an ``image`` file field, reading at most ``max_upload_bytes``
     (plus the form's own overhead) before giving up with 413; nothing larger is ever buffered.
 
-    Raises HTTPException: 413 too large, 415 not multipart, 400 malformed or without an image.
+    Raises HTTPException: 413 too large, 415 not multipart, 400 malformed or without an image, 408 when
+    the body has not arrived within ``timeout_s`` seconds. A client that hangs up mid-upload raises
+    ``starlette.requests.ClientDisconnect`` (the app answers it quietly).
     """
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
@@ -66,9 +80,14 @@ async def read_image_form(request: Request, max_upload_bytes: int) -> ImageForm:
         request.headers, _limited(request, limit, max_upload_bytes), max_files=1, max_fields=len(FIELDS)
     )
     try:
-        form = await parser.parse()
+        with anyio.fail_after(timeout_s):
+            form = await parser.parse()
     except MultiPartException as exc:
         raise HTTPException(400, f"Malformed multipart form: {exc.message}") from exc
+    except TimeoutError:
+        raise HTTPException(
+            408, f"The upload did not arrive within {timeout_s:g} s; send a smaller image or retry."
+        ) from None
     try:
         return await _fields(form, max_upload_bytes)
     finally:
@@ -94,3 +113,29 @@ async def _fields(form, max_upload_bytes: int) -> ImageForm:
             raise HTTPException(400, f"The form field '{name}' must be a plain value, not a file.")
         texts[name] = value
     return ImageForm(data, image.filename, **texts)
+
+
+def decode_upload(data: bytes, limits: ImageLimits):
+    """The uploaded bytes as a PIL image, checked against ``limits`` before its pixels are decoded.
+
+    Raises HTTPException: 415 for a format outside ``limits.formats`` (the message names the accepted
+    ones), 400 for an image over a limit or one that does not decode.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        return open_image(io.BytesIO(data), limits)
+    except ImageFormatRefused as exc:
+        raise HTTPException(415, str(exc)) from None
+    except ImageRefused as exc:
+        raise HTTPException(400, str(exc)) from None
+    except UnidentifiedImageError:
+        raise HTTPException(
+            400, f"The upload is not an image (no known format); send a {limits.describe_formats()} image."
+        ) from None
+    except (*DECODE_ERRORS, Image.DecompressionBombError) as exc:
+        raise HTTPException(
+            400,
+            f"Cannot decode the uploaded image ({type(exc).__name__}: {exc}); send a complete "
+            f"{limits.describe_formats()} image.",
+        ) from None

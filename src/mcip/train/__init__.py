@@ -12,6 +12,7 @@ from mcip.train.distributed import (
 )
 from mcip.train.loop import DataSource, LoopConfig, TrainResult, train
 from mcip.train.optim import OptimConfig, build_optimizer, cosine_schedule, param_groups
+from mcip.train.preempt import TrainingInterrupted
 
 __all__ = [
     "DataSource",
@@ -20,6 +21,7 @@ __all__ = [
     "OptimConfig",
     "TrainResult",
     "TrainingCheckpoints",
+    "TrainingInterrupted",
     "all_reduce_mean",
     "barrier",
     "broadcast_object",

@@ -17,13 +17,21 @@ from typing import Any, Literal, get_args
 
 import yaml
 
+from mcip.data.textfile import check_encoding
 from mcip.errors import ConfigError
 from mcip.train.loop import LoopConfig
 from mcip.train.optim import OptimConfig
 
-Stage = Literal["gpr", "realign", "mcip", "align"]
+Stage = Literal["gpr", "realign", "mcip", "align", "wise"]  # wise: a pipeline step (WiSE-FT), not a stage
 STAGES: tuple[str, ...] = get_args(Stage)
-PIPELINES: dict[str, tuple[str, ...]] = {"2sft": ("gpr", "realign"), "mcip+rea": ("mcip", "realign")}
+PIPELINES: dict[str, tuple[str, ...]] = {
+    "2sft": ("gpr", "realign"),
+    "mcip+rea": ("mcip", "realign"),
+    # wise: WiSE-FT between the starting model and the previous stage's output, alpha chosen on val
+    "mcip+wise": ("mcip", "wise"),
+    "mcip+wise+rea": ("mcip", "wise", "realign"),
+    "2sft+wise": ("gpr", "wise", "realign"),
+}
 MISSING = "???"
 
 
@@ -93,11 +101,20 @@ class DataConfig:
     captions: str | None = None  # JSONL sidecar {"id", "captions": [...]} (the captions commands write it)
     val: str | None = None  # a separate validation manifest/folder; when set, val_fraction is not used
     val_fraction: float = 0.05
+    # unseen_classes: val classes never train (val_fraction holds out whole classes; val images query each
+    # other); seen_classes: val holds other images of trained classes (val_fraction holds out a fraction of
+    # each class; val images query the training images); auto: seen when data.val shares a class with
+    # data.train, else unseen (and unseen for val_fraction)
+    val_mode: Literal["auto", "unseen_classes", "seen_classes"] = "auto"
     batch_size: int = 128
     balanced_m: int | None = None  # m images per class per batch; None = plain shuffling
     num_workers: int = 4
     max_captions: int = 20
     seed: int = 0
+    encoding: str | None = None  # of CSV/JSONL manifests and the sidecar; None: UTF-8 or the file's BOM
+
+    def __post_init__(self) -> None:
+        check_encoding(self.encoding)  # an unknown codec name fails here, not after the model loaded
 
 
 @dataclass(frozen=True)
@@ -114,6 +131,36 @@ class LossConfig:
     # ArcMargin centres: "xavier" (the paper) or "class_means" (each class's mean embedding under the
     # starting model, computed once and cached; converges in fewer steps)
     centre_init: Literal["xavier", "class_means"] = "xavier"
+    # gpr/mcip: + distill_weight * mean(1 - cos(f_new(x), f_start(x))) on the image embedding, f_start a
+    # frozen copy of the starting model on the same augmented batch (mcip.losses.drift); 0 = off (paper)
+    distill_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.distill_weight, int | float) and 0 <= self.distill_weight < float("inf")):
+            raise ConfigError(f"loss.distill_weight must be a number >= 0, got {self.distill_weight!r}.")
+
+
+@dataclass(frozen=True)
+class WiseConfig:
+    """The pipelines' ``wise`` step (WiSE-FT, SPEC section 8): (1 - alpha) * start + alpha * previous
+    stage's output; ``alpha: auto`` takes the ``grid`` value that ``select`` picks on the val data."""
+
+    alpha: float | str = "auto"
+    grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    select: Literal["combined", "i2i", "t2i"] = "combined"
+    parts: tuple[str, ...] | None = None  # None: every part the previous stage changed
+    names: str | None = None  # 'label<TAB>name' file: val zero-shot top-1 on the curve
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        from mcip.models.merge import check_parts
+        from mcip.train.wise import check_grid, check_val, parse_alpha
+
+        object.__setattr__(self, "alpha", parse_alpha(self.alpha))
+        object.__setattr__(self, "grid", check_grid(self.grid))
+        object.__setattr__(self, "parts", check_parts(self.parts))
+        if self.select not in ("combined", "i2i", "t2i"):
+            check_val([], self.select)  # the message lists the valid values
 
 
 @dataclass(frozen=True)
@@ -128,8 +175,13 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    wise: WiseConfig = field(default_factory=WiseConfig)
     unlock_text_blocks: int = 1  # realign: trainable last text blocks (+ final norm, projector, scale)
     realign_init: Literal["lstsq", "random"] = "lstsq"  # new text projector when drop_projector is set
+    # realign: the frozen lower text blocks run once over every caption (states cached on disk, see
+    # mcip.train.text_cache) and each step runs only the unlocked ones; false = the whole text tower every
+    # step (cheaper for runs shorter than "captions per image" epochs that are never repeated)
+    realign_text_cache: bool = True
     align_parts: tuple[str, ...] = ("image_projector", "text_projector", "logit_scale")
     cache_dir: str | None = None  # feature caches; default $MCIP_CACHE_DIR or ~/.cache/mcip
     stages: dict[str, Any] = field(default_factory=dict)
@@ -200,6 +252,7 @@ _SECTIONS: dict[str, type] = {
     "optim": OptimConfig,
     "loop": LoopConfig,
     "loss": LossConfig,
+    "wise": WiseConfig,
 }
 
 
@@ -262,6 +315,11 @@ def plan(raw: dict[str, Any]) -> list[TrainConfig]:
     if bool(stage) == bool(pipeline):
         raise ConfigError(
             f"Set exactly one of 'stage' ({', '.join(STAGES)}) or 'pipeline' ({', '.join(PIPELINES)})."
+        )
+    if stage == "wise":
+        raise ConfigError(
+            "'wise' merges a pipeline's starting model with the previous stage's output; use a pipeline "
+            f"({', '.join(p for p, s in PIPELINES.items() if 'wise' in s)}) or `mcip merge START FINETUNED`."
         )
     if stage:
         return [resolve_stage(raw, stage)]

@@ -33,11 +33,14 @@ from mcip.train.checkpoint import (
 )
 from mcip.train.distributed import DistInfo, move_to, wrap_ddp
 from mcip.train.optim import PRECISIONS, AmpOptimizer, OptimConfig, param_groups, resolve_precision
+from mcip.train.preempt import StopSignals, TrainingInterrupted
 from mcip.train.progress import Reporter, SkipCounter, TrainResult, run_validation
 
 __all__ = ["PRECISIONS", "DataSource", "LoopConfig", "TrainResult", "resolve_precision", "train"]
 
 log = logging.getLogger(__name__)
+
+SELECT_CHOICES = ("auto", "i2i", "t2i", "combined")
 
 
 def _check_int(name: str, value: Any, optional: bool = False) -> None:
@@ -53,7 +56,11 @@ class LoopConfig:
     """How to train. ``max_steps``, when set, replaces ``epochs`` (as many epochs as it needs);
     ``checkpoint_every`` / ``val_every`` count optimizer steps (None: only at the end / each epoch end);
     ``clip_grad_norm=None`` disables clipping; ``early_stopping_patience`` counts validations without
-    a new best ``val_metric``; ``seed`` is offset by the rank."""
+    a new best ``val_metric``; ``seed`` is offset by the rank. ``select`` is read by the training stages
+    (mcip.train.validate): which validation result picks the best checkpoint, ``auto`` (the stage's own:
+    val I2I mAP for gpr/mcip, val T2I R@5 for realign/align, the authors' choice), ``i2i``, ``t2i`` or
+    ``combined`` (both sides, each relative to the starting model; the starting model itself is then a
+    candidate, so a stage never returns a model worse than its start on val)."""
 
     epochs: int = 3
     max_steps: int | None = None
@@ -68,6 +75,7 @@ class LoopConfig:
     seed: int = 0
     early_stopping_patience: int | None = None
     max_skipped_fraction: float = 0.5
+    select: Literal["auto", "i2i", "t2i", "combined"] = "auto"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "grad_accum", "log_every", "keep_last"):
@@ -82,6 +90,8 @@ class LoopConfig:
             )
         if not 0 < self.max_skipped_fraction <= 1:
             raise ConfigError(f"max_skipped_fraction must be in (0, 1], got {self.max_skipped_fraction}.")
+        if self.select not in SELECT_CHOICES:
+            raise ConfigError(f"loop.select must be one of {SELECT_CHOICES}, got {self.select!r}.")
         if not isinstance(self.seed, int):
             raise ConfigError(f"LoopConfig.seed must be an int, got {self.seed!r}.")
 
@@ -126,6 +136,8 @@ class _Trainer:
         self.skips, self.pos = SkipCounter(cfg.max_skipped_fraction), RunPosition()
         self.lrs, self.last_ckpt_step = self.opt.lrs(), -1
         self.selection = Selection(self.val_metric, cfg.early_stopping_patience)
+        self.initial_val: dict[str, float] | None = kw.get("initial_val")
+        self.start_candidate: bool = kw.get("start_candidate", False)
         self.synced = False
 
     def _resume(self, path: str) -> None:
@@ -146,6 +158,8 @@ class _Trainer:
         latest = D.broadcast_object(None if latest is None else str(latest))
         if resume and latest is not None:
             self._resume(latest)
+            if self.dist.is_main:
+                print(f"resumed from step {self.pos.step} of {self.total_steps} ({latest})", flush=True)
         elif resume:
             log.warning("resume=True but %s holds no checkpoint; starting from scratch.", self.ckpts.dir)
         elif latest is not None:
@@ -159,11 +173,17 @@ class _Trainer:
         self.model = torch.compile(model) if self.cfg.compile else model
         self.t0, self.base_seconds = time.perf_counter(), self.pos.seconds
         self.report.start(self.total_steps, self.pos.step)
+        if self.pos.step == 0 and self.initial_val is not None:
+            self._record_start()
+        self.signals, self.stop_signal = StopSignals(), None
         try:
-            while self.pos.epoch < self.n_epochs and not self._stopping():
-                if self._run_epoch():
-                    self._end_epoch()
-        except KeyboardInterrupt:
+            with self.signals:  # SIGTERM / SIGUSR1 / SIGINT: finish the step, checkpoint, stop
+                while self.pos.epoch < self.n_epochs and not self._stopping():
+                    if self._run_epoch():
+                        self._end_epoch()
+                if self.stop_signal is not None:
+                    raise self._stopped()
+        except KeyboardInterrupt:  # a second Ctrl-C (or one outside the main thread); after _stopped a no-op
             self._checkpoint(gather=False)
             raise
         finally:
@@ -179,7 +199,23 @@ class _Trainer:
         return self._finish()
 
     def _stopping(self) -> bool:
-        return self.selection.stopped or self.pos.step >= self.total_steps
+        return self.selection.stopped or self.pos.step >= self.total_steps or self._stop_requested()
+
+    def _stop_requested(self) -> bool:
+        """Whether a stop signal reached any rank (then ``stop_signal`` is its number). A collective
+        under DDP: every rank calls it at the same points (after each optimizer step, between epochs)."""
+        if self.stop_signal is None:
+            numbers, received = self.signals.numbers, self.signals.received
+            seen = D.any_rank(*(received == n for n in numbers), device=self.dist.device)
+            self.stop_signal = next((n for n, hit in zip(numbers, seen, strict=True) if hit), None)
+        return self.stop_signal is not None
+
+    def _stopped(self) -> TrainingInterrupted:
+        """Checkpoint the last finished step (every rank's RNG streams) and describe the stop."""
+        self._checkpoint()
+        D.barrier()
+        path = self.ckpts.path_for(self.pos.step)
+        return TrainingInterrupted(self.stop_signal, self.pos.step, self.total_steps, path, self.dist.rank)
 
     def _run_epoch(self) -> bool:
         """Train from ``pos.batch_in_epoch``; True when the epoch's batches are used up."""
@@ -195,8 +231,8 @@ class _Trainer:
                 self.pos.batch_in_epoch = index + 1
                 if stepped:
                     self._after_step()
-                if self._stopping():
-                    return self.pos.batch_in_epoch >= self.usable
+                if self._stopping():  # on a signal the epoch end (validation) waits for the resumed run
+                    return self.pos.batch_in_epoch >= self.usable and self.stop_signal is None
         self.opt.zero_grad()
         return True
 
@@ -255,6 +291,15 @@ class _Trainer:
 
     def _log(self) -> None:
         self.report.train_record(self.pos.step, self._epoch(), self.lrs, self.skips)
+
+    def _record_start(self) -> None:
+        """The starting model's validation (measured before training) logged as step 0; with
+        ``start_candidate`` also a candidate for the best checkpoint, so a run that never improves
+        returns the model it started from."""
+        self.pos.last_val_step = 0
+        self.report.val_record(0, 0.0, self.initial_val)
+        if self.start_candidate and self.selection.update(self.initial_val, 0):
+            self._checkpoint(metric=self.selection.best)
 
     def _validate(self) -> bool:
         """Validate on rank 0, log ``val/...``; True when ``val_metric`` reached a new best."""
@@ -333,20 +378,27 @@ def train(
     resume: bool = False,
     dist: DistInfo | None = None,
     progress: bool = True,
+    initial_val: dict[str, float] | None = None,
+    start_candidate: bool = False,
 ) -> TrainResult:
     """Train ``task`` (``task(batch) -> {"loss": scalar, **scalar logs}``) on ``data``.
 
     Writes ``run_dir/metrics.jsonl`` (training averages every ``log_every`` steps, ``val/...`` records),
     ``run_dir/checkpoints/`` (every ``checkpoint_every`` steps, on a new best ``val_metric`` (higher is
-    better), at the end and on Ctrl-C) and ``run_dir/summary.json``. ``validate(task)`` runs on rank 0
+    better), at the end and on a stop signal) and ``run_dir/summary.json``. SIGTERM, SIGUSR1 and Ctrl-C
+    finish the current step, checkpoint it and raise :class:`~mcip.train.preempt.TrainingInterrupted`
+    (see :mod:`mcip.train.preempt`; a second Ctrl-C stops at once). ``validate(task)`` runs on rank 0
     in eval mode under ``no_grad``, with the RNG streams saved and restored around it, every
     ``val_every`` steps and at each epoch end. ``resume=True`` continues from the newest checkpoint
     in ``run_dir`` at the next batch of its epoch. ``dist`` defaults to the running process group
     (see :func:`mcip.train.distributed.init_distributed`). ``progress`` shows the bar and prints the
-    summary on rank 0.
+    summary on rank 0. ``initial_val``: the validation results of the model before training (see
+    :class:`mcip.train.validate.Validator`); a fresh run logs them at step 0, and with
+    ``start_candidate`` counts them as a candidate for the best checkpoint (checkpointed at step 0).
     """
     head_params = list(head_params)
     _check_args(task, head_params, data, loop_cfg, validate, val_metric)
     kw = dict(run_dir=run_dir, head_params=head_params, validate=validate, val_metric=val_metric)
+    kw |= {"initial_val": initial_val, "start_candidate": start_candidate}
     trainer = _Trainer(task, data, optim_cfg, loop_cfg, dist=dist, progress=progress, **kw)
     return trainer.run(resume)

@@ -1,9 +1,10 @@
 """Tasks join a model and a loss: ``task(batch) -> {"loss": scalar, **logs}``. The loop knows nothing else.
 
 Batches (dicts of tensors) per task:
-- GPRTask      ``pixels (B,3,S,S)``, ``labels (B,)``
+- GPRTask      ``pixels (B,3,S,S)``, ``labels (B,)`` (+ the drift guard's frozen starting model, optional)
 - MCIPTask     ``pixels``, ``labels``, ``index (B,)`` = record index into the cached caption embeddings
-- RealignTask  ``image_index (B,)`` into the cached image embeddings, ``tokens`` (dict of (B, L))
+- RealignTask  ``image_index (B,)`` into the cached image embeddings, ``tokens`` (dict of (B, L)) or
+               ``caption_index (B,)`` into the cached lower-text-block states
 - AlignTask    ``pixels``, ``tokens`` (or ``image_index`` / ``caption_index`` into cached frozen-encoder
                features)
 """
@@ -15,21 +16,45 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mcip.losses import ArcMarginLoss, InfoNCELoss, MCIPLoss, SigLIPLoss
+from mcip.losses import ArcMarginLoss, EmbeddingDriftLoss, InfoNCELoss, MCIPLoss, SigLIPLoss
 from mcip.models.base import EmbeddingModel
+from mcip.train.text_cache import TextHiddenCache
+
+
+class DriftGuard:
+    """``loss.distill_weight * mean(1 - cos(f_new(x), f_start(x)))`` (mcip.losses.drift) for the image
+    stages. ``start`` is a frozen copy of the starting model, kept out of the task's modules (never
+    trained, never switched to train mode, not saved in checkpoints: it is rebuilt from the start spec)."""
+
+    def __init__(self, start: EmbeddingModel, weight: float) -> None:
+        self.start, self.weight, self.loss = start.eval().requires_grad_(False), weight, EmbeddingDriftLoss()
+
+    def __call__(self, pixels: Tensor, emb: Tensor) -> Tensor:
+        with torch.no_grad():
+            target = self.start.encode_image(pixels)
+        return self.loss(emb, target)
+
+
+def _with_drift(out: dict[str, Tensor], guard: DriftGuard | None, pixels: Tensor, emb: Tensor):
+    if guard is None:
+        return out
+    drift = guard(pixels, emb)
+    out["loss"] = out["loss"] + guard.weight * drift
+    out["drift"] = drift.detach()
+    return out
 
 
 class GPRTask(nn.Module):
     """GPR-FT: ArcMargin on the (normalised) image embedding; the text side is untouched."""
 
-    def __init__(self, model: EmbeddingModel, loss: ArcMarginLoss) -> None:
+    def __init__(self, model: EmbeddingModel, loss: ArcMarginLoss, drift: DriftGuard | None = None) -> None:
         super().__init__()
-        self.model, self.loss = model, loss
+        self.model, self.loss, self.drift = model, loss, drift
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
         emb = self.model.encode_image(batch["pixels"])
-        loss = self.loss(emb, batch["labels"])
-        return {"loss": loss}
+        out = {"loss": self.loss(emb, batch["labels"])}
+        return _with_drift(out, self.drift, batch["pixels"], emb)
 
 
 class MCIPTask(nn.Module):
@@ -39,9 +64,11 @@ class MCIPTask(nn.Module):
     text-tower embeddings of the captions of the batch's records (see mcip.data.cache.RaggedFeatures).
     """
 
-    def __init__(self, model: EmbeddingModel, loss: MCIPLoss, caption_rows) -> None:
+    def __init__(
+        self, model: EmbeddingModel, loss: MCIPLoss, caption_rows, drift: DriftGuard | None = None
+    ) -> None:
         super().__init__()
-        self.model, self.loss = model, loss
+        self.model, self.loss, self.drift = model, loss, drift
         self.caption_rows = caption_rows
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
@@ -49,24 +76,40 @@ class MCIPTask(nn.Module):
         captions, owner = self.caption_rows(batch["index"].cpu().tolist())
         captions = captions.to(device=emb.device, dtype=torch.float32)
         parts = self.loss.forward_parts(emb, batch["labels"], captions, owner.to(emb.device))
-        return {
+        out = {
             "loss": parts["loss"],
             "arc": parts["arc"].detach(),
             "mc": parts["mc"].detach(),
             "captions_per_image": torch.tensor(len(owner) / max(len(emb), 1)),
         }
+        return _with_drift(out, self.drift, batch["pixels"], emb)
 
 
 class RealignTask(nn.Module):
-    """Re-A: InfoNCE between cached (frozen) image embeddings and the text tower being trained."""
+    """Re-A: InfoNCE between cached (frozen) image embeddings and the text tower being trained.
 
-    def __init__(self, model: EmbeddingModel, image_features: np.ndarray, loss: InfoNCELoss | SigLIPLoss):
+    With ``text_hidden`` (mcip.train.text_cache) the frozen lower text blocks are not run: the batch's
+    cached states (``caption_index``) go through the unlocked blocks only; else the whole tower runs
+    on ``tokens``.
+    """
+
+    def __init__(
+        self,
+        model: EmbeddingModel,
+        image_features: np.ndarray,
+        loss: InfoNCELoss | SigLIPLoss,
+        text_hidden: TextHiddenCache | None = None,
+    ):
         super().__init__()
         self.model, self.loss = model, loss
         self.image_features = image_features  # (N_images, D) memory-mapped, L2-normalised
+        self.text_hidden = text_hidden
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
-        text = self.model.encode_text(batch["tokens"])
+        if self.text_hidden is None:
+            text = self.model.encode_text(batch["tokens"])
+        else:
+            text = self.text_hidden.encode(self.model, batch["caption_index"])
         idx = batch["image_index"].cpu().numpy()
         image = torch.from_numpy(np.asarray(self.image_features[idx], dtype=np.float32)).to(text.device)
         return _contrastive(self.loss, self.model, image, text)

@@ -168,6 +168,32 @@ def classnames_zeroshot(root: Path) -> dict:
     return {"images": str(root / "zs"), "classnames": str(names)}
 
 
+def manifest_rows(root: Path) -> Path:
+    """A manifest of 3 classes in train / test splits (a JSONL with a split column)."""
+    rows = [
+        {"path": "m/dog/1.jpg", "label": "dog", "split": "train", "captions": ["a dog"]},
+        {"path": "m/cat/1.jpg", "label": "cat", "split": "train"},
+        {"path": "m/cow/1.jpg", "label": "cow", "split": "train", "captions": "a cow|cattle"},
+        {"path": "m/dog/2.jpg", "label": "dog", "split": "test", "captions": ["a dog", "a puppy"]},
+        {"path": "m/cow/2.jpg", "label": "cow", "split": "test"},
+    ]
+    touch(root, *(r["path"] for r in rows))
+    return write(root / "m.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def manifest_i2i(root: Path) -> dict:
+    return {"manifest": str(manifest_rows(root))}
+
+
+def manifest_knn(root: Path) -> dict:
+    return {"manifest": str(manifest_rows(root)), "index": "train", "query": "test"}
+
+
+def manifest_zeroshot(root: Path) -> dict:
+    names = write(root / "names.tsv", "cat\tdomestic cat\nbird\tsmall bird\ndog\tdog\ncow\ta cow\n")
+    return {"manifest": str(manifest_rows(root)), "split": "test", "names": str(names)}
+
+
 def lab(root: Path) -> dict:
     """A prepared-lab manifest: 6 emoji x 2 vendors, two sub-categories, every split."""
     rows = []
@@ -208,6 +234,9 @@ BUILDERS: dict[str, Callable[[Path], dict]] = {
     "folder_knn": folder_knn,
     "captions_t2i": captions_t2i,
     "classnames_zeroshot": classnames_zeroshot,
+    "manifest_i2i": manifest_i2i,
+    "manifest_knn": manifest_knn,
+    "manifest_zeroshot": manifest_zeroshot,
     **{name: lab for name in ("lab_i2i", "lab_i2i_r1", "lab_knn", "lab_zeroshot", "lab_t2i")},
 }
 
@@ -219,6 +248,7 @@ def absent_options(name: str, root: Path) -> dict:
         "folder_knn": {"index": root / "absent_index", "queries": root / "absent_queries"},
         "captions_t2i": {"manifest": root / "absent.jsonl"},
         "classnames_zeroshot": {"images": root / "absent", "classnames": root / "absent.txt"},
+        **{f"manifest_{f}": {"manifest": root / "absent.csv"} for f in ("i2i", "knn", "zeroshot")},
     }.get(name, {})
 
 

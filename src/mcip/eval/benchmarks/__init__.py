@@ -4,8 +4,9 @@
 ``resolve_benchmarks("table1")`` or ``resolve_benchmarks("gpr1200,folder_i2i:path=DIR")`` reads the
 command-line spelling (see :mod:`mcip.eval.benchmarks.options`). Every adapter reads its dataset under
 the data root (``DATA_ROOT/<dataset folder>/...``, documented in its class docstring and in the
-``DatasetMissingError`` it raises); the generic ones (``folder_i2i``, ``folder_knn``, ``captions_t2i``,
-``classnames_zeroshot``) read the folders and files given as options instead.
+``DatasetMissingError`` it raises); the generic ones read the folders and files given as options instead:
+folders of class sub-folders (``folder_i2i``, ``folder_knn``, ``classnames_zeroshot``) or a manifest
+(``manifest_i2i``, ``manifest_knn``, ``manifest_zeroshot``, ``captions_t2i``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mcip.eval.benchmarks import (  # noqa: F401
     karpathy,
     knn_imagenet,
     lab,
+    manifest,
     objectnet,
     revisited,
     zeroshot_imagenet,

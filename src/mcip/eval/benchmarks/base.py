@@ -32,10 +32,15 @@ def dataset_missing(path: Path, download: str, problem: str = "not found") -> Da
 
 @dataclass(frozen=True)
 class Images:
-    """Image files to encode, with optional integer labels (N,)."""
+    """Image files to encode, with optional integer labels (N,).
+
+    ``skipped``: images the source listed whose file was absent, left out of ``paths`` (a user's manifest
+    naming deleted photos); the runner counts them as unreadable.
+    """
 
     paths: tuple[Path, ...]
     labels: np.ndarray | None = None  # (N,) int64
+    skipped: int = 0
 
 
 @dataclass(frozen=True)

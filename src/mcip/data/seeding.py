@@ -1,0 +1,89 @@
+"""Random augmentation as a function of (seed, epoch, position), not of which process loads an item when.
+
+torchvision's random transforms draw from torch's global CPU generator, caption sampling too, and other
+code may use ``random`` or numpy's global generator. In DataLoader workers those streams depend on a
+base seed drawn when the epoch's loader starts and on which worker got which batch, so a resumed run
+(which starts its loader mid-epoch) and even a different worker count would augment differently.
+Here every item is computed inside :func:`seeded_rngs` with a key such as ``(seed, epoch, global batch,
+position in the batch, index)``: the same item of the same epoch gets the same random numbers in any
+process, and the caller's generator states are restored afterwards (so loading in the main process
+leaves the training RNG, e.g. dropout, untouched).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["SeededBatches", "SeededItems", "item_seeds", "seeded_rngs"]
+
+_MASK64 = 2**64 - 1
+
+
+def item_seeds(*key: int) -> tuple[int, int, list[int]]:
+    """Seeds for (torch, python ``random``, numpy) from the integers of ``key``, mixed by numpy's
+    ``SeedSequence`` (different keys give unrelated streams; negative integers are fine)."""
+    words = np.random.SeedSequence([int(k) & _MASK64 for k in key]).generate_state(4, dtype=np.uint32)
+    w = [int(x) for x in words]
+    return (w[0] << 32) | w[1], (w[2] << 32) | w[3], w[2:]
+
+
+@contextmanager
+def seeded_rngs(*key: int) -> Iterator[None]:
+    """Run the body with torch's CPU generator, ``random`` and numpy's global generator seeded from
+    ``key`` (see :func:`item_seeds`); their previous states come back afterwards. CUDA generators are
+    neither touched nor needed (augmentation runs on the CPU)."""
+    saved = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    torch_seed, python_seed, numpy_seed = item_seeds(*key)
+    torch.default_generator.manual_seed(torch_seed)
+    random.seed(python_seed)
+    np.random.seed(numpy_seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(saved[0])
+        random.setstate(saved[1])
+        np.random.set_state(saved[2])
+
+
+class SeededItems(Dataset):
+    """``dataset`` read with keys: item ``(index, key)`` is ``dataset[index]`` computed under
+    ``seeded_rngs(*key)``. Used with :class:`SeededBatches` as the batch sampler."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, tagged: tuple[int, Sequence[int]]) -> Any:
+        index, key = tagged
+        with seeded_rngs(*key):
+            return self.dataset[index]
+
+
+class SeededBatches:
+    """The batches of ``batch_sampler`` (already set to ``epoch`` and started at ``start``) with every
+    index tagged ``(index, (seed, epoch, global batch, position, index))``. The global batch is
+    ``b * world_size + rank`` for batch ``b`` of this rank, read from the sampler's ``rank`` and
+    ``world_size`` (0 and 1 when it has none), so that the key names one draw of the epoch: an image
+    drawn twice (e.g. class-balanced sampling with replacement) gets two different augmentations."""
+
+    def __init__(self, batch_sampler: Any, seed: int, epoch: int, start: int) -> None:
+        self.batch_sampler, self.seed, self.epoch, self.start = batch_sampler, seed, epoch, start
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler) - self.start
+
+    def __iter__(self) -> Iterator[list[tuple[int, tuple[int, ...]]]]:
+        rank = getattr(self.batch_sampler, "rank", 0)
+        world = getattr(self.batch_sampler, "world_size", 1)
+        for b, batch in enumerate(self.batch_sampler, start=self.start):
+            step = b * world + rank
+            yield [(i, (self.seed, self.epoch, step, j, i)) for j, i in enumerate(batch)]

@@ -1,0 +1,213 @@
+"""Re-A's frozen lower text blocks run once: the hidden states of every training caption, cached on disk.
+
+During Re-A only the last ``n_last`` text blocks (+ final norm, projector, logit scale) train, so the
+states entering them are constant (SPEC section 8). :func:`cached_text_hidden` computes them once with
+:meth:`EmbeddingModel.text_hidden_below` (eval mode: no dropout) and each step runs only
+:meth:`EmbeddingModel.text_features_from_hidden` on the batch's rows.
+
+Layout under ``cache_dir/KEY`` (KEY = the text encoder's fingerprint, ``n_last``, the dtype, the captions)::
+
+    features.npy, progress.json, complete.json   a FeatureCache of (T, F_hidden) rows: the tokens of every
+                                                 caption WITHOUT padding (see text_hidden_lengths),
+                                                 caption after caption; resumable, memory-mapped
+    offsets.npy   (N + 1,) int64                 caption i owns rows offsets[i]:offsets[i+1]
+    tokens.npy    (T, K) int32                   the tokenizer's K tensors (input_ids, attention_mask...)
+                                                 at those positions, names in tokens.json
+
+Size on disk: (caption tokens in total) x F_hidden x 2 bytes, e.g. 1M captions of 12 tokens at width 768
+(ViT-L-14's text) take 18 GB. Building it runs the lower blocks once over EVERY caption, which is what
+(captions per image) epochs of uncached Re-A spend in them, since an epoch draws one caption per image:
+it pays off on runs longer than that, and on every later run with the same tower, captions and unlocked
+count (other learning rates, ``--resume``, the next stage of a sweep), which read it back.
+
+A batch re-pads its rows with zeros to its longest caption. Storage is float16 by default: on the lab
+model (composed:lab, 256 emoji captions, 1 of 6 blocks unlocked) float16 instead of float32 changed the
+Re-A loss by 4e-7 and the gradients by 3e-4 (relative: |difference| / |float32|), while float32 storage
+matches the full tower to float rounding (loss 0, gradients 3e-7); benchmarks/realign_step.py measures
+both. ``dtype="float32"`` doubles the disk and page-cache footprint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mcip.data.cache import FeatureCache, RaggedFeatures, cache_key
+from mcip.errors import InputError, UnsupportedError
+from mcip.models.base import EmbeddingModel, Tokens
+from mcip.models.fingerprint import model_fingerprint
+
+log = logging.getLogger(__name__)
+
+CHUNK_CAPTIONS = 256  # captions per forward pass of the lower blocks
+
+
+def no_tokens(texts: list[str]) -> dict:
+    """A CollatePairs tokenizer for cached batches: they need only ``caption_index``."""
+    return {}
+
+
+class TextHiddenCache:
+    """Cached lower-block states of N captions; :meth:`encode` finishes the text tower for a batch.
+
+    Args:
+        hidden: (N + 1,) offsets + (T, F_hidden) rows, as :class:`RaggedFeatures`.
+        tokens: the same offsets + (T, K) token rows.
+        keys: the K tokenizer tensor names.
+        n_last: the unlocked blocks the states enter.
+    """
+
+    def __init__(self, hidden: RaggedFeatures, tokens: RaggedFeatures, keys: Sequence[str], n_last: int):
+        self.hidden, self.tokens, self.keys, self.n_last = hidden, tokens, list(keys), n_last
+
+    def __len__(self) -> int:
+        return len(self.hidden)
+
+    def batch(self, index: Tensor | Sequence[int], device, dtype: torch.dtype) -> tuple[Tensor, Tokens]:
+        """Captions ``index`` (B,) -> hidden (B, L, F_hidden) in ``dtype`` + tokens {key: (B, L)}, each
+        row zero-padded after its stored positions (L = the longest in the batch)."""
+        flat, owner = self.hidden.rows_for(index, dtype=torch.float16 if self._half else torch.float32)
+        tok, _ = self.tokens.rows_for(index, dtype=torch.long)
+        b = len(torch.as_tensor(index).reshape(-1))
+        counts = torch.bincount(owner, minlength=b)
+        pos = torch.arange(len(owner)) - (torch.cumsum(counts, 0) - counts)[owner]
+        length = int(counts.max()) if b else 0
+        hidden = flat.new_zeros(b, length, flat.shape[1])
+        hidden[owner, pos] = flat
+        padded = tok.new_zeros(b, length, tok.shape[1])
+        padded[owner, pos] = tok
+        tokens = {k: padded[:, :, j].to(device) for j, k in enumerate(self.keys)}
+        return hidden.to(device).to(dtype), tokens
+
+    @property
+    def _half(self) -> bool:
+        return self.hidden.features.dtype == np.float16
+
+    def encode(self, model: EmbeddingModel, index: Tensor | Sequence[int]) -> Tensor:
+        """Captions ``index`` (B,) -> (B, D) L2-normalised text embeddings through the unlocked blocks."""
+        hidden, tokens = self.batch(index, model.device, model.dtype)
+        features = model.text_features_from_hidden(hidden, tokens, self.n_last)
+        return F.normalize(model.project_text(features), dim=-1)
+
+
+# ------------------------------------------------------------------ building
+def _layout(model: EmbeddingModel, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Tokenize every caption: offsets (N + 1,), the stored token rows (T, K) int32, the K key names."""
+    counts, rows, keys = [], [], None
+    for lo in range(0, len(texts), 4 * CHUNK_CAPTIONS):
+        tokens = model.tokenize(list(texts[lo : lo + 4 * CHUNK_CAPTIONS]))
+        keys = keys or sorted(tokens)
+        lengths = model.text_hidden_lengths(tokens).cpu().numpy()
+        stacked = np.stack([tokens[k].cpu().numpy() for k in keys], axis=-1)  # (B, L, K)
+        for row, n in zip(stacked, lengths, strict=True):
+            rows.append(row[:n])
+            counts.append(int(n))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return offsets, np.concatenate(rows).astype(np.int32), list(keys or [])
+
+
+def _hidden_rows(model: EmbeddingModel, texts, offsets: np.ndarray, n_last: int, lo: int, hi: int):
+    """Rows ``lo..hi-1`` (T-indexed) of the cache: the lower blocks over the captions that own them."""
+    first = int(np.searchsorted(offsets, lo, side="right")) - 1
+    last = int(np.searchsorted(offsets, hi - 1, side="right")) - 1
+    tokens = model.tokenize(list(texts[first : last + 1]))
+    tokens = {k: v.to(model.device) for k, v in tokens.items()}
+    hidden = model.text_hidden_below(tokens, n_last).float().cpu()
+    lengths = np.diff(offsets[first : last + 2])
+    flat = torch.cat([h[:n] for h, n in zip(hidden, lengths, strict=True)])
+    start = lo - int(offsets[first])
+    return flat[start : start + hi - lo]
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def _save_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _probe(model: EmbeddingModel, texts: Sequence[str], n_last: int) -> int:
+    """F_hidden, from one caption; raises UnsupportedError when the backend cannot split its tower."""
+    tokens = {k: v.to(model.device) for k, v in model.tokenize(list(texts[:1]) or ["a"]).items()}
+    with torch.no_grad():
+        return int(model.text_hidden_below(tokens, n_last).shape[-1])
+
+
+def _load_layout(folder: Path):
+    names = ("offsets.npy", "tokens.npy", "tokens.json", "complete.json")
+    if not all((folder / n).is_file() for n in names):
+        return None
+    keys = json.loads((folder / "tokens.json").read_text())
+    return np.load(folder / "offsets.npy"), np.load(folder / "tokens.npy", mmap_mode="r"), keys
+
+
+@torch.no_grad()
+def cached_text_hidden(
+    model: EmbeddingModel,
+    texts: Sequence[str],
+    n_last: int,
+    cache_dir: str | os.PathLike,
+    dtype: str = "float16",
+) -> TextHiddenCache:
+    """The lower-block states of ``texts`` (computed once, memory-mapped afterwards; an interrupted
+    computation resumes). Raises :class:`UnsupportedError` when the backend cannot split its text tower."""
+    texts = list(texts)
+    if not texts:
+        raise InputError("No captions to cache: the Re-A stage needs captioned training images.")
+    fingerprint = model_fingerprint(model, ("text_encoder",))
+    key = cache_key("text-hidden", fingerprint, str(n_last), dtype, cache_key(*texts))
+    folder = Path(cache_dir) / key
+    layout = _load_layout(folder)
+    encoder, was_training = model.text_encoder, model.text_encoder.training
+    encoder.eval()  # the frozen blocks without dropout
+    try:
+        width = _probe(model, texts, n_last)
+        offsets, rows, keys = layout if layout is not None else _layout(model, texts)
+        mean = max(1, int(offsets[-1]) // max(1, len(texts)))
+        hidden = FeatureCache(cache_dir).get_or_compute(
+            key,
+            int(offsets[-1]),
+            width,
+            lambda idx: _hidden_rows(model, texts, offsets, n_last, idx[0], idx[-1] + 1),
+            batch_size=CHUNK_CAPTIONS * mean,
+            dtype=dtype,
+            desc="caching text hidden states",
+        )
+    finally:
+        encoder.train(was_training)
+    if layout is None:
+        _save_npy(folder / "tokens.npy", rows)
+        _save_json(folder / "tokens.json", keys)
+        _save_npy(folder / "offsets.npy", offsets)
+    tokens = np.load(folder / "tokens.npy", mmap_mode="r")
+    return TextHiddenCache(RaggedFeatures(offsets, hidden), RaggedFeatures(offsets, tokens), keys, n_last)
+
+
+def realign_text_cache(model: EmbeddingModel, cfg, records, cache_dir: Path) -> TextHiddenCache | None:
+    """The Re-A stage's cache of ``records``' captions (in record order: SampledCaptionDataset's
+    ``caption_index``), or None (full text tower) when ``cfg.realign_text_cache`` is off or the backend
+    cannot split its text tower (logged). Under DDP rank 0 writes it, the others read it."""
+    from mcip.train.features import _rank0_first
+
+    if not getattr(cfg, "realign_text_cache", True):
+        return None
+    texts = [c for r in records for c in r.captions]
+    try:  # every rank decides alike, before rank 0 starts writing
+        _probe(model, texts, cfg.unlock_text_blocks)
+    except UnsupportedError as exc:
+        log.warning("Re-A runs the full text tower every step: %s", exc)
+        return None
+    return _rank0_first(lambda: cached_text_hidden(model, texts, cfg.unlock_text_blocks, cache_dir))

@@ -1,0 +1,291 @@
+"""WiSE-FT alpha chosen on val (mcip.train.wise), `mcip merge`, and the pipelines' wise step."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+import mcip
+from mcip.cli import main
+from mcip.errors import ConfigError, InputError
+from mcip.eval.protocols import evaluate_zeroshot, zeroshot_classifier
+from mcip.models import IMAGE_PARTS
+from mcip.train.config import load_config, plan
+from mcip.train.stages import run
+from mcip.train.validate import Validator, encode_records
+from mcip.train.wise import check_grid, parse_alpha, wise_curve, write_curve
+from tests.stages.synth import make_dataset
+from tests.stages.test_stages import FAST
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wise")
+    return {
+        "train": make_dataset(root / "train", per_class=6),
+        "val": make_dataset(root / "val", per_class=4, held_out=True),
+    }
+
+
+@pytest.fixture(scope="module")
+def models(tiny_openclip, tmp_path_factory):
+    """A saved tiny base model and a 'fine-tuned' copy whose image side moved (text side bitwise equal)."""
+    root = tmp_path_factory.mktemp("wise_models")
+    torch.manual_seed(0)
+    start = mcip.load_model(f"openclip:{tiny_openclip}")
+    tuned = copy.deepcopy(start)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in tuned.net.named_parameters():
+            if tuned.part_of(name) in IMAGE_PARTS:
+                p.add_(0.3 * p.abs().mean() * torch.randn(p.shape, generator=g))
+    return {
+        "start": mcip.save_model(start, root / "start"),
+        "tuned": mcip.save_model(tuned, root / "tuned"),
+    }
+
+
+def _load(models):
+    return mcip.load_model(models["start"]), mcip.load_model(models["tuned"])
+
+
+def _validate(model, val):
+    v = Validator(model, val)
+    return v()
+
+
+def test_the_curve_holds_each_alpha_validated_like_a_stage(models, data, tmp_path):
+    start, tuned = _load(models)
+    val = mcip.data.load_records(data["val"])
+    curve = wise_curve(start, tuned, val, grid=(1.0, 0.5))  # 0 is added, the grid sorted
+    assert [p["alpha"] for p in curve.points] == [0.0, 0.5, 1.0]
+    for alpha, model in ((0.0, start), (1.0, tuned)):
+        expected = _validate(model, val)
+        point = curve.at(alpha)
+        for key in ("i2i_map", "t2i_r1", "t2i_r5", "t2i_r10"):
+            assert point[key] == pytest.approx(expected[key], abs=1e-4), (alpha, key)
+    ref = curve.points[0]
+    for p in curve.points:  # combined = mean of I2I mAP and T2I R@5, each relative to alpha 0
+        by_hand = (p["i2i_map"] / max(ref["i2i_map"], 1) + p["t2i_r5"] / max(ref["t2i_r5"], 1)) / 2
+        assert p["combined"] == pytest.approx(by_hand)
+    assert curve.points[0]["combined"] == pytest.approx(1.0)
+    best = max(p["combined"] for p in curve.points)
+    assert curve.at(curve.alpha)["combined"] == best
+    assert curve.alpha == min(p["alpha"] for p in curve.points if p["combined"] == best)
+    assert curve.parts == IMAGE_PARTS and "highest combined" in curve.reason
+
+    files = write_curve(curve, tmp_path / "out")
+    saved = json.loads(files["json"].read_text())
+    assert saved["chosen_alpha"] == curve.alpha and saved["select"] == "combined"
+    assert [p["alpha"] for p in saved["curve"]] == [0.0, 0.5, 1.0]
+    assert {"alpha", "i2i_map", "t2i_r5", "t2i_r1", "t2i_r10", "combined"} <= set(saved["curve"][0])
+    assert files["plot"].stat().st_size > 0
+
+
+def test_a_merge_that_moves_the_text_side_revalidates_text_at_each_alpha(models, data):
+    start = mcip.load_model(models["start"])
+    tuned = copy.deepcopy(start)
+    with torch.no_grad():
+        for name, p in tuned.net.named_parameters():
+            if tuned.part_of(name) in ("image_projector", "text_projector"):
+                p.mul_(-1.0)
+    val = mcip.data.load_records(data["val"])
+    curve = wise_curve(start, tuned, val, grid=(1.0,))
+    assert curve.parts == ("image_projector", "text_projector")
+    for alpha, model in ((0.0, start), (1.0, tuned)):
+        expected = _validate(model, val)
+        assert curve.at(alpha)["t2i_r5"] == pytest.approx(expected["t2i_r5"], abs=1e-4)
+
+
+def test_val_images_are_decoded_once_and_encoded_like_encode_records(models, data, tmp_path):
+    from mcip.data import ImageRecord
+    from mcip.train.wise_encode import FrozenText, ValImages
+
+    model = mcip.load_model(models["start"])
+    val = mcip.data.load_records(data["val"])[:6]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    val.insert(2, ImageRecord("broken", broken, val[0].label))
+    expected, rows = encode_records(model, val)
+    kept = ValImages(model, val, batch_size=4)
+    assert kept.pixels is not None and kept.rows.tolist() == rows.tolist() == [0, 1, 3, 4, 5, 6]
+    torch.testing.assert_close(kept.encode(model)[0], expected, atol=1e-5, rtol=0)
+    fallback = ValImages(model, val, budget=0)  # over the memory budget: decoded at every alpha
+    assert fallback.pixels is None and torch.equal(fallback.encode(model)[1], rows)
+    calls = []
+    view = FrozenText(model)
+    original = model.encode_text
+    model.encode_text = lambda texts, normalize=True: calls.append(1) or original(texts, normalize)
+    first, again = view.encode_text(["a circle", "a square"]), view.encode_text(["a circle", "a square"])
+    assert torch.equal(first, again) and len(calls) == 1 and view.embed_dim == model.embed_dim
+
+
+def test_select_i2i_picks_the_best_val_i2i(models, data):
+    start, tuned = _load(models)
+    val = mcip.data.load_records(data["val"])
+    curve = wise_curve(start, tuned, val, grid=(0.5, 1.0), select="i2i")
+    assert curve.metric == "i2i_map"
+    assert curve.at(curve.alpha)["i2i_map"] == max(p["i2i_map"] for p in curve.points)
+
+
+def test_zero_shot_top1_with_class_names(models, data):
+    start, tuned = _load(models)
+    val = mcip.data.load_records(data["val"])
+    names = {label: label.replace("_", " ") + " shape" for label in {r.label for r in val}}
+    curve = wise_curve(start, tuned, val, grid=(1.0,), names=names)
+    classes = sorted(names)
+    emb, rows = encode_records(start, val)
+    classifier = zeroshot_classifier(start, [names[c] for c in classes], ["a photo of a {}."])
+    labels = torch.tensor([classes.index(val[i].label) for i in rows.tolist()])
+    expected = evaluate_zeroshot(emb, labels, classifier)["top1"]
+    assert curve.points[0]["zeroshot_top1"] == pytest.approx(expected)
+
+
+def test_bad_validation_data_fails_before_any_merging(models, data, tmp_path, monkeypatch):
+    import mcip.train.wise as wise
+
+    monkeypatch.setattr(wise, "plan_merge", lambda *a, **k: pytest.fail("merged before checking val"))
+    start, tuned = _load(models)
+    with pytest.raises(InputError, match=r"no validation|there are none"):
+        wise_curve(start, tuned, [])
+    bare = [r.__class__(r.id, r.path, r.label) for r in mcip.data.load_records(data["val"])]
+    with pytest.raises(ConfigError, match=r"needs captions.*select=i2i"):
+        wise_curve(start, tuned, bare, select="combined")
+    with pytest.raises(ConfigError, match="select must be one of"):
+        wise_curve(start, tuned, bare, select="best")
+
+
+@pytest.mark.parametrize("grid", [(0.5, 1.5), (math.nan,), ()])
+def test_bad_grids_and_alphas_are_refused(grid):
+    with pytest.raises(ConfigError):
+        check_grid(grid)
+    assert parse_alpha("auto") == "auto" and parse_alpha("0.25") == 0.25
+    with pytest.raises(ConfigError, match="'auto' or a number"):
+        parse_alpha("half")
+
+
+# ------------------------------------------------------------------ mcip merge
+def test_cli_auto_without_val_exits_2_before_loading_models(models, tmp_path, capsys, monkeypatch):
+    import mcip.train.wise_merge as wise_merge
+
+    monkeypatch.setattr(wise_merge, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    code = main(
+        ["merge", str(models["start"]), str(models["tuned"]), "--alpha", "auto", "--out", str(tmp_path)]
+    )
+    assert code == 2 and "--val" in capsys.readouterr().err
+    code = main(
+        ["merge", str(models["start"]), str(models["tuned"]), "--alpha", "1.5", "--out", str(tmp_path)]
+    )
+    assert code == 2 and "[0, 1]" in capsys.readouterr().err
+
+
+def test_cli_merge_auto_writes_the_model_and_the_curve(models, data, tmp_path, capsys):
+    out = tmp_path / "merged"
+    argv = ["merge", str(models["start"]), str(models["tuned"]), "--alpha", "auto", "--out", str(out)]
+    assert main([*argv, "--val", str(data["val"]), "--grid", "0,0.5,1", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "WiSE-FT: alpha" in printed and "(start)" in printed and "fine-tuned" in printed
+    meta = json.loads((out / "mcip_model.json").read_text())["extra"]["wise"]
+    curve = json.loads((out / "wise_curve.json").read_text())
+    assert meta["alpha"] == curve["chosen_alpha"] and meta["parts"] == list(IMAGE_PARTS)
+    assert meta["start"] == str(models["start"]) and meta["finetuned"] == str(models["tuned"])
+    assert (out / "wise_curve.png").is_file()
+    start, tuned = _load(models)
+    merged = mcip.load_model(out)
+    a = curve["chosen_alpha"]
+    s, f = start.net.state_dict(), tuned.net.state_dict()
+    for name, m in merged.net.state_dict().items():
+        if m.is_floating_point():
+            assert torch.equal(m, ((1 - a) * s[name].double() + a * f[name].double()).to(m.dtype)), name
+
+
+def test_cli_merge_fixed_alpha_without_val(models, tmp_path, capsys):
+    out = tmp_path / "half"
+    argv = ["merge", str(models["start"]), str(models["tuned"]), "--alpha", "0.5", "--out", str(out)]
+    assert main([*argv, "--parts", "image_projector"]) == 0
+    assert "alpha 0.5 (given" in capsys.readouterr().out
+    meta = json.loads((out / "mcip_model.json").read_text())["extra"]["wise"]
+    assert meta["parts"] == ["image_projector"] and not (out / "wise_curve.json").exists()
+
+
+# ------------------------------------------------------------------ the pipeline step
+def _raw(models, data, tmp_path, pipeline="mcip+wise+rea", *extra):
+    return load_config(
+        None,
+        [
+            f"pipeline={pipeline}",
+            f"model.spec={models['start']}",
+            f"data.train={data['train']}",
+            f"data.val={data['val']}",
+            f"out={tmp_path / 'run'}",
+            f"cache_dir={tmp_path / 'cache'}",
+            "wise.grid=[0, 0.5, 1]",
+            *FAST,
+            *extra,
+        ],
+    )
+
+
+def test_mcip_wise_rea_runs_end_to_end_and_resumes(models, data, tmp_path):
+    results = run(_raw(models, data, tmp_path), progress=False)
+    assert [r.stage for r in results] == ["mcip", "wise", "realign"]
+    wise_dir = tmp_path / "run" / "02-wise"
+    assert results[1].model_dir == wise_dir / "model" and (wise_dir / "wise_curve.json").is_file()
+    curve = json.loads((wise_dir / "wise_curve.json").read_text())
+    a = results[1].train.final_metrics["alpha"]
+    assert a == curve["chosen_alpha"] and results[1].train.val_metric == "combined"
+    start, tuned = _load({"start": models["start"], "tuned": results[0].model_dir})
+    merged, rea = mcip.load_model(results[1].model_dir), mcip.load_model(results[2].model_dir)
+    s, f, m, r = (x.net.state_dict() for x in (start, tuned, merged, rea))
+    for name in m:
+        if merged.part_of(name) in IMAGE_PARTS:
+            assert torch.equal(m[name], ((1 - a) * s[name].double() + a * f[name].double()).to(m[name].dtype))
+            assert torch.equal(r[name], m[name]), name  # Re-A starts from the merged image tower
+    again = run(load_config(tmp_path / "run" / "config.yaml"), resume=True, progress=False)
+    assert [r.stage for r in again] == ["mcip", "wise", "realign"] and all(r.train is None for r in again)
+
+
+def test_mcip_train_prints_the_wise_steps_alpha(tmp_path, capsys, monkeypatch):
+    import mcip.train.stages as stages
+    from mcip.train.progress import TrainResult
+    from mcip.train.stages import StageResult
+
+    done = TrainResult(0, 0, 1.5, 1.04, None, {"alpha": 0.3}, 0, tmp_path, None, None, val_metric="combined")
+    fake = [StageResult("wise", tmp_path, tmp_path / "model", done)]
+    monkeypatch.setattr(stages, "run", lambda *a, **k: fake)
+    assert main(["train", "--set", "pipeline=mcip+wise+rea"]) == 0
+    assert "alpha 0.3 (1.04)" in capsys.readouterr().out
+
+
+def test_pipeline_checks_the_wise_step_before_the_first_stage_trains(models, data, tmp_path, monkeypatch):
+    import mcip.train.stages as stages
+
+    monkeypatch.setattr(stages, "run_stage", lambda *a, **k: pytest.fail("a stage trained first"))
+    bare = data["val"].parent / "bare.csv"  # the val images without captions
+    lines = data["val"].read_text().splitlines()
+    bare.write_text("path,label\n" + "\n".join(",".join(x.split(",")[:2]) for x in lines[1:]) + "\n")
+    raw = _raw(models, data, tmp_path, "mcip+wise+rea", f"data.val={bare}")
+    with pytest.raises(ConfigError, match="needs captions"):
+        run(raw, progress=False)
+
+
+def test_pipeline_refuses_a_start_spec_that_does_not_reload(tiny_openclip, data, tmp_path):
+    raw = _raw({"start": f"openclip:{tiny_openclip}"}, data, tmp_path, "mcip+wise")  # random weights
+    with pytest.raises(ConfigError, match=r"does not reload.*mcip save"):
+        run(raw, progress=False)
+
+
+def test_wise_alone_and_bad_wise_settings_are_refused():
+    base = ["out=o", "data.train=t", "model.spec=m"]
+    with pytest.raises(ConfigError, match="mcip\\+wise\\+rea"):
+        plan(load_config(None, ["stage=wise", *base]))
+    with pytest.raises(ConfigError, match="Valid keys: alpha, grid, select"):
+        plan(load_config(None, ["pipeline=mcip+wise+rea", *base, "wise.alfa=0.5"]))
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        plan(load_config(None, ["pipeline=mcip+wise+rea", *base, "wise.alpha=1.5"]))
+    _, wise_cfg, rea = plan(load_config(None, ["pipeline=mcip+wise+rea", *base, "wise.alpha=0.4"]))
+    assert wise_cfg.stage == "wise" and wise_cfg.wise.alpha == 0.4 and rea.stage == "realign"
