@@ -196,7 +196,9 @@ def _add_merge_parser(sub) -> None:
         "A * FINETUNED; A = 0 is START, A = 1 is FINETUNED, bitwise. With --alpha auto each A of --grid "
         "is validated on --val (val I2I mAP, T2I R@k where val has captions, zero-shot top-1 with "
         "--names) and --select picks A; DIR gets the merged model plus wise_curve.json and "
-        "wise_curve.png (val I2I mAP vs val T2I R@5, one point per A).",
+        "wise_curve.png (val I2I mAP vs val T2I R@5, one point per A). --alpha auto needs --val; a "
+        "fixed --alpha with --val reports val at 0, A and 1. DIR's mcip_model.json records START, "
+        "FINETUNED, A and the merged parts.",
     )
     p.add_argument(
         "start", metavar="START", help="the model FINETUNED was trained from (spec or mcip model dir)"
@@ -231,7 +233,11 @@ def _add_merge_parser(sub) -> None:
         help="what picks A: combined = mean of val I2I mAP and val T2I R@5, each relative to A = 0 "
         "(default); i2i = val I2I mAP; t2i = val T2I R@5",
     )
-    p.add_argument("--names", help="class names for val zero-shot top-1, one 'label<TAB>name' per line")
+    p.add_argument(
+        "--names",
+        help="class names for val zero-shot top-1 ('a photo of a {name}.'), one 'label<TAB>name' per line "
+        "(labels not listed keep their own text)",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="val images encoded at a time (default 64)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument(

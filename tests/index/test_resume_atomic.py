@@ -98,7 +98,8 @@ def test_failed_rebuild_leaves_the_previous_index_usable(model_dir, photos, tmp_
     monkeypatch.undo()
     with SearchIndex.open(tmp_path / "index") as index:
         assert len(index) == 16 and [h.id for h in index.search(text="a red dog")] == before
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".index")) == [".index.staging"]
+    siblings = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".index"))
+    assert siblings == [".index.lock", ".index.staging"]  # the lock file stays (mcip.index.lock)
     summary = build_index(model_dir, photos, tmp_path / "index", progress=False)  # reuses the encoded rows
     assert summary["resumed_rows"] == 19 and summary["count"] == 18
 

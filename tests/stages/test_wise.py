@@ -124,6 +124,19 @@ def test_val_images_are_decoded_once_and_encoded_like_encode_records(models, dat
     assert torch.equal(first, again) and len(calls) == 1 and view.embed_dim == model.embed_dim
 
 
+def test_seen_class_validation_queries_the_training_gallery(models, data, tmp_path):
+    start, tuned = _load(models)
+    gallery = mcip.data.load_records(data["train"])
+    val = mcip.data.load_records(make_dataset(tmp_path / "seen", per_class=2, seed=5))  # same classes
+    curve = wise_curve(start, tuned, val, grid=(1.0,), gallery=gallery)
+    for alpha, model in ((0.0, start), (1.0, tuned)):
+        validator = Validator(model, val)
+        validator.set_gallery(gallery)
+        expected = validator()
+        for key in ("i2i_map", "i2i_r1", "t2i_r5"):
+            assert curve.at(alpha)[key] == pytest.approx(expected[key], abs=1e-4), (alpha, key)
+
+
 def test_select_i2i_picks_the_best_val_i2i(models, data):
     start, tuned = _load(models)
     val = mcip.data.load_records(data["val"])
@@ -273,8 +286,17 @@ def test_pipeline_checks_the_wise_step_before_the_first_stage_trains(models, dat
         run(raw, progress=False)
 
 
-def test_pipeline_refuses_a_start_spec_that_does_not_reload(tiny_openclip, data, tmp_path):
+def test_a_random_weight_spec_is_rebuilt_with_the_first_stages_seed(tiny_openclip, data, tmp_path):
     raw = _raw({"start": f"openclip:{tiny_openclip}"}, data, tmp_path, "mcip+wise")  # random weights
+    results = run(raw, progress=False)
+    assert [r.stage for r in results] == ["mcip", "wise"]  # the start was rebuilt bitwise (checked)
+
+
+def test_pipeline_refuses_a_start_that_does_not_reload(tiny_openclip, data, tmp_path, monkeypatch):
+    import mcip.train.wise_step as wise_step
+
+    monkeypatch.setattr(wise_step, "seed_everything", lambda seed: torch.manual_seed(seed + 1))
+    raw = _raw({"start": f"openclip:{tiny_openclip}"}, data, tmp_path, "mcip+wise")
     with pytest.raises(ConfigError, match=r"does not reload.*mcip save"):
         run(raw, progress=False)
 

@@ -460,7 +460,7 @@ def _wise_steps(configs: list[TrainConfig]) -> dict[int, Any]:
     from mcip.train.wise_step import WiseStep
 
     return {
-        i: WiseStep(cfg, configs[0].model, configs[i - 2], _records(cfg)[1])
+        i: WiseStep(cfg, configs[0], configs[i - 2], _records(cfg))
         for i, cfg in enumerate(configs, start=1)
         if cfg.stage == "wise" and i > 1
     }

@@ -167,16 +167,20 @@ def _zeroshot(val, names: dict[str, str], templates: Sequence[str]) -> Callable:
     return top1
 
 
-def _measure(model, pixels: ValImages, text: bool, zeroshot) -> dict[str, float]:
+def _measure(model, pixels: ValImages, text: bool, zeroshot, gallery=None) -> dict[str, float]:
     """One alpha: encode the val images once; I2I, T2I (Validator) and zero-shot on those embeddings.
-    ``model``: the merged model, or a :class:`FrozenText` view of it."""
+    ``model``: the merged model, or a :class:`FrozenText` view of it; ``gallery``: seen-class
+    validation (val images query these training images, re-encoded at every alpha)."""
     val = pixels.val
     images, rows = pixels.encode(model)
     if len(rows) == 0:
         raise InputError(f"None of the {len(val)} validation images could be read; check the manifest.")
     cache = np.full((len(val), images.shape[1]), np.nan, dtype=np.float32)
     cache[rows.numpy()] = images.numpy()
-    results = Validator(model, val, image_cache=cache, text=text)()
+    validator = Validator(model, val, image_cache=cache, text=text)
+    if gallery:
+        validator.set_gallery(gallery)
+    results = validator()
     if zeroshot is not None:
         results["zeroshot_top1"] = zeroshot(model, images, rows)
     return results
@@ -211,12 +215,14 @@ def evaluate_curve(
     batch_size: int = 64,
     progress: bool = False,
     fixed: float | None = None,
+    gallery: Sequence[ImageRecord] | None = None,
 ) -> WiseCurve:
     """Validate theta(alpha) for each alpha of ``grid`` (checked: :func:`check_grid`), written into
     ``work`` (a copy of the fine-tuned model) by ``plan``; ``work`` ends at the last alpha.
 
     ``fixed``: the alpha is given, not chosen; the curve is only measured (``select`` falls back to
-    ``i2i`` when the val data cannot measure it)."""
+    ``i2i`` when the val data cannot measure it). ``gallery``: seen-class validation, as the stages do
+    under ``data.val_mode=seen_classes`` (:meth:`Validator.set_gallery`)."""
     text = text_available(work)
     select, metric = _selection(val, select, text, fixed)
     zeroshot = _zeroshot(list(val), names, templates) if names and text else None
@@ -226,7 +232,7 @@ def evaluate_curve(
     seen = FrozenText(work) if not set(plan.parts) & set(TEXT_PARTS) else work  # text encoded once
     for alpha in grid:
         plan.apply(work, alpha)
-        point = {"alpha": alpha, **_measure(seen, pixels, text, zeroshot)}
+        point = {"alpha": alpha, **_measure(seen, pixels, text, zeroshot, gallery)}
         points.append(point)
         if progress:
             print("wise: " + ", ".join(f"{k} {v:.3g}" for k, v in point.items()))
@@ -251,10 +257,12 @@ def wise_curve(
     templates: Sequence[str] = DEFAULT_TEMPLATES,
     batch_size: int = 64,
     progress: bool = False,
+    gallery: Sequence[ImageRecord] | None = None,
 ) -> WiseCurve:
     """The val curve of WiSE-FT between ``start`` and ``finetuned`` and the alpha ``select`` picks (see
     the module docstring). Fails before any merging when ``val_records`` is empty or lacks what
-    ``select`` needs. ``names``: label -> class name, for val zero-shot top-1."""
+    ``select`` needs. ``names``: label -> class name, for val zero-shot top-1; ``gallery``: seen-class
+    validation (val images query these training images)."""
     grid = check_grid(grid)
     check_val(val_records, select, text_available(finetuned))
     plan = plan_merge(start, finetuned, parts)
@@ -269,6 +277,7 @@ def wise_curve(
         templates,
         batch_size,
         progress,
+        gallery=gallery,
     )
 
 

@@ -67,6 +67,7 @@ def wise_merge(
     curve_dir: str | os.PathLike | None = None,
     extra: dict[str, Any] | None = None,
     progress: bool = False,
+    gallery: Sequence[ImageRecord] | None = None,
 ) -> WiseResult:
     """Merge ``finetuned`` with ``start`` (WiSE-FT) and save the result to ``out``.
 
@@ -80,6 +81,8 @@ def wise_merge(
         names: label -> class name (or a ``label<TAB>name`` file) for val zero-shot top-1.
         curve_dir: where ``wise_curve.json`` / ``.png`` go (default: ``out``).
         extra: more metadata for the saved model (next to ``extra["wise"]``).
+        gallery: seen-class validation: val images query these training images (as the stages do
+            under ``data.val_mode=seen_classes``); None: val images query each other.
 
     Everything that can be checked without the models (alpha, grid, parts, val, names) is checked
     before they are loaded; the models' compatibility before any merging.
@@ -101,7 +104,9 @@ def wise_merge(
     curve = None
     if val is not None:
         fixed = None if alpha == "auto" else alpha
-        curve = evaluate_curve(plan, work, val, grid, select, names, templates, batch_size, progress, fixed)
+        curve = evaluate_curve(
+            plan, work, val, grid, select, names, templates, batch_size, progress, fixed, gallery
+        )
         alpha = curve.alpha
     plan.apply(work, alpha)
     record = merge_record(start, finetuned, alpha, plan)

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 from mcip.data.manifest import is_shard_source
-from mcip.data.records import ImageRecord
 from mcip.errors import ConfigError
 from mcip.models import IMAGE_PARTS, PARTS, load_model
 from mcip.models.base import EmbeddingModel
-from mcip.train.config import ModelConfig, TrainConfig, save_resolved
+from mcip.train.checkpoint import seed_everything
+from mcip.train.config import TrainConfig, save_resolved
 from mcip.train.distributed import init_distributed, run_on_main
 from mcip.train.progress import TrainResult
 from mcip.train.wise import check_val
@@ -59,11 +58,13 @@ class WiseStep:
     """One ``wise`` step of a pipeline. ``__init__`` checks it (called before the first stage trains);
     :meth:`run` merges (on rank 0 under DDP) and returns a :class:`TrainResult` for the pipeline."""
 
-    def __init__(
-        self, cfg: TrainConfig, start: ModelConfig, previous: TrainConfig, val: Sequence[ImageRecord]
-    ) -> None:
-        self.start, self.previous, self.val = start, previous, list(val)
-        w = cfg.wise
+    def __init__(self, cfg: TrainConfig, first: TrainConfig, previous: TrainConfig, split: tuple) -> None:
+        """``first``: the pipeline's first stage (its model is the start); ``previous``: the stage
+        before this step; ``split``: ``(train, val, seen)`` as the stages compute it."""
+        train, val, seen = split
+        self.first, self.previous, self.val = first, previous, list(val)
+        self.gallery = list(train) if seen else None  # seen-class validation, as the stages do
+        start, w = first.model, cfg.wise
         if is_shard_source(cfg.data.train) and not cfg.data.val:
             raise ConfigError(
                 "The wise step validates on val images read by path: with tar shards as data.train, give "
@@ -80,14 +81,15 @@ class WiseStep:
     def _run(self, cfg: TrainConfig, device: str, progress: bool) -> TrainResult:
         began, run_dir, w = time.perf_counter(), Path(cfg.out), cfg.wise
         save_resolved(cfg, run_dir / "config.yaml")
-        s = self.start
+        s = self.first.model
+        seed_everything(self.first.loop.seed)  # as run_stage: a spec with random parts rebuilds the same
         start = load_model(s.spec, device=device, drop_projector=s.drop_projector, **s.kwargs)
         finetuned = load_model(cfg.model.spec, device=device)
         check_same_start(start, finetuned, self.previous, s.spec)
         extra = {"stage": "wise", "config": json.loads(json.dumps(cfg.to_dict(), default=str))}
         result = wise_merge(
             start, finetuned, run_dir / "model", w.alpha, self.val or None, w.grid, w.select, w.parts,
-            w.names, batch_size=w.batch_size, curve_dir=run_dir, extra=extra,
+            w.names, batch_size=w.batch_size, curve_dir=run_dir, extra=extra, gallery=self.gallery,
         )  # fmt: skip
         if progress:
             print(summary_line(result))
