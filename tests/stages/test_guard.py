@@ -263,3 +263,11 @@ def test_val_sharing_classes_is_seen_under_auto_and_refused_under_unseen(tiny_ba
     (cfg,) = plan(_raw(tiny_base, messy, tmp_path / "x", "stage=gpr", "data.val_mode=sometimes"))
     with pytest.raises(ConfigError, match="val_mode"):
         run_stage(cfg, progress=False)
+
+
+def test_val_captions_are_capped_round_robin():
+    from mcip.train.validate import _round_robin
+
+    caps = [["a1", "a2", "a3"], [], ["c1"], ["d1", "d2"]]
+    assert _round_robin(caps, 10) == [(0, "a1"), (0, "a2"), (0, "a3"), (2, "c1"), (3, "d1"), (3, "d2")]
+    assert _round_robin(caps, 4) == [(0, "a1"), (0, "a2"), (2, "c1"), (3, "d1")]  # firsts before seconds
