@@ -24,3 +24,24 @@ def test_leave_one_out_matches_naive_loop():
 
 def test_single_label_gives_none():
     assert leave_one_out_nn_accuracy(np.eye(3, dtype=np.float32), ["a", "a", "a"]) is None
+
+
+def test_nearest_neighbours_match_naive_loop():
+    from mcip.embed import nearest_neighbours
+
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(12, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    indices, sims = nearest_neighbours(emb, 3, rows=5)
+    assert indices.shape == sims.shape == (5, 3)
+    for i in range(5):
+        others = sorted((j for j in range(12) if j != i), key=lambda j: -float(emb[i] @ emb[j]))[:3]
+        assert indices[i].tolist() == others
+        np.testing.assert_allclose(sims[i], [emb[i] @ emb[j] for j in others], rtol=1e-6)
+
+
+def test_nearest_neighbours_rank_self_last():
+    from mcip.embed import nearest_neighbours
+
+    indices, sims = nearest_neighbours(np.eye(2, dtype=np.float32), 5)
+    assert indices.tolist() == [[1, 0], [0, 1]] and np.isneginf(sims[:, 1]).all()

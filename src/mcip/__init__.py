@@ -10,6 +10,7 @@ from mcip.models import (
     PARTS,
     EmbeddingModel,
     list_backends,
+    list_presets,
     load_model,
     save_model,
     set_trainable_parts,
@@ -18,11 +19,17 @@ from mcip.models import (
 
 __version__ = "0.1.0"
 
-_LAZY = {"build_index": "mcip.index", "SearchIndex": "mcip.index", "run_lab": "mcip.lab.run"}
+_LAZY = {
+    "build_index": "mcip.index",
+    "SearchIndex": "mcip.index",
+    "evaluate": "mcip.eval.evaluate",
+    "run_lab": "mcip.lab.run",
+}
 
 
 def __getattr__(name: str):
-    """``mcip.build_index``, ``mcip.SearchIndex``, ``mcip.run_lab`` without importing FAISS at start-up."""
+    """``mcip.build_index``, ``mcip.SearchIndex``, ``mcip.evaluate``, ``mcip.run_lab`` without importing FAISS
+    or the benchmarks at start-up."""
     if name in _LAZY:
         import importlib
 
@@ -42,8 +49,10 @@ __all__ = [
     "__version__",
     "build_index",
     "create_loss",
+    "evaluate",
     "list_backends",
     "list_losses",
+    "list_presets",
     "load_model",
     "run_lab",
     "save_model",

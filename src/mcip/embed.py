@@ -71,6 +71,30 @@ def leave_one_out_nn_accuracy(emb: np.ndarray, labels: list[str]) -> float | Non
     return float(np.mean([labels[j] == labels[i] for i, j in enumerate(nearest)]))
 
 
+def nearest_neighbours(emb: np.ndarray, k: int, rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most cosine-similar images of each of the first ``rows`` (default: all) of ``emb``
+    ((N, D), L2-normalised): (R, k) indices into ``emb``, most similar first, and their (R, k)
+    similarities. An image is not its own neighbour: it ranks last, with similarity -inf (so it appears
+    only when k >= N)."""
+    rows = len(emb) if rows is None else max(0, min(rows, len(emb)))
+    sim = emb[:rows] @ emb.T
+    sim[np.arange(rows), np.arange(rows)] = -np.inf
+    order = np.argsort(-sim, axis=1)[:, :k]
+    return order, np.take_along_axis(sim, order, axis=1)
+
+
+@torch.no_grad()
+def rank_by_text(
+    model: EmbeddingModel, emb: np.ndarray, query: str, k: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` images of ``emb`` ((N, D) image embeddings of ``model``) most similar to the text
+    ``query``: (k,) indices, best first, and their (k,) cosine similarities."""
+    text = model.encode_text([query]).float().cpu().numpy()[0]
+    scores = emb @ text
+    top = np.argsort(-scores)[:k]
+    return top, scores[top]
+
+
 def write_encoded(result: EncodedImages, out_dir: str | os.PathLike, root: Path, model_spec: str) -> dict:
     """Write embeddings.npy, images.txt and summary.json; return the summary."""
     out = Path(out_dir)

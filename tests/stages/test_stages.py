@@ -276,20 +276,25 @@ def test_explicit_validation_manifest_replaces_the_class_fraction(tiny_openclip,
 
     val = make_dataset(tmp_path / "held", per_class=3, held_out=True)
     cfg = _config("gpr", f"openclip:{tiny_openclip}", synth, tmp_path, f"data.val={val}")
-    train, held = _records(cfg)
+    train, held, seen = _records(cfg)
+    assert not seen  # data.val shares no class with train: unseen-class validation
     assert len(train) == len(mcip.data.load_records(synth))  # nothing of train held out
     assert {r.label for r in held} == {f"{c}_{s}" for c, s in HELD_OUT}
     result = run_stage(cfg, progress=False)
     assert result.train.val_metric == "i2i_map" and result.train.best_metric is not None
 
 
-def test_explicit_validation_manifest_must_hold_out_whole_classes(tiny_openclip, synth, tmp_path):
+def test_explicit_validation_manifest_of_trained_classes_needs_seen_mode(tiny_openclip, synth, tmp_path):
     from mcip.errors import InputError
     from mcip.train.stages import _records
 
-    cfg = _config("gpr", f"openclip:{tiny_openclip}", synth, tmp_path, f"data.val={synth}")
+    cfg = _config(
+        "gpr", f"openclip:{tiny_openclip}", synth, tmp_path, f"data.val={synth}", "data.val_mode=unseen_classes"
+    )
     with pytest.raises(InputError, match="hold out whole classes"):
         _records(cfg)
+    auto = _config("gpr", f"openclip:{tiny_openclip}", synth, tmp_path, f"data.val={synth}")
+    assert _records(auto)[2]  # auto: val shares the classes, so it validates on seen classes
 
 
 @pytest.mark.parametrize("stage", ["gpr", "mcip"])
@@ -301,7 +306,7 @@ def test_class_mean_centres_start_at_the_starting_models_class_means(stage, tiny
 
     cfg = _config(stage, f"openclip:{tiny_openclip}", synth, tmp_path, "loss.centre_init=class_means")
     model = load_model(cfg.model.spec)
-    train, val = _records(cfg)
+    train, val, _ = _records(cfg)
     prepared = STAGE_BUILDERS[stage](model, cfg, train, val, init_distributed())
     arc = prepared.task.loss if stage == "gpr" else prepared.task.loss.arc
     classes = class_index(train)

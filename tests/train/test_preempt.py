@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from mcip.cli import _run_command
+from mcip.cli import run_command
 from mcip.train import LoopConfig, OptimConfig, TrainingCheckpoints, TrainingInterrupted, load_state, train
 from mcip.train.distributed import cleanup, init_distributed
 from mcip.train.preempt import StopSignals
@@ -123,11 +123,11 @@ def test_the_cli_exits_with_128_plus_the_signal_and_says_how_to_resume(tmp_path,
         exc.resume_command = "mcip train OUT/config.yaml --resume"
         raise exc
 
-    assert _run_command(argparse.Namespace(command="train", func=stopped, rank=0)) == 143
+    assert run_command(argparse.Namespace(command="train", func=stopped, rank=0)) == 143
     err = capsys.readouterr().err
     assert "SIGTERM received: training stopped after step 37 of 300" in err
     assert "Resume with: mcip train OUT/config.yaml --resume" in err
-    assert _run_command(argparse.Namespace(command="train", func=stopped, rank=1)) == 143
+    assert run_command(argparse.Namespace(command="train", func=stopped, rank=1)) == 143
     assert capsys.readouterr().err == ""  # said once, by rank 0
 
 

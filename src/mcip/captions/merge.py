@@ -6,7 +6,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from mcip.data.captions import read_caption_entries, write_caption_sidecar
+from mcip._io import atomic_write_text
+from mcip.data.captions import caption_sidecar_lines, read_caption_entries
 from mcip.errors import ConfigError
 
 
@@ -30,8 +31,6 @@ def merge_sidecars(
                 if len(kept) < max_per_image and entry["text"] not in seen:
                     kept.append(entry)
                     seen.add(entry["text"])
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    write_caption_sidecar(tmp, merged)
-    os.replace(tmp, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, "".join(caption_sidecar_lines(merged)))
     return merged

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mcip._io import atomic_write_json
 from mcip.errors import ConfigError, InputError
 
 
@@ -34,9 +35,7 @@ def cache_key(*parts: str) -> str:
 
 def _write_json(path: Path, data: dict) -> None:
     """Atomically: a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    atomic_write_json(path, data)
 
 
 def _read_json(path: Path) -> dict | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -119,6 +119,19 @@ def _ends_without_newline(path: Path) -> bool:
         return f.read(1) != b"\n"
 
 
+def caption_sidecar_lines(
+    captions_by_id: Mapping[str, Sequence[str | Mapping]], source: str = "manual"
+) -> Iterator[str]:
+    """The sidecar lines (newline-terminated JSON) for ``captions_by_id``, as :func:`write_caption_sidecar`
+    writes them."""
+    for image_id, entries in captions_by_id.items():
+        caps = [
+            dict(e) if isinstance(e, Mapping) else {"text": e, "source": source, "score": None}
+            for e in entries
+        ]
+        yield json.dumps({"id": str(image_id), "captions": caps}, ensure_ascii=False) + "\n"
+
+
 def write_caption_sidecar(
     path: str | os.PathLike, captions_by_id: Mapping[str, Sequence[str | Mapping]], source: str = "manual"
 ) -> int:
@@ -133,11 +146,6 @@ def write_caption_sidecar(
     with open(path, "a", encoding="utf-8") as f:
         if needs_newline:
             f.write("\n")
-        for image_id, entries in captions_by_id.items():
-            caps = [
-                dict(e) if isinstance(e, Mapping) else {"text": e, "source": source, "score": None}
-                for e in entries
-            ]
-            f.write(json.dumps({"id": str(image_id), "captions": caps}, ensure_ascii=False) + "\n")
+        f.writelines(caption_sidecar_lines(captions_by_id, source))
         f.flush()
     return len(captions_by_id)

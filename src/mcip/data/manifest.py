@@ -19,12 +19,11 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from mcip.data.images import find_images
-from mcip.data.records import ImageRecord, label_text, warn_mixed_labels
+from mcip.data.records import ImageRecord, check_unique_ids, label_text, parse_captions, warn_mixed_labels
 from mcip.data.textfile import open_text
 from mcip.errors import InputError, require
 
@@ -81,26 +80,6 @@ def _pick_column(rows: list[dict], names: tuple[str, ...], path: Path) -> str:
     )
 
 
-def parse_captions(value: object, where: str) -> tuple[str, ...]:
-    """Captions from a list of strings, a JSON list string or a ``|``-separated string."""
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InputError(
-                    f"{where}: captions look like a JSON list but do not parse ({exc})."
-                ) from exc
-        else:
-            value = text.split("|")
-    if not isinstance(value, list | tuple) or not all(isinstance(c, str) for c in value):
-        raise InputError(f"{where}: captions must be a list of strings, got {value!r}.")
-    return tuple(c.strip() for c in value if c.strip())
-
-
 def _record(row: dict, columns: tuple[str, str], base: Path, where: str) -> ImageRecord:
     path_col, label_col = columns
     raw_path = row.get(path_col)
@@ -117,17 +96,6 @@ def _record(row: dict, columns: tuple[str, str], base: Path, where: str) -> Imag
             rec_id = full.as_posix()
     captions = parse_captions(row.get("captions"), where)
     return ImageRecord(id=str(rec_id).strip(), path=full, label=label, captions=captions)
-
-
-def check_unique_ids(records: list[ImageRecord], source: object) -> None:
-    """Fail if two records share an id (captions and caches are keyed by it)."""
-    counts = Counter(r.id for r in records)
-    dupes = [i for i, c in counts.items() if c > 1]
-    if dupes:
-        raise InputError(
-            f"{source}: {len(dupes)} duplicate image id(s), e.g. '{dupes[0]}' ({counts[dupes[0]]} rows). "
-            "Ids must be unique: remove the repeated rows or add a unique 'id' column."
-        )
 
 
 def read_manifest_rows(path: str | os.PathLike, encoding: str | None = None) -> list[dict]:

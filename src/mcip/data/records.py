@@ -1,9 +1,12 @@
-"""The unit of training data: one image with its class label and optional captions."""
+"""The unit of training data (one image with its class label and optional captions) and the row-level
+parsing every reader shares: labels, captions and unique ids (manifests, shards, the index)."""
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,3 +83,34 @@ def warn_mixed_labels(labels: Iterable[tuple[str, object]], source: object) -> N
                 stacklevel=3,
             )
             return
+
+
+def parse_captions(value: object, where: str) -> tuple[str, ...]:
+    """Captions from a list of strings, a JSON list string or a ``|``-separated string."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InputError(
+                    f"{where}: captions look like a JSON list but do not parse ({exc})."
+                ) from exc
+        else:
+            value = text.split("|")
+    if not isinstance(value, list | tuple) or not all(isinstance(c, str) for c in value):
+        raise InputError(f"{where}: captions must be a list of strings, got {value!r}.")
+    return tuple(c.strip() for c in value if c.strip())
+
+
+def check_unique_ids(records: list[ImageRecord], source: object) -> None:
+    """Fail if two records share an id (captions and caches are keyed by it)."""
+    counts = Counter(r.id for r in records)
+    dupes = [i for i, c in counts.items() if c > 1]
+    if dupes:
+        raise InputError(
+            f"{source}: {len(dupes)} duplicate image id(s), e.g. '{dupes[0]}' ({counts[dupes[0]]} rows). "
+            "Ids must be unique: remove the repeated rows or add a unique 'id' column."
+        )

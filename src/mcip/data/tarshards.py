@@ -16,9 +16,9 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from mcip._io import atomic_open
 from mcip.data.images import IMAGE_EXTENSIONS
-from mcip.data.manifest import check_unique_ids, parse_captions
-from mcip.data.records import ImageRecord
+from mcip.data.records import ImageRecord, check_unique_ids, parse_captions
 from mcip.errors import ConfigError, InputError
 
 IMAGE_EXTS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
@@ -104,9 +104,8 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def _write_shard(path: Path, records: Sequence[ImageRecord], first_key: int) -> int:
     """Write one shard atomically; returns the number of samples whose image could be read."""
-    tmp = path.with_name(path.name + ".tmp")
     written = 0
-    with tarfile.open(tmp, "w") as tar:
+    with atomic_open(path) as handle, tarfile.open(fileobj=handle, mode="w") as tar:
         for i, rec in enumerate(records):
             try:
                 data = rec.path.read_bytes()
@@ -118,7 +117,6 @@ def _write_shard(path: Path, records: Sequence[ImageRecord], first_key: int) -> 
             _add(tar, f"{key}.{ext}", data)
             _add(tar, f"{key}.json", json.dumps(meta, ensure_ascii=False).encode())
             written += 1
-    os.replace(tmp, path)
     return written
 
 

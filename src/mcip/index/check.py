@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mcip.data.manifest import PATH_COLUMNS, parse_captions, read_manifest_rows
+from mcip.data.manifest import PATH_COLUMNS, read_manifest_rows
+from mcip.data.records import parse_captions
 from mcip.errors import ConfigError, InputError
 from mcip.index.search import SearchIndex
 from mcip.models.base import EmbeddingModel

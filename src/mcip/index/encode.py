@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from mcip._io import atomic_write_text
 from mcip.data.cache import cache_key
 from mcip.data.dataset import decode_image
 from mcip.index.records import IndexRecord
@@ -117,9 +118,7 @@ def _read_skipped(staging: Path, rows_done: int) -> dict[str, str]:
     path = staging / "skipped.jsonl"
     lines = path.read_text().splitlines() if path.is_file() else []
     entries = [entry for entry in map(_parse, lines) if entry is not None and entry["row"] < rows_done]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(entry) + "\n" for entry in entries))
     return {entry["path"]: entry["error"] for entry in entries}
 
 

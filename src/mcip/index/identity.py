@@ -29,9 +29,9 @@ def load_options(model: EmbeddingModel, extra: dict | None = None) -> dict:
     """The ``load_model`` options that rebuild ``model`` from its spec: precision, projector surgery, and
     ``extra`` (backend options such as a composed model's ``embed_dim``)."""
     from mcip.models.checkpoint import is_mcip_checkpoint
-    from mcip.models.factory import PRECISIONS
+    from mcip.models.precision import precision_of
 
-    precision = next((name for name, dtype in PRECISIONS.items() if dtype == model.dtype), "fp32")
+    precision = precision_of(model.dtype)
     dropped = bool(model.modifications.get("drop_image_projector")) and not is_mcip_checkpoint(
         spec_to_store(model)
     )

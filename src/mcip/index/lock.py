@@ -150,8 +150,9 @@ def _write_holder(fd: int, command: str) -> None:
 
 
 def _command() -> str:
-    argv = [os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
-    text = " ".join(argv)
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    program = "mcip" if program in ("cli.py", "__main__.py") else program  # python -m mcip.cli
+    text = " ".join([program, *sys.argv[1:]])
     return text if len(text) <= 300 else text[:297] + "..."
 
 

@@ -20,14 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcip.data.images import find_images
-from mcip.data.manifest import (
-    PATH_COLUMNS,
-    check_unique_ids,
-    is_shard_source,
-    parse_captions,
-    read_manifest_rows,
-)
-from mcip.data.records import ImageRecord, label_text, warn_mixed_labels
+from mcip.data.manifest import PATH_COLUMNS, is_shard_source, read_manifest_rows
+from mcip.data.records import ImageRecord, check_unique_ids, label_text, parse_captions, warn_mixed_labels
 from mcip.errors import InputError
 
 LABEL_COLUMNS = ("label", "class")

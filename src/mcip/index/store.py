@@ -25,13 +25,13 @@ import mmap
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from mcip._io import atomic_write_json, replace_dir, temp_dir_for
 from mcip.errors import InputError
 from mcip.index.lock import IndexBusyError, holds_lock, index_lock
 from mcip.index.records import IndexRecord
@@ -93,25 +93,16 @@ def new_temp_dir(index_dir: Path) -> Path:
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     for leftover in index_dir.parent.glob(f".{index_dir.name}.tmp-*"):
         shutil.rmtree(leftover, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.tmp-", dir=index_dir.parent))
+    return temp_dir_for(index_dir)
 
 
 def swap_into_place(tmp: Path, index_dir: Path) -> None:
     """Replace ``index_dir`` by ``tmp`` (two renames; :func:`recover` repairs a crash in between)."""
-    if index_dir.exists():
-        old = _old_dir(index_dir)
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(index_dir, old)
-        os.replace(tmp, index_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, index_dir)
+    replace_dir(tmp, index_dir, _old_dir(index_dir))
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    atomic_write_json(path, data, indent=2)
 
 
 def read_manifest(index_dir: str | os.PathLike) -> dict:

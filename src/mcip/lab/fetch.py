@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from mcip.errors import MCIPError
+from mcip.data.lab_manifest import LabDataError
 
 # Pinned package versions: the image packages ship 64 px PNGs + emoji.json, emojibase-data the CLDR labels.
 DEFAULT_VERSIONS: dict[str, str] = {
@@ -23,10 +23,6 @@ DEFAULT_VERSIONS: dict[str, str] = {
 }
 VENDOR_PREFIX = "emoji-datasource-"
 CLDR_PACKAGE = "emojibase-data"
-
-
-class LabDataError(MCIPError, RuntimeError):
-    """The lab data could not be fetched, checked or unpacked; the message says what to do."""
 
 
 def sha256_file(path: Path) -> str:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import zlib
 from pathlib import Path
 
+from mcip._io import atomic_open
 from mcip.lab.emoji import EmojiClass
 
 
@@ -24,9 +24,8 @@ def composite_on_white(src: Path, dst: Path) -> str | None:
     except (OSError, SyntaxError, ValueError, zlib.error) as exc:
         return f"{src.name}: {exc}"
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    tmp = dst.with_name(dst.name + ".tmp")
-    Image.alpha_composite(white, rgba).convert("RGB").save(tmp, format="PNG")
-    os.replace(tmp, dst)
+    with atomic_open(dst) as handle:
+        Image.alpha_composite(white, rgba).convert("RGB").save(handle, format="PNG")
     return None
 
 

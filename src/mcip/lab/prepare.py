@@ -18,11 +18,12 @@ already done, so a second call returns quickly; ``force=True`` starts over.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mcip._io import atomic_open, atomic_write_text
+from mcip.data.lab_manifest import MANIFEST_NAME, SPLITS, read_lab_manifest
 from mcip.data.records import ImageRecord
 from mcip.errors import ConfigError
 from mcip.lab.emoji import EmojiClass, build_classes, load_cldr, normalize_code
@@ -37,7 +38,7 @@ from mcip.lab.fetch import (
     sha256_file,
 )
 from mcip.lab.images import composite_all
-from mcip.lab.split import SPLITS, assign_splits
+from mcip.lab.split import assign_splits
 
 SEED = 0
 MIN_VENDORS = 2
@@ -67,9 +68,7 @@ class LabData:
 
 
 def _write_json(path: Path, obj: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def _read_state(root: Path) -> dict:
@@ -231,11 +230,9 @@ def _build(root: Path, versions: dict[str, str], state: dict, progress: bool) ->
     classes = build_classes(packages, cldr)
     done, skipped = composite_all(root / "images", classes, progress)
     rows = _manifest_rows(classes, done)
-    tmp = root / "manifest.jsonl.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(root / MANIFEST_NAME, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, root / "manifest.jsonl")
     kept = {r["label"] for r in rows}
     state.update(_summarise(rows))
     state.update(
@@ -252,18 +249,6 @@ def _build(root: Path, versions: dict[str, str], state: dict, progress: bool) ->
 
 def _has_label(row: dict, cldr: dict[str, dict]) -> bool:
     return bool((cldr.get(normalize_code(row["label"])) or {}).get("label"))
-
-
-def read_lab_manifest(root: Path, split: str | None = None) -> list[dict]:
-    """The manifest lines of ``root`` (all, or one split), as dicts."""
-    if split is not None and split not in SPLITS:
-        raise ConfigError(f"Unknown split '{split}'; use one of {', '.join(SPLITS)}.")
-    path = Path(root) / "manifest.jsonl"
-    if not path.is_file():
-        raise LabDataError(f"No lab manifest at {path}: run `mcip lab prepare --root {root}` first.")
-    with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return [r for r in rows if split is None or r["split"] == split]
 
 
 def lab_records(root: Path, split: str) -> list[ImageRecord]:

@@ -33,6 +33,7 @@ from pathlib import Path
 from mcip.errors import ConfigError
 from mcip.lab.reading import reading
 from mcip.lab.subset import write_lab_data
+from mcip.losses.mcarcmargin import DEFAULT_HARD_CAPTION_WEIGHT
 
 LOG = Callable[[str], None]
 
@@ -56,7 +57,7 @@ class LabSettings:
     num_workers: int = 2
     caption_top_k: int = 10
     caption_min_sim: float = 0.2
-    hard_caption_weight: float = 0.1
+    hard_caption_weight: float = DEFAULT_HARD_CAPTION_WEIGHT
     mc_weight: float = 0.25  # MCIP: arc_weight = 1 - mc_weight
     all_rows: bool = False  # also GPR-FT without projector (ICMR'23)
     # the guarded row: MCIP selected on "combined" (validated every guard_val_every steps), WiSE-FT with the

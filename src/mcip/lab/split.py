@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-SPLITS = ("train", "val", "test")
 # Ten slots: 6 train, 1 val, 3 test (60 / 10 / 30), interleaved so short runs get every split.
 PATTERN = ("train", "test", "train", "val", "train", "test", "train", "train", "test", "train")
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
-from mcip.lab.prepare import read_lab_manifest
-from mcip.lab.split import SPLITS
+from mcip._io import atomic_open
+from mcip.data.lab_manifest import SPLITS, read_lab_manifest
 
 
 def keep_base(base: str, fraction: float) -> bool:
@@ -21,11 +20,9 @@ def keep_base(base: str, fraction: float) -> bool:
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
     return path
 
 

@@ -17,6 +17,9 @@ from mcip.losses._checks import (
 from mcip.losses._precision import autocast_off, compute_dtype
 from mcip.losses.arcmargin import arc_margin
 
+DEFAULT_HARD_CAPTION_WEIGHT = 0.1
+"""h, the weight of MCArcMargin's hardest-caption term: the authors' value (0 disables the term)."""
+
 
 class MCArcMarginLoss(nn.Module):
     """Multi-caption ArcMargin: each image is classified among all captions of the batch.
@@ -43,7 +46,12 @@ class MCArcMarginLoss(nn.Module):
         hard_caption_weight: h >= 0, weight of the max term; 0 disables it.
     """
 
-    def __init__(self, scale: float = 30.0, margin: float = 0.1, hard_caption_weight: float = 0.1):
+    def __init__(
+        self,
+        scale: float = 30.0,
+        margin: float = 0.1,
+        hard_caption_weight: float = DEFAULT_HARD_CAPTION_WEIGHT,
+    ):
         super().__init__()
         check_positive(scale, "scale")
         check_margin(margin)

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from mcip.errors import ConfigError
 from mcip.losses._checks import check_non_negative
 from mcip.losses.arcmargin import ArcMarginLoss
-from mcip.losses.mcarcmargin import MCArcMarginLoss
+from mcip.losses.mcarcmargin import DEFAULT_HARD_CAPTION_WEIGHT, MCArcMarginLoss
 
 
 class MCIPLoss(nn.Module):
@@ -37,7 +37,7 @@ class MCIPLoss(nn.Module):
         scale: float = 30.0,
         margin: float = 0.1,
         sub_centers: int = 1,
-        hard_caption_weight: float = 0.1,
+        hard_caption_weight: float = DEFAULT_HARD_CAPTION_WEIGHT,
     ):
         super().__init__()
         check_non_negative(arc_weight, "arc_weight")

@@ -2,7 +2,7 @@
 
 from mcip.models.base import PARTS, EmbeddingModel
 from mcip.models.checkpoint import save_model
-from mcip.models.factory import list_backends, load_model
+from mcip.models.factory import list_backends, list_presets, load_model
 from mcip.models.fingerprint import IMAGE_PARTS, TEXT_PARTS, model_fingerprint
 from mcip.models.freeze import freeze_all, set_trainable_parts, trainable_summary, unlock_last_text_blocks
 
@@ -13,6 +13,7 @@ __all__ = [
     "EmbeddingModel",
     "freeze_all",
     "list_backends",
+    "list_presets",
     "load_model",
     "model_fingerprint",
     "save_model",

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from mcip._io import atomic_dir
 from mcip.errors import ModelLoadError
 from mcip.models.base import EmbeddingModel
 
@@ -42,8 +41,7 @@ def save_model(model: EmbeddingModel, path: str | os.PathLike, extra: dict[str, 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         (tmp / ASSET_DIR).mkdir()
         meta = {
             "format": FORMAT,
@@ -58,10 +56,6 @@ def save_model(model: EmbeddingModel, path: str | os.PathLike, extra: dict[str, 
         state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
         save_file(_unshare(state), str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -74,17 +68,6 @@ def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out[k] = v.clone() if ptr in seen else v
         seen.setdefault(ptr, k)
     return out
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:

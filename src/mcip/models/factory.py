@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mcip.errors import ConfigError, ModelLoadError
 from mcip.models.base import EmbeddingModel
 from mcip.models.checkpoint import is_mcip_checkpoint, load_mcip_checkpoint
+from mcip.models.precision import WEIGHT_DTYPES, WEIGHT_PRECISIONS, WeightPrecision
 from mcip.registry import Registry
+
+if TYPE_CHECKING:
+    from mcip.models.presets import Preset
 
 BACKENDS: Registry[type[EmbeddingModel]] = Registry("model backend")
 
@@ -32,19 +36,22 @@ def _register_builtin() -> None:
             BACKENDS.register(cls.backend)(cls)
 
 
+def _presets() -> Registry[Preset]:
+    from mcip.models.presets import PRESETS
+
+    return PRESETS
+
+
 def _backends() -> dict[str, type[EmbeddingModel]]:
     _register_builtin()
     return {name: BACKENDS.get(name) for name in BACKENDS.names()}
-
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def load_model(
     spec: str | os.PathLike,
     device: str | torch.device = "cpu",
     drop_projector: bool = False,
-    precision: str = "fp32",
+    precision: WeightPrecision = "fp32",
     **backend_kwargs: Any,
 ) -> EmbeddingModel:
     """Build a dual encoder from a spec string or an mcip model directory.
@@ -61,8 +68,8 @@ def load_model(
     Returns:
         The model in eval mode.
     """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"Unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}.")
+    if precision not in WEIGHT_DTYPES:
+        raise ConfigError(f"Unknown precision '{precision}'; use one of {', '.join(WEIGHT_PRECISIONS)}.")
     backends = _backends()
     text = str(spec)
     if text.startswith("mcip:"):
@@ -77,7 +84,7 @@ def load_model(
         model = _from_spec(text, backends, backend_kwargs)
     if drop_projector:
         model.drop_image_projector()
-    return model.to(device=device, dtype=PRECISIONS[precision]).eval()
+    return model.to(device=device, dtype=WEIGHT_DTYPES[precision]).eval()
 
 
 def _from_spec(
@@ -87,6 +94,9 @@ def _from_spec(
     if sep and prefix in backends:
         if not rest:
             raise ConfigError(f"Model spec '{text}' names no model after '{prefix}:'. {SPEC_HELP}")
+        presets = _presets()
+        if text in presets:
+            return presets.get(text).build(spec=text, **kwargs)
         return backends[prefix].from_spec(rest, spec=text, **kwargs)
     if Path(text).is_dir():
         raise ModelLoadError(f"{text} is a directory but not an mcip model (no mcip_model.json). {SPEC_HELP}")
@@ -102,3 +112,9 @@ def _from_spec(
 def list_backends() -> list[str]:
     _register_builtin()
     return BACKENDS.names()
+
+
+def list_presets() -> dict[str, str]:
+    """Every named model spec (``mcip.models.presets``), sorted, with its one-line description."""
+    presets = _presets()
+    return {name: presets.get(name).description for name in presets.names()}

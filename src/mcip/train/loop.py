@@ -175,9 +175,23 @@ class _Trainer:
         self.report.start(self.total_steps, self.pos.step)
         if self.pos.step == 0 and self.initial_val is not None:
             self._record_start()
+        self._train_epochs()
+        # a run that stops mid-epoch (max_steps) is validated at its end too
+        due = self.validate_fn is not None and self.pos.last_val_step != self.pos.step
+        if due and self._validate():
+            self._checkpoint(metric=self.selection.best)
+        if self.report.meter.sums and self.pos.step != self.report.last_log_step:
+            self._log()
+        self._checkpoint()
+        D.barrier()
+        return self._finish()
+
+    def _train_epochs(self) -> None:
+        """Train until the last step or early stopping. SIGTERM / SIGUSR1 / SIGINT finish the step in
+        progress, checkpoint it and raise TrainingInterrupted (mcip.train.preempt)."""
         self.signals, self.stop_signal = StopSignals(), None
         try:
-            with self.signals:  # SIGTERM / SIGUSR1 / SIGINT: finish the step, checkpoint, stop
+            with self.signals:
                 while self.pos.epoch < self.n_epochs and not self._stopping():
                     if self._run_epoch():
                         self._end_epoch()
@@ -188,15 +202,6 @@ class _Trainer:
             raise
         finally:
             self.report.bar.close()
-        # a run that stops mid-epoch (max_steps) is validated at its end too
-        due = self.validate_fn is not None and self.pos.last_val_step != self.pos.step
-        if due and self._validate():
-            self._checkpoint(metric=self.selection.best)
-        if self.report.meter.sums and self.pos.step != self.report.last_log_step:
-            self._log()
-        self._checkpoint()
-        D.barrier()
-        return self._finish()
 
     def _stopping(self) -> bool:
         return self.selection.stopped or self.pos.step >= self.total_steps or self._stop_requested()

@@ -30,6 +30,7 @@ from torch.nn.utils import clip_grad_norm_
 from torch.optim.lr_scheduler import LambdaLR
 
 from mcip.errors import ConfigError
+from mcip.models.precision import AMP_PRECISIONS, WEIGHT_DTYPES
 
 NO_DECAY_NAMES = frozenset(
     {
@@ -185,7 +186,7 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, cfg: Opt
     return LambdaLR(optimizer, factor)
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = AMP_PRECISIONS  # re-exported by mcip.train.loop
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -197,7 +198,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return torch.bfloat16 if device.type == "cuda" and bf16_ok else None
     if precision == "bf16" and not bf16_ok:
         raise ConfigError("This GPU does not support bf16; use precision='fp16' (with loss scaling).")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return None if precision == "fp32" else WEIGHT_DTYPES[precision]
 
 
 class AmpOptimizer:

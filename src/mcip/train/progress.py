@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mcip._io import atomic_write_json, atomic_write_text
 from mcip.train.checkpoint import rng_state, set_rng_state
 from mcip.train.distributed import DistInfo, all_reduce_mean, all_reduce_sum
 
@@ -127,9 +128,7 @@ class Reporter:
         """Drop the records of steps after ``step`` (a resumed run repeats them) and any torn line."""
         if self.info.is_main and self.path.is_file():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-            tmp.replace(self.path)
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def train_record(self, step: int, epoch: float, lrs: dict[str, float], skips: SkipCounter) -> None:
         """Log the interval's averages (over ranks), learning rates, throughput and skip counts."""
@@ -216,10 +215,7 @@ class TrainResult:
         """Write ``run_dir/summary.json``."""
         path = Path(self.run_dir) / SUMMARY_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return atomic_write_json(path, self.to_json(), indent=2)
 
 
 def batch_rows(batch: Any) -> int:

@@ -15,10 +15,8 @@ Writes ``wise_curve.json`` (every alpha's numbers, the chosen alpha and why) and
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mcip._io import atomic_write_json
 from mcip.data.records import ImageRecord, class_index
 from mcip.errors import ConfigError, InputError
 from mcip.eval.protocols import evaluate_zeroshot, zeroshot_classifier
@@ -287,10 +286,7 @@ def write_curve(curve: WiseCurve, out_dir: str | os.PathLike) -> dict[str, Path]
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{CURVE_JSON}.", dir=out)
-    with os.fdopen(fd, "w") as f:
-        json.dump(curve.to_dict(), f, indent=2)
-    os.replace(tmp, out / CURVE_JSON)
+    atomic_write_json(out / CURVE_JSON, curve.to_dict(), indent=2)
     files = {"json": out / CURVE_JSON}
     plot = plot_curve(curve, out / CURVE_PNG)
     if plot is not None:

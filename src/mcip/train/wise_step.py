@@ -17,7 +17,7 @@ from mcip.errors import ConfigError
 from mcip.models import IMAGE_PARTS, PARTS, load_model
 from mcip.models.base import EmbeddingModel
 from mcip.train.checkpoint import seed_everything
-from mcip.train.config import TrainConfig, save_resolved
+from mcip.train.config import IMAGE_STAGES, TrainConfig, save_resolved
 from mcip.train.distributed import init_distributed, run_on_main
 from mcip.train.progress import TrainResult
 from mcip.train.wise import check_val
@@ -26,7 +26,7 @@ from mcip.train.wise_merge import WiseResult, wise_merge
 
 def frozen_parts(previous: TrainConfig) -> tuple[str, ...]:
     """The parts ``previous`` (the stage before ``wise``) never trains."""
-    if previous.stage in ("gpr", "mcip"):
+    if previous.stage in IMAGE_STAGES:
         trained = IMAGE_PARTS
     elif previous.stage == "align":
         trained = tuple(previous.align_parts)

@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mcip.data.manifest import PATH_COLUMNS, parse_captions, read_manifest_rows
-from mcip.data.records import ImageRecord
+from mcip.data.manifest import PATH_COLUMNS, read_manifest_rows
+from mcip.data.records import ImageRecord, parse_captions
 from mcip.errors import ConfigError, InputError
 from mcip.eval.benchmarks.base import BENCHMARKS, CaptionSet, Images, Option
 from mcip.eval.benchmarks.manifest import SOURCE_OPTIONS, ManifestBenchmark, split_name

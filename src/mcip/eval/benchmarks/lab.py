@@ -21,6 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from mcip.data.lab_manifest import MANIFEST_NAME, SPLITS, read_lab_manifest
 from mcip.errors import InputError
 from mcip.eval.benchmarks.base import (
     BENCHMARKS,
@@ -34,7 +35,6 @@ from mcip.eval.benchmarks.base import (
 )
 
 LAB_DOWNLOAD = "Prepare the lab data with `mcip lab prepare --root DIR` and pass --data-root DIR."
-SPLITS = ("train", "val", "test")
 LAB_TEMPLATES = (
     "{}",
     "an emoji of {}.",
@@ -67,12 +67,10 @@ class _LabBenchmark(Benchmark):
     }
 
     def check(self, root: Path) -> None:
-        if not (Path(root) / "manifest.jsonl").is_file():
-            raise self.missing(Path(root) / "manifest.jsonl")
+        if not (Path(root) / MANIFEST_NAME).is_file():
+            raise self.missing(Path(root) / MANIFEST_NAME)
 
     def rows(self, root: Path, split: str | None = None) -> list[dict]:
-        from mcip.lab.prepare import read_lab_manifest
-
         self.check(root)
         rows = read_lab_manifest(Path(root), split or self.options["split"])
         if not rows:

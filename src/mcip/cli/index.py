@@ -1,4 +1,4 @@
-"""``mcip index {build,add,check,info}`` and ``mcip search``: thin shells over ``mcip.index``."""
+"""``mcip index {build,add,check,info}``: thin shells over ``mcip.index``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import math
 import os
 import sys
 
+from mcip.cli._common import add_device_arg, add_model_args
+
 MAX_LISTED = 5
 
 
@@ -16,13 +18,13 @@ def default_workers() -> int:
     return min(4, max(0, (os.cpu_count() or 1) - 1))
 
 
-def _qdrant_options(args: argparse.Namespace) -> dict:
+def qdrant_options(args: argparse.Namespace) -> dict:
     names = {"qdrant_url": "url", "qdrant_api_key": "api_key", "qdrant_collection": "collection"}
     return {opt: getattr(args, arg) for arg, opt in names.items() if getattr(args, arg, None) is not None}
 
 
-def _search_options(args: argparse.Namespace) -> dict:
-    options = _qdrant_options(args)
+def search_options(args: argparse.Namespace) -> dict:
+    options = qdrant_options(args)
     if getattr(args, "search_params", None):
         options["search_params"] = args.search_params
     return options
@@ -57,7 +59,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     from mcip.index import build_index
 
     options = {"precision": args.precision, "drop_projector": args.drop_projector}
-    backend_options = _search_options(args)
+    backend_options = search_options(args)
     if args.train_size is not None:
         backend_options["train_size"] = args.train_size
     try:
@@ -85,7 +87,7 @@ def cmd_index_add(args: argparse.Namespace) -> int:
         summary = add_to_index(
             args.index, args.images, model=args.model, batch_size=args.batch_size, progress=not args.quiet,
             root=args.root, device=args.device, num_workers=args.workers, wait=args.wait,
-            encoding=args.encoding, **_qdrant_options(args),
+            encoding=args.encoding, **qdrant_options(args),
         )  # fmt: skip
     except KeyboardInterrupt:
         _resume_hint(args.index)
@@ -147,55 +149,20 @@ def cmd_index_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_hits(hits) -> None:
-    if not hits:
-        print("no results")
-        return
-    width = min(40, max(len(h.id) for h in hits))
-    label_width = min(20, max(5, *(len(str(h.metadata.get("label", ""))) for h in hits)))
-    print(f"{'rank':>4}  {'score':>7}  {'id':<{width}}  {'label':<{label_width}}  path")
-    for h in hits:
-        label = str(h.metadata.get("label", ""))[:label_width]
-        print(f"{h.rank:>4}  {h.score:7.4f}  {h.id[:width]:<{width}}  {label:<{label_width}}  {h.path}")
-
-
-def cmd_search(args: argparse.Namespace) -> int:
-    from mcip.errors import InputError
-    from mcip.index import SearchIndex
-
-    if args.id is not None and (args.text is not None or args.image is not None):
-        raise InputError("--id searches with an indexed image; do not combine it with --text or --image.")
-    with SearchIndex.open(
-        args.index, model=args.model, device=args.device, backend_options=_search_options(args),
-        load_model=args.id is None,
-    ) as index:  # fmt: skip
-        if args.id is not None:
-            hits = index.search_by_id(args.id, k=args.k)
-        else:
-            hits = index.search(text=args.text, image=args.image, alpha=args.alpha, k=args.k)
-    if args.json:
-        print(json.dumps([h.to_dict() for h in hits], indent=2))
-    else:
-        _print_hits(hits)
-    return 0
-
-
-def _common(p: argparse.ArgumentParser, model_required: bool) -> None:
+def index_model_args(p: argparse.ArgumentParser, model_required: bool) -> None:
     """``--model`` and ``--device``; a build also takes ``--precision`` and ``--drop-projector`` (stored:
     the other commands load the model the way the index was built)."""
     if model_required:
-        from mcip.cli import _add_model_args
-
         p.add_argument("--model", required=True, help="model spec or saved model directory")
-        _add_model_args(p)
+        add_model_args(p)
         return
     p.add_argument(
         "--model", help="model spec or saved model directory (default: the one the index was built with)"
     )
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    add_device_arg(p)
 
 
-def _qdrant_args(p: argparse.ArgumentParser, collection: bool) -> None:
+def qdrant_args(p: argparse.ArgumentParser, collection: bool) -> None:
     p.add_argument(
         "--qdrant-url", help="Qdrant server, e.g. http://localhost:6333 (default: local mode in the index)"
     )
@@ -227,10 +194,26 @@ def _encode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
-def _add_index_parser(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("index", help="search indexes: build, add, check text alignment, info")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+    _register_build(isub)
 
+    q = isub.add_parser("add", help="append images to an index (ids already there are skipped)")
+    q.add_argument("--index", required=True, help="index folder")
+    _encode_args(q)
+    qdrant_args(q, collection=False)
+    index_model_args(q, model_required=False)
+    q.set_defaults(func=cmd_index_add)
+    _register_check(isub)
+
+    q = isub.add_parser("info", help="what an index holds: model, fingerprints, backend, counts")
+    q.add_argument("--index", required=True, help="index folder")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_index_info)
+
+
+def _register_build(isub: argparse._SubParsersAction) -> None:
     q = isub.add_parser("build", help="encode images into a new index (resumable; replaces --out atomically)")
     _encode_args(q)
     q.add_argument("--out", required=True, help="index folder")
@@ -246,17 +229,12 @@ def _add_index_parser(sub) -> None:
     q.add_argument(
         "--train-size", type=int, help="vectors sampled to train IVF/PQ (default: 64 per list, >= 65,536)"
     )
-    _qdrant_args(q, collection=True)
-    _common(q, model_required=True)
+    qdrant_args(q, collection=True)
+    index_model_args(q, model_required=True)
     q.set_defaults(func=cmd_index_build)
 
-    q = isub.add_parser("add", help="append images to an index (ids already there are skipped)")
-    q.add_argument("--index", required=True, help="index folder")
-    _encode_args(q)
-    _qdrant_args(q, collection=False)
-    _common(q, model_required=False)
-    q.set_defaults(func=cmd_index_add)
 
+def _register_check(isub: argparse._SubParsersAction) -> None:
     q = isub.add_parser(
         "check", help="text-to-image recall on captioned indexed images; warns if alignment broke"
     )
@@ -270,33 +248,5 @@ def _add_index_parser(sub) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--min-recall", type=float, default=0.2, help="recall@10 below this warns (default 0.2)")
     q.add_argument("--json", action="store_true")
-    _common(q, model_required=False)
+    index_model_args(q, model_required=False)
     q.set_defaults(func=cmd_index_check)
-
-    q = isub.add_parser("info", help="what an index holds: model, fingerprints, backend, counts")
-    q.add_argument("--index", required=True, help="index folder")
-    q.add_argument("--json", action="store_true")
-    q.set_defaults(func=cmd_index_info)
-
-
-def _add_search_parser(sub) -> None:
-    p = sub.add_parser("search", help="query an index by text, image (or both, --alpha) or indexed id")
-    p.add_argument("--index", required=True, help="index folder")
-    p.add_argument("--text", help="text query")
-    p.add_argument("--image", help="query image file")
-    p.add_argument("--id", help="search with the stored embedding of this indexed image")
-    p.add_argument(
-        "--alpha", type=float, default=0.5, help="image weight when --text and --image are both given"
-    )
-    p.add_argument("--k", type=int, default=10, help="results (1..1000)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--search-params", help="FAISS search parameters for this query, e.g. nprobe=64")
-    _qdrant_args(p, collection=False)
-    _common(p, model_required=False)
-    p.set_defaults(func=cmd_search)
-
-
-def add_index_commands(sub) -> None:
-    """Register ``mcip index`` and ``mcip search`` on the top-level sub-parsers."""
-    _add_index_parser(sub)
-    _add_search_parser(sub)

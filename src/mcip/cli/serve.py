@@ -1,4 +1,4 @@
-"""``mcip serve``: the HTTP API and search page over an index (registered by ``mcip.cli.build_parser``)."""
+"""``mcip serve``: the HTTP API and search page over an index."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_serve_command(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="HTTP API and search page over an index: text, image and click-to-search queries",

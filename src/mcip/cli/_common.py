@@ -1,0 +1,69 @@
+"""What several ``mcip`` commands share: model options, precision choices, the parser class that also
+holds word-named sub-commands, and the error handling that turns a library error into an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from mcip.errors import MCIPError
+from mcip.models.precision import WEIGHT_PRECISIONS
+
+Command = Callable[[argparse.Namespace], int]
+PRECISIONS = list(WEIGHT_PRECISIONS)  # a model's weights dtype: fp32, bf16, fp16
+DEVICE_HELP = "torch device, e.g. cpu or cuda (default: cpu)"
+
+
+def add_device_arg(p: argparse.ArgumentParser, help: str = DEVICE_HELP) -> None:
+    p.add_argument("--device", default="cpu", help=help)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """``--device``, ``--precision`` and ``--drop-projector``: how a command loads its model."""
+    add_device_arg(p)
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="weights dtype")
+    p.add_argument(
+        "--drop-projector",
+        action="store_true",
+        help="use pre-projector image features as the embedding (ICMR'23 variant)",
+    )
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that may also hold sub-commands named by their first word, next to its own
+    positional arguments: ``mcip eval MODEL...`` and ``mcip eval embeddings --protocol ...`` (argparse's
+    sub-parsers cannot share a parser with a positional ``nargs='+'``). Every ``mcip`` command parser is
+    one; without sub-commands it is a plain ``ArgumentParser``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, Callable[[str], argparse.ArgumentParser]] = {}
+
+    def add_command(self, name: str, build: Callable[[str], argparse.ArgumentParser]) -> None:
+        """Register ``PROG NAME``: ``build(prog)`` makes its parser when the word is given (so that its
+        choices may come from a library module without importing it for every command)."""
+        self.commands[name] = build
+
+    def parse_known_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        args = list(sys.argv[1:] if args is None else args)
+        if args and args[0] in self.commands:  # its own parse_args: its usage and errors name it
+            parser = self.commands[args[0]](f"{self.prog} {args[0]}")
+            return parser.parse_args(args[1:], namespace), []
+        return super().parse_known_args(args, namespace)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run ``args.func(args)``: a user-facing error (``MCIPError``) exits 2 with its message, an interrupted
+    training run 128 + its signal (``TrainingInterrupted``), Ctrl-C elsewhere 130."""
+    try:
+        return int(args.func(args))
+    except MCIPError as exc:
+        print(f"mcip {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:  # mcip.train.preempt.TrainingInterrupted: 128 + its signal, once
+        if getattr(exc, "rank", 0) == 0:
+            print(f"mcip {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
+        return getattr(exc, "exit_status", 130)
