@@ -144,7 +144,9 @@ def test_run_trains_every_row_and_writes_a_well_formed_report(lab_root, tiny_ope
     curve = json.loads((out / "runs" / "guard-wise" / "wise_curve.json").read_text())
     assert [p["alpha"] for p in curve["curve"]] == [0.0, 0.5, 1.0] and curve["select"] == "combined"
     assert curve["chosen_alpha"] in (0.0, 0.5, 1.0)
-    guard_rea = [json.loads(x) for x in (out / "runs" / "guard-rea" / "metrics.jsonl").read_text().splitlines()]
+    guard_rea = [
+        json.loads(x) for x in (out / "runs" / "guard-rea" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert any("val/combined" in r for r in guard_rea)  # Re-A selected on both sides
     table = (results / "table1.md").read_text()
     assert all(name in table for name in rows) and "AVG" in table

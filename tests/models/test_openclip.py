@@ -38,7 +38,7 @@ def test_parts_follow_open_clip_names(model):
 
 
 def test_full_state_dict_loads_strictly(model, tmp_path, tiny_openclip):
-    """The released MCIP-ViT-L-14-336.pth is a plain open_clip state dict: the same mechanism."""
+    """The released MCIP-ViT-SO400M-14-SigLIP-384.pt is a plain open_clip state dict: the same mechanism."""
     path = tmp_path / "MCIP-tiny.pth"
     torch.save(model.net.state_dict(), path)
     torch.manual_seed(123)  # a different random init, so equality proves the weights were loaded
@@ -109,11 +109,11 @@ def test_saved_custom_arch_reloads_without_registration(model, tmp_path):
 
 @pytest.mark.skipif(
     not __import__("os").environ.get("MCIP_RELEASED_CHECKPOINT"),
-    reason="set MCIP_RELEASED_CHECKPOINT=/path/MCIP-ViT-L-14-336.pth to load the authors' release",
+    reason="set MCIP_RELEASED_CHECKPOINT=/path/MCIP-ViT-SO400M-14-SigLIP-384.pt to load the authors' release",
 )
-def test_released_checkpoint_loads():  # pragma: no cover - needs the 1.7 GB file
+def test_released_checkpoint_loads():  # pragma: no cover - needs the multi-GB file
     import os
 
-    model = mcip.load_model(f"openclip:ViT-L-14-336/{os.environ['MCIP_RELEASED_CHECKPOINT']}")
-    assert model.embed_dim == 768
-    assert model.image_size == 336
+    model = mcip.load_model(f"openclip:ViT-SO400M-14-SigLIP-384/{os.environ['MCIP_RELEASED_CHECKPOINT']}")
+    assert model.embed_dim == 1152
+    assert model.image_size == 384

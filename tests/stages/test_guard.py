@@ -198,7 +198,9 @@ def test_split_within_classes_keeps_every_val_class_in_train():
     from mcip.data import split_within_classes
     from mcip.data.records import ImageRecord
 
-    records = [ImageRecord(f"{c}{i}", f"{c}{i}.png", c) for c in "abc" for i in range({"a": 10, "b": 3, "c": 1}[c])]
+    records = [
+        ImageRecord(f"{c}{i}", f"{c}{i}.png", c) for c in "abc" for i in range({"a": 10, "b": 3, "c": 1}[c])
+    ]
     train, val = split_within_classes(records, 0.2, seed=1)
     assert {r.label for r in val} <= {r.label for r in train}
     assert sum(r.label == "a" for r in val) == 2 and sum(r.label == "b" for r in val) == 1
@@ -231,7 +233,10 @@ def test_seen_class_validator_values_equal_the_metric_on_the_embeddings(tiny_ope
     g, _ = encode_records(model, train)
     names = sorted({r.label for r in records})
     ap, hit1 = query_gallery_average_precision(
-        q, torch.tensor([names.index(r.label) for r in val]), g, torch.tensor([names.index(r.label) for r in train])
+        q,
+        torch.tensor([names.index(r.label) for r in val]),
+        g,
+        torch.tensor([names.index(r.label) for r in train]),
     )
     assert got["i2i_map"] == pytest.approx(100 * float(ap.nanmean()))
     assert got["i2i_r1"] == pytest.approx(100 * float(hit1.nanmean()))
@@ -239,9 +244,17 @@ def test_seen_class_validator_values_equal_the_metric_on_the_embeddings(tiny_ope
 
 def _val_of_trained_classes(messy, tmp_path, extra_unknown: bool = False):
     rows = list(csv.DictReader(messy["train"].open()))[::5]
-    rows = [{"path": str(messy["train"].parent / r["path"]), "label": r["label"], "captions": "[]"} for r in rows]
+    rows = [
+        {"path": str(messy["train"].parent / r["path"]), "label": r["label"], "captions": "[]"} for r in rows
+    ]
     if extra_unknown:
-        rows.append({"path": str(messy["val"].parent / "yellow_triangle" / "0.png"), "label": "never_trained", "captions": "[]"})
+        rows.append(
+            {
+                "path": str(messy["val"].parent / "yellow_triangle" / "0.png"),
+                "label": "never_trained",
+                "captions": "[]",
+            }
+        )
     _write(tmp_path / "seen_val.csv", rows)
     return tmp_path / "seen_val.csv"
 
@@ -253,12 +266,16 @@ def test_val_sharing_classes_is_seen_under_auto_and_refused_under_unseen(tiny_ba
     (cfg,) = plan(_raw(tiny_base, messy, tmp_path, "stage=gpr", f"data.val={val}"))
     result = run_stage(cfg, progress=False)  # auto: seen classes
     assert "val/i2i_r1" in _val_records(result.run_dir)[0]
-    (cfg,) = plan(_raw(tiny_base, messy, tmp_path / "u", "stage=gpr", f"data.val={val}", "data.val_mode=unseen_classes"))
+    (cfg,) = plan(
+        _raw(tiny_base, messy, tmp_path / "u", "stage=gpr", f"data.val={val}", "data.val_mode=unseen_classes")
+    )
     with pytest.raises(InputError, match="val_mode=seen_classes"):
         run_stage(cfg, progress=False)
     bad = _val_of_trained_classes(messy, tmp_path, extra_unknown=True)
-    (cfg,) = plan(_raw(tiny_base, messy, tmp_path / "s", "stage=gpr", f"data.val={bad}", "data.val_mode=seen_classes"))
-    with pytest.raises(InputError, match="never appear in data.train"):
+    (cfg,) = plan(
+        _raw(tiny_base, messy, tmp_path / "s", "stage=gpr", f"data.val={bad}", "data.val_mode=seen_classes")
+    )
+    with pytest.raises(InputError, match=r"never appear in data\.train"):
         run_stage(cfg, progress=False)
     (cfg,) = plan(_raw(tiny_base, messy, tmp_path / "x", "stage=gpr", "data.val_mode=sometimes"))
     with pytest.raises(ConfigError, match="val_mode"):

@@ -289,7 +289,12 @@ def test_explicit_validation_manifest_of_trained_classes_needs_seen_mode(tiny_op
     from mcip.train.stages import _records
 
     cfg = _config(
-        "gpr", f"openclip:{tiny_openclip}", synth, tmp_path, f"data.val={synth}", "data.val_mode=unseen_classes"
+        "gpr",
+        f"openclip:{tiny_openclip}",
+        synth,
+        tmp_path,
+        f"data.val={synth}",
+        "data.val_mode=unseen_classes",
     )
     with pytest.raises(InputError, match="hold out whole classes"):
         _records(cfg)

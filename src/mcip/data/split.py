@@ -59,7 +59,11 @@ def split_within_classes(
     A class with a single image stays whole in train (it could not be both trained and validated). The
     held-out images depend only on each record's id and ``seed``; each part keeps the input order.
     """
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not 0 <= val_fraction < 1:
+    if (
+        isinstance(val_fraction, bool)
+        or not isinstance(val_fraction, int | float)
+        or not 0 <= val_fraction < 1
+    ):
         raise ConfigError(
             f"val_fraction must be a number in [0, 1), got {val_fraction!r}; 0.1 holds out 10% of each "
             "class's images."

@@ -1,7 +1,8 @@
 """open_clip backend: ``openclip:ARCH[/PRETRAINED_TAG_OR_PATH]``.
 
 - ``openclip:ViT-B-32/openai``          architecture + pretrained tag (downloads through open_clip)
-- ``openclip:ViT-L-14-336/MCIP-ViT-L-14-336.pth``  architecture + a local full state dict, loaded strictly
+- ``openclip:ViT-SO400M-14-SigLIP-384/MCIP-ViT-SO400M-14-SigLIP-384.pt``  architecture + a local full
+  state dict (the authors' released checkpoint), loaded strictly
   (the paper's released checkpoints are such files)
 - ``openclip:ViT-B-32``                 architecture with random weights
 - ``openclip:hf-hub:org/repo`` / ``openclip:local-dir:/path``  open_clip's own schemas
@@ -85,7 +86,7 @@ def load_openclip_state_dict(net: nn.Module, path: str | Path) -> None:
         raise ModelLoadError(
             f"The checkpoint {path} does not match this architecture ({type(net).__name__}). "
             f"{_summarise_load_error(msg)} Check that the architecture in the spec is the one the "
-            "checkpoint was trained with (e.g. MCIP-ViT-L-14-336.pth needs openclip:ViT-L-14-336/...)."
+            "checkpoint was trained with (e.g. MCIP-ViT-SO400M-14-SigLIP-384.pt needs openclip:ViT-SO400M-14-SigLIP-384/...)."
         ) from exc
 
 
