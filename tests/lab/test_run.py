@@ -261,7 +261,7 @@ def test_cli_lab_run_help_lists_the_options(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 def test_quick_lab_run_on_the_real_data_and_encoders(tmp_path):
     """What CI checks: `mcip lab prepare` (npm) + `mcip lab run --quick` on the real emoji and encoders;
     the outputs exist and are well-formed (not that a method wins)."""
