@@ -72,7 +72,6 @@ def _settings(tiny_openclip: str) -> LabSettings:
         realign_epochs=2,
         realign_patience=1,
         max_steps=2,
-        guard_val_every=1,
         wise_grid=(0.0, 0.5, 1.0),
         all_rows=True,
         align_max_steps=3,
@@ -167,8 +166,8 @@ def test_run_trains_every_row_and_writes_a_well_formed_report(lab_root, tiny_ope
     # a second run reuses everything: no stage trains again, the base model comes from the lab cache
     logs.clear()
     again = run_lab(lab_root, out, settings=_settings(tiny_openclip), progress=False, log=logs.append)
-    # base, captions, the stages (gpr-no-proj, gpr, 2sft, mcip, mcip-rea, guard-mcip, guard-rea), guard-wise
-    assert sum("done earlier" in line for line in logs) == 1 + 1 + 7 + 1
+    # base, captions, the stages (gpr-no-proj, gpr, 2sft, mcip, mcip-rea, guard-rea), guard-wise
+    assert sum("done earlier" in line for line in logs) == 1 + 1 + 6 + 1
     assert again.table == result.table
 
     # other settings in the same folder would silently reuse the stages: refused
@@ -196,14 +195,14 @@ def test_run_resumes_after_an_interrupted_stage(lab_root, tiny_openclip, tmp_pat
         )
     stage_models = sorted(p.parent.name for p in (tmp_path / "o" / "runs").glob("*/model"))
     assert stage_models == [
-        "2sft", "gpr", "gpr-no-proj", "guard-mcip", "guard-rea", "guard-wise", "mcip", "mcip-rea"
+        "2sft", "gpr", "gpr-no-proj", "guard-rea", "guard-wise", "mcip", "mcip-rea"
     ]  # fmt: skip
     shutil.rmtree(tmp_path / "o" / "runs" / "mcip-rea")  # as if the last stage had not finished
     monkeypatch.setattr(lab_run.LabRun, "evaluate", original)
     logs: list[str] = []
     run_lab(lab_root, tmp_path / "o", settings=_settings(tiny_openclip), progress=False, log=logs.append)
-    assert sum("done earlier" in line for line in logs) == 1 + 1 + 7
-    assert any("mcip-rea: training" in line for line in logs)
+    assert sum("done earlier" in line for line in logs) == 1 + 1 + 6
+    assert any("mcip-rea: training" in line for line in logs)  # the guard reuses the MCIP row's model
 
 
 def test_reading_checks_the_claims_against_the_numbers():
