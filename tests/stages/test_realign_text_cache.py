@@ -13,18 +13,7 @@ import mcip.train.stages as stages
 from mcip.train.config import load_config, plan
 from mcip.train.stages import run_stage
 from tests.stages.synth import make_dataset
-
-FAST = [
-    "loop.max_steps=3",
-    "loop.epochs=1",
-    "loop.log_every=1",
-    "loop.checkpoint_every=2",
-    "loop.precision=fp32",
-    "data.batch_size=8",
-    "data.num_workers=0",
-    "data.val_fraction=0.25",
-    "optim.lr=1e-3",
-]
+from tests.stages.test_stages import FAST
 
 
 @pytest.fixture(scope="module")
