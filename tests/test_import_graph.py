@@ -24,8 +24,9 @@ def _is_cli(module: str) -> bool:
 
 
 def _is_app(module: str) -> bool:
-    """The command line and the offline lab: applications built on the library."""
-    return _is_cli(module) or module == "mcip.lab" or module.startswith("mcip.lab.")
+    """The command line, the experiment runner (``mcip fit``) and the offline lab: applications built on
+    the library."""
+    return _is_cli(module) or any(module == p or module.startswith(p + ".") for p in ("mcip.lab", "mcip.fit"))
 
 
 def test_no_cycle_among_module_level_imports(graph_tool):
@@ -59,3 +60,10 @@ def test_tool_finds_a_cycle(graph_tool, tmp_path):
     assert graph_tool.cycles(tmp_path) == []
     assert graph_tool.cycles(tmp_path, include_lazy=True) == [["pkg.a", "pkg.b", "pkg.a"]]
     assert graph_tool.import_graph(tmp_path)["pkg.c"] == {"pkg.b"}
+
+
+def test_the_runner_does_not_know_the_lab(graph_tool):
+    """``mcip.fit`` is the one runner with two data sources: the lab builds on it, never the reverse."""
+    graph = graph_tool.import_graph(SRC, include_lazy=True)
+    edges = sorted(f"{m} -> {t}" for m, ts in graph.items() if m.startswith("mcip.fit") for t in ts)
+    assert [e for e in edges if "mcip.lab" in e.split(" -> ")[1]] == []

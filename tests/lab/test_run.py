@@ -3,6 +3,7 @@ the real data and encoders run in the slow test at the end (what CI's quick run 
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import random
@@ -281,3 +282,66 @@ def test_quick_lab_run_on_the_real_data_and_encoders(tmp_path):
     assert base["lab_t2i"]["metrics"]["recall@10"] > 1.0  # the aligned base model reads text (chance ~1%)
     assert (results / "teaser.png").stat().st_size > 1000
     assert "The paper's claims" in (results / "reading.md").read_text()
+    _fit_on_a_lab_catalogue(tmp_path, json.loads((results / "run.json").read_text())["models"]["baseline"])
+
+
+def _fit_on_a_lab_catalogue(tmp_path, base: str) -> None:
+    """`mcip fit` as the README shows it, on a catalogue made of the quick lab's test emoji (a CSV of path
+    and label, names as labels) with the lab's aligned base model and the real encoders: the outputs exist
+    and the reading recommends a row."""
+    from mcip.cli import main
+
+    rows = [json.loads(line) for line in (tmp_path / "out" / "data" / "test.jsonl").read_text().splitlines()]
+    classes = sorted({r["label"] for r in rows})[:40]
+    catalogue = tmp_path / "catalogue.csv"
+    with catalogue.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label"])
+        writer.writerows([r["path"], r["captions"][0]] for r in rows if r["label"] in classes)
+    out = tmp_path / "fit"
+    args = ["fit", "--data", str(catalogue), "--model", base, "--out", str(out), "--quiet"]
+    args += ["--epochs", "1", "--max-steps", "4", "--batch-size", "32", "--workers", "0"]
+    args += ["--realign-epochs", "2", "--patience", "1", "--wise-grid", "0,0.5,1"]
+    assert main([*args, "--dry-run"]) == 0 and not out.exists()
+    assert main(args) == 0
+    data = json.loads((out / "results" / "results.json").read_text())
+    assert [m["model"] for m in data["models"]] == ["baseline", "MCIP", "MCIP+Re-A", GUARDED]
+    assert {b["name"] for b in data["benchmarks"]} == {
+        "manifest_i2i",
+        "manifest_knn",
+        "manifest_zeroshot",
+        "captions_t2i",
+    }
+    reading_text = (out / "results" / "reading.md").read_text()
+    assert "Recommended model:" in reading_text and "mcip serve --index" in reading_text
+    assert (out / "index").is_dir()
+
+
+def test_example_catalogue_script_writes_a_fit_ready_catalogue(lab_root, tmp_path):
+    """examples/lab_catalogue.py (the README's "your own data" example) on a prepared lab."""
+    import subprocess
+    import sys
+
+    from mcip.fit import FitSettings, read_fit_data
+
+    script = Path(__file__).resolve().parents[2] / "examples" / "lab_catalogue.py"
+    out = tmp_path / "cat"
+    args = [sys.executable, str(script), str(out), "--root", str(lab_root), "--test-vendor", "globex"]
+    done = subprocess.run(args, capture_output=True, text=True, check=True)
+    assert "train" in done.stdout
+    with (out / "train.csv").open(encoding="utf-8") as f:
+        train = list(csv.DictReader(f))
+    test_split = {r["label"] for r in _jsonl(lab_root / "manifest.jsonl") if r["split"] == "test"}
+    assert train and {r["label"] for r in train} <= test_split
+    data = read_fit_data(
+        FitSettings(
+            data=str(out / "train.csv"),
+            val=str(out / "val.csv"),
+            test=str(out / "test.csv"),
+            names=str(out / "names.tsv"),
+            pool=str(out / "pool.txt"),
+            model="unused",
+        )
+    )
+    assert not data.val_on_seen and data.knn  # val: other emoji; test: other drawings of the same ones
+    assert data.names[train[0]["label"]] != train[0]["label"]  # the names file names every class

@@ -19,10 +19,12 @@ def test_every_shipped_config_resolves():
         "lab-align",
         "lab-2sft",
         "lab-mcip+rea",
+        "fit-2sft",
+        "fit-mcip+rea",
     } <= set(shipped)
     for name in shipped:
         raw = load_config(
-            name, [*REQUIRED, "model.spec=composed:lab"] if name.startswith("lab-") else REQUIRED
+            name, [*REQUIRED, "model.spec=composed:lab"] if name.startswith(("lab-", "fit-")) else REQUIRED
         )
         stages = plan(raw)
         assert stages and all(s.out == "runs/x" for s in stages)
@@ -72,3 +74,22 @@ def test_bad_configs_say_what_to_fix(overrides, message):
 def test_unknown_config_name_lists_shipped():
     with pytest.raises(ConfigError, match="lab-align"):
         load_config("no-such-config")
+
+
+def test_the_command_line_wins_over_a_stage_section():
+    """``--set optim.lr`` reaches every stage, even one whose section in the file sets it;
+    ``stages.NAME.KEY`` targets one stage; the file's other section keys stay."""
+    gpr, realign = plan(load_config("2sft-vit-l-14-336", [*REQUIRED, "optim.lr=3e-6", "loop.epochs=1"]))
+    assert gpr.optim.lr == realign.optim.lr == 3e-6
+    assert gpr.loop.epochs == realign.loop.epochs == 1  # the file's realign section says 5
+    assert (
+        realign.loop.val_every == 200
+        and realign.optim.weight_decay == 0.2
+        and realign.data.batch_size == 4096
+    )
+    gpr, realign = plan(load_config("2sft-vit-l-14-336", [*REQUIRED, "stages.realign.optim.lr=2e-5"]))
+    assert (gpr.optim.lr, realign.optim.lr) == (1e-6, 2e-5)
+    gpr, realign = plan(
+        load_config("2sft-vit-l-14-336", [*REQUIRED, "optim.lr=3e-6", "stages.realign.optim.lr=2e-5"])
+    )
+    assert (gpr.optim.lr, realign.optim.lr) == (3e-6, 2e-5)

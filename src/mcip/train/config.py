@@ -305,10 +305,41 @@ def _check_required(config: TrainConfig) -> None:
             raise ConfigError(f"'{path}' is required: set it in the YAML file or pass --set {path}=...")
 
 
+def _leaf_paths(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out += _leaf_paths(value, (*prefix, key))
+        else:
+            out.append((*prefix, key))
+    return out
+
+
+def _drop_path(tree: dict[str, Any], path: tuple[str, ...]) -> None:
+    node = tree
+    for key in path[:-1]:
+        node = node.get(key)
+        if not isinstance(node, dict):
+            return
+    node.pop(path[-1], None)
+
+
 def load_config(path_or_name: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """The raw (unresolved) mapping: file merged with overrides; validate with :func:`plan`."""
+    """The raw (unresolved) mapping: file merged with overrides; validate with :func:`plan`.
+
+    The command line wins over the file everywhere: an override such as ``optim.lr=1e-5`` also replaces
+    that key in the file's per-stage sections (``stages: {realign: {optim: {lr: ...}}}``), which would
+    otherwise take precedence in :func:`resolve_stage`; ``stages.realign.optim.lr=...`` sets one stage only.
+    """
     raw = read_config_file(path_or_name) if path_or_name else {}
-    return merge(raw, parse_overrides(overrides))
+    given = parse_overrides(overrides)
+    sections = raw.get("stages")
+    if isinstance(sections, dict):
+        for path in _leaf_paths({k: v for k, v in given.items() if k != "stages"}):
+            for section in sections.values():
+                if isinstance(section, dict):
+                    _drop_path(section, path)
+    return merge(raw, given)
 
 
 def plan(raw: dict[str, Any]) -> list[TrainConfig]:

@@ -1,0 +1,482 @@
+"""One runner for the whole experiment, with two data sources: the offline lab (``mcip lab run``) and a
+user's own manifests (``mcip fit``).
+
+A run goes through the same steps for both (each skipped when its output exists, so an interrupted run
+continues; a folder made with other settings is refused):
+
+1. data: per-split manifests under ``OUT/data`` (the source decides how);
+2. base model: the model every row starts from (the lab aligns one; ``mcip fit`` takes the user's);
+3. pseudo-captions for MCIP (the source decides: the lab retrieves from its train captions; ``mcip fit``
+   writes class-name templates and, with a pool, retrieval from it, merged);
+4. the rows (:data:`ROWS`): GPR-FT, 2SFT, MCIP, MCIP+Re-A and the guarded row, each reusing the models of
+   the rows it builds on; every choice (checkpoints, WiSE-FT alpha, when Re-A stops) on the val split;
+5. evaluation of every row on the test split, and the report (``OUT/results``: ``table1.md``,
+   ``results.json``, ``table1.csv``, ``teaser.png``, ``reading.md``, ``run.json``);
+6. search: the test images indexed with the recommended row (``OUT/index``), and a few example queries.
+
+A source is a subclass of :class:`Runner` that fills in :meth:`Runner.prepare_data`,
+:meth:`Runner.base_model`, :meth:`Runner.captions`, :meth:`Runner.benchmark_specs`,
+:meth:`Runner.demo_queries` and :meth:`Runner.write_reading`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from mcip.errors import ConfigError
+from mcip.losses.mcarcmargin import DEFAULT_HARD_CAPTION_WEIGHT
+
+LOG = Callable[[str], None]
+ModelRef = Path | str  # an mcip model folder, or a model spec (the user's starting model)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How the rows are trained, shared by both sources. Each stage's other hyper-parameters live in the
+    shipped configs the source names (``lab-2sft``/``lab-mcip+rea``, ``fit-2sft``/``fit-mcip+rea``)."""
+
+    stage_epochs: int = 1
+    realign_epochs: int = 30  # an upper bound: Re-A stops when val has not improved for realign_patience
+    realign_patience: int = 3  # validations (one per epoch) without a new best
+    max_steps: int | None = None  # cap on optimiser steps per image stage (quick runs)
+    batch_size: int = 64
+    num_workers: int = 2
+    caption_top_k: int = 10
+    caption_min_sim: float = 0.2
+    hard_caption_weight: float = DEFAULT_HARD_CAPTION_WEIGHT
+    mc_weight: float = 0.25  # MCIP: arc_weight = 1 - mc_weight
+    all_rows: bool = False  # also GPR-FT without projector (ICMR'23)
+    # the guarded row: the MCIP row's model merged with the base by WiSE-FT at the alpha of this grid that
+    # maximises val "combined", then Re-A selected on "combined"
+    wise_grid: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+    stage_overrides: tuple[str, ...] = ()  # extra --set overrides for every stage
+
+    def validate(self):
+        if min(self.stage_epochs, self.realign_epochs, self.batch_size) < 1:
+            raise ConfigError("Epochs and batch size must be >= 1.")
+        if self.realign_patience < 1:
+            raise ConfigError(f"realign_patience must be >= 1, got {self.realign_patience}.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1 (or None), got {self.max_steps}.")
+        if not 0 <= self.mc_weight <= 1:
+            raise ConfigError(f"mc_weight must be in [0, 1], got {self.mc_weight}.")
+        if not self.wise_grid or any(not 0 <= a <= 1 for a in self.wise_grid):
+            raise ConfigError(f"wise_grid must hold alphas in [0, 1], got {self.wise_grid}.")
+        return self
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the table: ``method`` names the :class:`Runner` method (``row_<method>``) that makes its
+    model; ``pipeline`` the method family it belongs to (``mcip fit --method``)."""
+
+    name: str
+    description: str
+    method: str
+    extra: bool = False  # only with ``all_rows``
+    pipeline: str = ""  # "2sft", "mcip+rea" or "" (the baseline: every run has it)
+
+    def __iter__(self):  # (name, description), as rows were once pairs
+        return iter((self.name, self.description))
+
+
+GUARDED = "MCIP+Re-A (guarded)"
+ROWS: tuple[Row, ...] = (
+    Row("baseline", "the starting model", "baseline"),
+    Row(
+        "GPR-FT (no proj.)",
+        "ArcMargin on the image tower, embedding before the projector (ICMR'23)",
+        "gpr_no_proj",
+        extra=True,
+        pipeline="2sft",
+    ),
+    Row("GPR-FT", "ArcMargin on the image tower and projector", "gpr", pipeline="2sft"),
+    Row(
+        "2SFT",
+        "GPR-FT, then Re-A of the text tower (until val T2I stops improving)",
+        "sft",
+        pipeline="2sft",
+    ),
+    Row("MCIP", "ArcMargin + multi-caption ArcMargin on pseudo-captions", "mcip", pipeline="mcip+rea"),
+    Row("MCIP+Re-A", "MCIP, then Re-A of the text tower", "mcip_rea", pipeline="mcip+rea"),
+    Row(
+        GUARDED,
+        "MCIP, WiSE-FT merge with the base (alpha picked on val combined), Re-A selected on combined: "
+        "every choice on val",
+        "guarded",
+        pipeline="mcip+rea",
+    ),
+)
+METHODS = ("mcip+rea", "2sft", "both")
+
+
+def select_rows(all_rows: bool = False, method: str = "both") -> list[Row]:
+    """The rows a run trains, in table order: the baseline and the rows of ``method``."""
+    if method not in METHODS:
+        raise ConfigError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    wanted = {"2sft", "mcip+rea"} if method == "both" else {method}
+    return [r for r in ROWS if (all_rows or not r.extra) and (not r.pipeline or r.pipeline in wanted)]
+
+
+def averages_of(report, columns) -> float:
+    """A report's AVG over the table's columns (-inf when nothing was measured)."""
+    from mcip.eval.report import averages, group_columns
+
+    value = averages(report, group_columns([(n, f) for n, f, _ in columns]))["AVG"][0]
+    return float("-inf") if value is None else value
+
+
+@dataclass
+class RunResult:
+    out: Path
+    models: dict[str, ModelRef]  # row -> mcip model directory (or the starting model's spec)
+    files: dict[str, Path]  # report files
+    table: str  # Markdown
+    reading: str
+    seconds: float
+    steps: dict[str, float] = field(default_factory=dict)  # step -> seconds
+    search: str = ""  # the search demo (Markdown)
+    recommended: str = ""  # the row whose model was indexed
+
+
+def digest(*parts: object) -> str:
+    return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=6).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.blake2b(Path(path).read_bytes(), digest_size=8).hexdigest()
+
+
+def model_done(model_dir: Path) -> bool:
+    from mcip.models.checkpoint import META_FILE
+
+    return (Path(model_dir) / META_FILE).is_file()
+
+
+def stage_config(name: str, stage: str, overrides: Sequence[str], model_kwargs: dict | None = None):
+    """The shipped config (or YAML file) ``name`` resolved for one of its stages, with ``--set`` style
+    overrides (and the backend options ``model_kwargs`` replacing the file's, when given)."""
+    from mcip.train.config import load_config, resolve_stage
+
+    raw = load_config(name, list(overrides))
+    raw.pop("pipeline", None)
+    raw.pop("stage", None)
+    if model_kwargs is not None:
+        raw.setdefault("model", {})["kwargs"] = model_kwargs
+    return resolve_stage(raw, stage)
+
+
+def run_stage_once(cfg, log: LOG, what: str, progress: bool) -> Path:
+    """Run one stage unless its model exists; continue an interrupted one from its last checkpoint."""
+    from mcip.train.stages import run_stage
+
+    model_dir = Path(cfg.out) / "model"
+    if model_done(model_dir):
+        log(f"  {what}: done earlier ({model_dir})")
+        return model_dir
+    log(f"  {what}: training ({cfg.stage}, {cfg.loop.epochs} epoch(s), out {cfg.out})")
+    result = run_stage(cfg, resume=(Path(cfg.out) / "checkpoints").is_dir(), progress=progress)
+    r = result.train
+    log(f"  {what}: {r.steps} steps in {r.seconds:.0f} s, best val {r.val_metric} = {r.best_metric}")
+    return result.model_dir
+
+
+class Runner:
+    """One run of the experiment (see the module docstring); ``run()`` returns a :class:`RunResult`.
+
+    Subclasses are the data sources. ``self.data`` (from :meth:`prepare_data`) holds the paths ``train``
+    (with captions, for Re-A), ``train_no_captions`` (MCIP trains on the pseudo-captions only), ``val``,
+    ``test``, ``root`` (the folder the benchmarks read) and a one-line ``summary``.
+    """
+
+    command = "mcip run"
+    settings_file = "run-settings.json"
+    configs: ClassVar[dict[str, str]] = {
+        "2sft": "lab-2sft",
+        "mcip+rea": "lab-mcip+rea",
+    }  # pipeline -> shipped config of its stages
+    method = "both"
+
+    def __init__(
+        self,
+        out: Path,
+        settings: RunSettings,
+        force: bool = False,
+        progress: bool = True,
+        log: LOG = print,
+        cache: Path | None = None,
+    ) -> None:
+        self.out, self.s = Path(out), settings.validate()
+        self.force, self.progress, self.log = force, progress, log
+        self.cache = Path(cache) if cache else self.out / "cache"
+        self.steps: dict[str, float] = {}
+        self.gallery = None  # seen-class validation: train records the val images query (WiSE-FT)
+
+    # ------------------------------------------------------------------ what a source provides
+    def prepare_data(self) -> dict:
+        raise NotImplementedError
+
+    def base_model(self) -> ModelRef:
+        raise NotImplementedError
+
+    def captions(self, base: ModelRef) -> Path:
+        raise NotImplementedError
+
+    def benchmark_specs(self) -> list[str]:
+        """The ``mcip eval`` benchmark specs of the report (read from ``self.data['root']``)."""
+        raise NotImplementedError
+
+    def demo_queries(self, index) -> list[tuple[str, str, str]]:
+        """(kind ``text``/``image``, query, how to show it) for the search demo."""
+        raise NotImplementedError
+
+    def write_reading(self, reports, pairs: list[tuple[str, str]]) -> str:
+        raise NotImplementedError
+
+    demo_column = "label"
+
+    def demo_label(self, hit) -> str:
+        """What the search demo shows of a hit."""
+        return str(hit.metadata.get("label", ""))
+
+    def rows(self) -> list[Row]:
+        return select_rows(self.s.all_rows, self.method)
+
+    def settings_record(self) -> dict:
+        """What must match for an existing ``out`` to be continued (JSON-able)."""
+        return json.loads(json.dumps(dataclasses.asdict(self.s)))
+
+    # ------------------------------------------------------------------ helpers
+    def _timed(self, name: str, fn: Callable[[], object]):
+        start = time.perf_counter()
+        value = fn()
+        self.steps[name] = round(time.perf_counter() - start, 1)
+        return value
+
+    def common(self) -> list[str]:
+        s = self.s
+        return [
+            f"data.batch_size={s.batch_size}",
+            f"data.num_workers={s.num_workers}",
+            f"data.val={self.data['val']}",
+            f"cache_dir={self.cache}",
+            *([f"loop.max_steps={s.max_steps}"] if s.max_steps else []),
+        ]
+
+    # ------------------------------------------------------------------ the rows
+    def stages(self, base: ModelRef, captions: Path) -> dict[str, ModelRef]:
+        """Train every row of :meth:`rows` (each reuses the models of the rows it builds on)."""
+        self.base, self.captions_file, self.made = base, captions, {"baseline": base}
+        return {row.name: self._model(row.method) for row in self.rows()}
+
+    def _model(self, method: str) -> ModelRef:
+        if method not in self.made:
+            self.made[method] = getattr(self, f"row_{method}")()
+        return self.made[method]
+
+    def _stage(self, pipeline: str, stage: str, spec: ModelRef, out: str, *extra: str) -> Path:
+        s = self.s
+        if stage == "realign":
+            common = [o for o in self.common() if not o.startswith(("loop.max_steps", "data.batch_size"))]
+            common += [
+                f"loop.epochs={s.realign_epochs}",
+                f"loop.early_stopping_patience={s.realign_patience}",
+                *self.realign_overrides(),
+            ]
+        else:
+            common = [*self.common(), f"loop.epochs={s.stage_epochs}"]
+        overrides = [f"model.spec={spec}", f"out={self.out / 'runs' / out}", *common, *s.stage_overrides]
+        cfg = stage_config(self.configs[pipeline], stage, [*overrides, *extra])
+        return run_stage_once(cfg, self.log, out, self.progress)
+
+    def realign_overrides(self) -> list[str]:
+        """Extra overrides of the Re-A stages (the source's; its batch size is the config's)."""
+        return []
+
+    def _train_args(self) -> list[str]:
+        """The training images with their captions (GPR-FT and Re-A)."""
+        return [f"data.train={self.data['train']}"]
+
+    def _mcip_args(self) -> list[str]:
+        s = self.s
+        return [
+            f"data.train={self.data['train_no_captions']}",
+            f"data.captions={self.captions_file}",
+            f"loss.hard_caption_weight={s.hard_caption_weight}",
+            f"loss.mc_weight={s.mc_weight}",
+            f"loss.arc_weight={1 - s.mc_weight}",
+        ]
+
+    def row_baseline(self) -> ModelRef:
+        return self.base
+
+    def row_gpr_no_proj(self) -> Path:
+        return self._stage(
+            "2sft", "gpr", self.base, "gpr-no-proj", *self._train_args(), "model.drop_projector=true"
+        )
+
+    def row_gpr(self) -> Path:
+        return self._stage("2sft", "gpr", self.base, "gpr", *self._train_args())
+
+    def row_sft(self) -> Path:
+        return self._stage("2sft", "realign", self._model("gpr"), "2sft", *self._train_args())
+
+    def row_mcip(self) -> Path:
+        return self._stage("mcip+rea", "mcip", self.base, "mcip", *self._mcip_args())
+
+    def row_mcip_rea(self) -> Path:
+        return self._stage("mcip+rea", "realign", self._model("mcip"), "mcip-rea", *self._train_args())
+
+    def row_guarded(self) -> Path:
+        """The MCIP row's model (selected on val I2I, the paper's choice), merged with the base by WiSE-FT at
+        the alpha that maximises val ``combined``, then Re-A selected on ``combined``. (Selecting the MCIP
+        stage itself on ``combined`` keeps the start: the text loss it sees is what WiSE-FT and Re-A
+        recover afterwards.)"""
+        merged = self.wise(self._model("mcip"), "guard-wise")
+        return self._stage(
+            "mcip+rea", "realign", merged, "guard-rea", *self._train_args(), "loop.select=combined"
+        )
+
+    def wise(self, finetuned: Path, out: str) -> Path:
+        """WiSE-FT of the base and ``finetuned`` at the alpha of :attr:`RunSettings.wise_grid` that
+        maximises val ``combined`` (``mcip merge --alpha auto``; the curve is written next to the model)."""
+        from mcip.data import load_records
+        from mcip.train.wise_merge import wise_merge
+
+        folder = self.out / "runs" / out
+        if model_done(folder / "model"):
+            self.log(f"  {out}: done earlier ({folder / 'model'})")
+            return folder / "model"
+        self.log(f"  {out}: WiSE-FT of the base and {Path(finetuned).parent.name}, alpha chosen on val")
+        result = wise_merge(
+            self.base,
+            finetuned,
+            folder / "model",
+            alpha="auto",
+            val=load_records(self.data["val"]),
+            grid=self.s.wise_grid,
+            select="combined",
+            curve_dir=folder,
+            progress=False,
+            gallery=self.gallery,
+        )
+        chosen = result.curve.at(result.alpha) if result.curve else None
+        shown = ", ".join(f"{k} {v:.1f}" for k, v in (chosen or {}).items() if k in ("i2i_map", "t2i_r5"))
+        self.log(f"  {out}: alpha {result.alpha:g} ({shown} on val)")
+        return result.model_dir
+
+    def wise_curve_points(self) -> list[dict] | None:
+        """The guarded row's WiSE-FT curve on val, each point marked ``chosen`` or not (for the teaser)."""
+        path = self.out / "runs" / "guard-wise" / "wise_curve.json"
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        return [dict(p, chosen=p["alpha"] == data["chosen_alpha"]) for p in data["curve"]]
+
+    # ------------------------------------------------------------------ evaluation and search
+    def evaluate(self, models: dict[str, ModelRef]):
+        from mcip.eval.benchmarks import resolve_benchmarks
+        from mcip.eval.report import group_columns, markdown_table, teaser_plot, write_report
+        from mcip.eval.runner import evaluate_models
+
+        benchmarks = resolve_benchmarks(",".join(self.benchmark_specs()))
+        reports = evaluate_models(list(models.values()), benchmarks, self.data["root"], cache_dir=self.cache)
+        for row, report in zip(models, reports, strict=True):
+            report.model = row
+        self.columns = [(b.name, b.family, b.table1_metric) for b in benchmarks]
+        files = write_report(reports, self.columns, self.out / "results")
+        curve = self.wise_curve_points()
+        if curve and "plot" in files:  # the teaser with the WiSE-FT trade-off curve as its last panel
+            pairs = [(n, f) for n, f, _ in self.columns]
+            teaser_plot(reports, group_columns(pairs), files["plot"], curve)
+        table = markdown_table(reports, [(b.name, b.family) for b in benchmarks])
+        return reports, files, table
+
+    def recommend(self, reports) -> str:
+        """The row to index: the best AVG among the rows with every column measured."""
+        complete = [r for r in reports if not r.missing] or list(reports)  # text queries need a text side
+        return max(complete, key=lambda r: averages_of(r, self.columns)).model
+
+    def search_demo(self, model: ModelRef, row: str) -> str:
+        """Index the test images with ``model`` and run the source's example queries."""
+        from mcip.index import SearchIndex, build_index
+
+        index_dir = self.out / "index"
+        build_index(model, self.data["test"], index_dir, progress=self.progress)
+        lines = [f"# One embedding, two kinds of query ({row}, test images)", ""]
+        with SearchIndex.open(index_dir) as index:
+            for kind, query, shown in self.demo_queries(index):
+                hits = index.search(**{kind: query}, k=5)
+                lines += [f"{kind} query: {shown}", ""]
+                lines += [f"| rank | score | image | {self.demo_column} |", "|---|---|---|---|"]
+                for hit in hits:
+                    lines.append(f"| {hit.rank} | {hit.score:.3f} | {hit.id} | {self.demo_label(hit)} |")
+                lines.append("")
+        text = "\n".join(lines)
+        (self.out / "results" / "search.md").write_text(text, encoding="utf-8")
+        return text
+
+    # ------------------------------------------------------------------ all
+    def check_settings(self) -> None:
+        """Refuse to continue a run in ``out`` that was started with other settings: its finished stages
+        would be reused as if they had been trained with these."""
+        path = self.out / self.settings_file
+        now = self.settings_record()
+        if path.is_file():
+            before = json.loads(path.read_text())
+            changed = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+            if changed:
+                raise ConfigError(
+                    f"{self.out} holds a run with other settings ({', '.join(changed)} differ); its "
+                    "finished stages would be reused. Pass --force to start over, or another --out."
+                )
+        self.out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(now, indent=2))
+
+    def before_data(self) -> None:
+        """Checks that need nothing prepared (the lab prepares its data when absent)."""
+
+    def run(self) -> RunResult:
+        start = time.perf_counter()
+        self.log(f"{self.command}: results in {self.out}")
+        self.check_settings()
+        self.before_data()
+        self.log("[1/6] data")
+        self.data = self._timed("data", self.prepare_data)
+        self.log(f"  {self.data['summary']}")
+        self.log("[2/6] base model")
+        base = self._timed("base model", self.base_model)
+        self.log("[3/6] pseudo-captions for MCIP")
+        captions = self._timed("captions", lambda: self.captions(base))
+        self.log("[4/6] fine-tuning the rows")
+        models = self._timed("training", lambda: self.stages(base, captions))
+        self.log("[5/6] evaluation on the test split")
+        reports, files, table = self._timed("evaluation", lambda: self.evaluate(models))
+        best = self.recommend(reports)
+        self.log(f"[6/6] search: indexing the test images with {best}")
+        demo = self._timed("search", lambda: self.search_demo(models[best], best))
+        files["search"] = self.out / "results" / "search.md"
+        pairs = [(name, family) for name, family, _ in self.columns]
+        text = self.write_reading(reports, pairs)
+        files["reading"] = self.out / "results" / "reading.md"
+        files["reading"].write_text(text + "\n", encoding="utf-8")
+        seconds = time.perf_counter() - start
+        summary = {
+            "settings": dataclasses.asdict(self.s),
+            "models": {k: str(v) for k, v in models.items()},
+            "recommended": best,
+            "steps_seconds": self.steps,
+            "seconds": round(seconds, 1),
+            "cpu_count": os.cpu_count(),
+        }
+        (self.out / "results" / "run.json").write_text(json.dumps(summary, indent=2))
+        files["run"] = self.out / "results" / "run.json"
+        return RunResult(self.out, models, files, table, text, seconds, self.steps, demo, best)

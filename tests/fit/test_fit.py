@@ -1,0 +1,276 @@
+"""``mcip fit`` end to end on a messy synthetic catalogue with a tiny model: captionless images, a missing
+file, a class of one image, a corrupt test image, non-ASCII class names, seen-class validation; resume,
+refusal of other settings, the dry-run plan, the recommendation rule and the bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import mcip
+from mcip.cli import main
+from mcip.errors import ConfigError, InputError
+from mcip.fit import FitSettings, plan_fit, read_fit_data, run_fit
+from mcip.fit.fit import fit_reading, recommend
+from mcip.fit.runner import GUARDED, select_rows
+from tests.stages.synth import make_dataset
+
+FAST = dict(
+    max_steps=2,
+    batch_size=8,
+    num_workers=0,
+    stage_epochs=1,
+    realign_epochs=2,
+    realign_patience=1,
+    templates_per_image=2,
+    wise_grid=(0.0, 0.5, 1.0),
+    stage_overrides=("loop.precision=fp32", "loop.log_every=1", "loop.checkpoint_every=2", "optim.lr=1e-3"),
+)
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory) -> dict:
+    """train.csv: 11 classes, captions only on some rows, a listed file that is missing and a class of
+    one image; test.csv: other images of the same classes, one of them corrupt; names.tsv with non-ASCII
+    names; pool.txt."""
+    root = tmp_path_factory.mktemp("catalogue")
+    train_rows = list(csv.DictReader(make_dataset(root / "train", per_class=6).open()))
+    test_rows = list(csv.DictReader(make_dataset(root / "test", per_class=3, seed=1).open()))
+    rows = []
+    for i, r in enumerate(train_rows):
+        path = str(root / "train" / r["path"])
+        rows.append({"path": path, "label": r["label"], "captions": r["captions"] if i % 3 == 0 else ""})
+    rows.append({"path": str(root / "train" / "gone.png"), "label": "red_circle", "captions": ""})
+    single = root / "train" / "single.png"
+    shutil.copy(root / "train" / train_rows[0]["path"], single)
+    rows.append({"path": str(single), "label": "lonely_one", "captions": ""})
+    tests = [{"path": str(root / "test" / r["path"]), "label": r["label"]} for r in test_rows]
+    (root / "test" / test_rows[0]["path"]).write_bytes(b"not a png")
+    labels = sorted({r["label"] for r in rows})
+    names = root / "names.tsv"
+    names.write_text(
+        "".join(
+            f"{label}\t{label.replace('_', ' ')} ({'é' if i % 2 else 'ü'})\n"
+            for i, label in enumerate(labels)
+        ),
+        encoding="utf-8",
+    )
+    pool = root / "pool.txt"
+    pool.write_text("a circle\na square\na triangle\na red thing\na blue thing\n", encoding="utf-8")
+    return {
+        "train": _write(root / "train.csv", rows),
+        "test": _write(root / "test.csv", tests),
+        "names": names,
+        "pool": pool,
+        "labels": labels,
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_openclip, tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return mcip.save_model(
+        mcip.load_model(f"openclip:{tiny_openclip}"), tmp_path_factory.mktemp("m") / "base"
+    )
+
+
+def _settings(catalogue, model, **extra) -> FitSettings:
+    values = dict(
+        data=str(catalogue["train"]),
+        test=str(catalogue["test"]),
+        names=str(catalogue["names"]),
+        pool=str(catalogue["pool"]),
+        model=str(model),
+        method="both",
+        **FAST,
+    )
+    values.update(extra)
+    return FitSettings(**values)
+
+
+@pytest.fixture(scope="module")
+def fitted(catalogue, tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit") / "out"
+    logs: list[str] = []
+    result = run_fit(out, _settings(catalogue, tiny_model), progress=False, log=logs.append)
+    return SimpleNamespace(out=out, result=result, logs=logs)
+
+
+def test_fit_trains_every_row_and_writes_the_report(fitted):
+    r, out = fitted.result, fitted.out
+    expected = [row.name for row in select_rows(method="both")]
+    assert list(r.models) == expected and GUARDED in expected
+    for row, model in r.models.items():
+        if row != "baseline":
+            assert (Path(model) / "mcip_model.json").is_file(), row
+    for name in ("table1.md", "results.json", "table1.csv", "reading.md", "search.md", "run.json"):
+        assert (out / "results" / name).is_file(), name
+    results = json.loads((out / "results" / "results.json").read_text())
+    assert [m["model"] for m in results["models"]] == expected
+    i2i = {m["model"]: m["results"]["manifest_i2i"]["metrics"]["map"] for m in results["models"]}
+    assert i2i["GPR-FT"] != i2i["baseline"] and i2i["MCIP"] != i2i["baseline"]  # training changed the images
+    assert i2i["2SFT"] == i2i["GPR-FT"] and i2i["MCIP+Re-A"] == i2i["MCIP"]  # Re-A leaves the image side
+    for row in expected:
+        assert f"| {row} |" in r.table
+    run = json.loads((out / "results" / "run.json").read_text())
+    assert run["recommended"] == r.recommended and r.recommended in r.models
+    assert (out / "index").is_dir()
+    assert "mcip serve --index" in r.reading and "Recommended model" in r.reading
+
+
+def test_fit_data_step_skips_the_missing_file_and_holds_out_seen_class_val(fitted):
+    data = fitted.out / "data"
+    train = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+    val = [json.loads(line) for line in (data / "val.jsonl").read_text().splitlines()]
+    assert not any(r["path"].endswith("gone.png") for r in train + val)
+    assert {r["label"] for r in val} <= {r["label"] for r in train}  # seen classes
+    assert "lonely_one" in {r["label"] for r in train} and "lonely_one" not in {r["label"] for r in val}
+    assert all(r["captions"] for r in val)  # templates give every val image captions (T2I validation)
+    assert not set(r["id"] for r in train) & set(r["id"] for r in val)
+    summary = next(line for line in fitted.logs if "train " in line and "val " in line)
+    assert "missing files skipped: train 1" in summary and "seen classes" in summary
+
+
+def test_fit_captions_cover_every_train_image_from_three_sources(fitted):
+    from mcip.data.captions import read_caption_entries
+
+    entries = read_caption_entries(fitted.out / "captions" / "captions.jsonl")
+    train = [json.loads(line) for line in (fitted.out / "data" / "train.jsonl").read_text().splitlines()]
+    assert set(entries) == {r["id"] for r in train}
+    sources = {e["source"].split(":")[0] for es in entries.values() for e in es}
+    assert sources == {"manifest", "retrieval", "template"}
+    names = dict(line.split("\t") for line in (fitted.out / "data" / "names.tsv").read_text().splitlines())
+    for r in train:  # every image has its class name in its template captions
+        assert any(names[r["label"]] in e["text"] for e in entries[r["id"]] if e["source"] == "template")
+
+
+def test_fit_evaluates_with_manifest_benchmarks_and_counts_the_corrupt_test_image(fitted):
+    results = json.loads((fitted.out / "results" / "results.json").read_text())
+    names = [b["name"] for b in results["benchmarks"]]
+    assert names == ["manifest_i2i", "manifest_knn", "manifest_zeroshot", "captions_t2i"]
+    base = results["models"][0]["results"]
+    assert (
+        base["manifest_i2i"]["images"] == 33 and base["manifest_i2i"]["unreadable"] == 1
+    )  # counted, skipped
+
+
+def test_fit_reports_equal_the_benchmarks_run_directly(fitted):
+    """The table's numbers are those of ``mcip eval`` on the fit's own manifests (the starting model)."""
+    from mcip.eval.benchmarks import resolve_benchmarks
+    from mcip.eval.runner import evaluate_models
+
+    data = fitted.out / "data"
+    spec = f"manifest_zeroshot:manifest={data / 'eval.jsonl'},split=test,names={data / 'names.tsv'}"
+    (report,) = evaluate_models([fitted.result.models["baseline"]], resolve_benchmarks(spec), data)
+    results = json.loads((fitted.out / "results" / "results.json").read_text())
+    ours = results["models"][0]["results"]["manifest_zeroshot"]["metrics"]
+    assert report.results["manifest_zeroshot"].metrics == pytest.approx(ours)
+
+
+def test_fit_resumes_and_refuses_other_settings(fitted, catalogue, tiny_model):
+    logs: list[str] = []
+    again = run_fit(fitted.out, _settings(catalogue, tiny_model), progress=False, log=logs.append)
+    assert sum("done earlier" in line for line in logs) >= 5
+    assert again.table == fitted.result.table
+    with pytest.raises(ConfigError, match="other settings"):
+        run_fit(fitted.out, _settings(catalogue, tiny_model, mc_weight=0.5), progress=False, log=logs.append)
+
+
+def test_fit_refuses_a_folder_that_holds_something_else(catalogue, tiny_model, tmp_path):
+    (tmp_path / "x.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="holds no mcip fit run"):
+        run_fit(tmp_path, _settings(catalogue, tiny_model), progress=False, log=lambda s: None)
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(catalogue, tiny_model, tmp_path, capsys):
+    out = tmp_path / "planned"
+    plan = plan_fit(out, _settings(catalogue, tiny_model, method="mcip+rea"))
+    assert not out.exists()
+    assert "MCIP+Re-A (guarded)" in plan.text and "GPR-FT" not in plan.text
+    # 11 classes x 6 + the class of one; one image per class of 2+ held out for val; the missing file dropped
+    assert "train 56 images / 12 classes; val 11 images / 11 classes" in plan.text
+    assert "missing files skipped: train 1" in plan.text
+    assert plan.estimate_seconds is not None and plan.estimate_seconds > 0
+    status = main(
+        [
+            "fit",
+            "--data",
+            str(catalogue["train"]),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--dry-run",
+            "--no-warmup",
+            "--batch-size",
+            "8",
+        ]
+    )
+    assert status == 0 and "Rows:" in capsys.readouterr().out and not out.exists()
+
+
+def test_bad_inputs_fail_before_training_with_a_message(catalogue, tiny_model, tmp_path):
+    bad_names = tmp_path / "names.tsv"
+    bad_names.write_text("no_such_label\tnothing\n", encoding="utf-8")
+    with pytest.raises(InputError, match="not a class of the manifest"):
+        read_fit_data(_settings(catalogue, tiny_model, names=str(bad_names)))
+    empty = tmp_path / "pool.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(InputError, match="holds no text"):
+        read_fit_data(_settings(catalogue, tiny_model, pool=str(empty)))
+    with Path(catalogue["test"]).open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    val = _write(tmp_path / "val.csv", [*rows[1:4], {"path": rows[5]["path"], "label": "never_trained"}])
+    with pytest.raises(InputError, match="never appear in --data"):
+        read_fit_data(_settings(catalogue, tiny_model, val=str(val)))
+    unlabelled = _write(tmp_path / "nolabel.csv", [{"path": rows[1]["path"], "label": ""}])
+    with pytest.raises(InputError, match="empty 'label'"):
+        read_fit_data(_settings(catalogue, tiny_model, data=str(unlabelled)))
+    with pytest.raises(InputError, match="does not exist"):
+        read_fit_data(_settings(catalogue, tiny_model, data=str(tmp_path / "nope.csv")))
+    with pytest.raises(ConfigError, match="--method"):
+        _settings(catalogue, tiny_model, method="mcip").validate()
+
+
+def _report(model: str, values: dict[str, float | None]):
+    scores = {f"b_{f}": {"score": v} for f, v in values.items() if v is not None}
+    missing = [f"b_{f}" for f, v in values.items() if v is None]
+    return SimpleNamespace(model=model, missing=missing, notes=[], results=scores)
+
+
+@pytest.mark.parametrize(
+    "rows, expected",
+    [
+        # the best image search among the rows that keep zero-shot and T2I within 0.5 points
+        ({"A": (40, 19.6, 30.0), "B": (45, 18.0, 31.0), "C": (42, 20.0, 29.6)}, "C"),
+        # nothing keeps the text side: the starting model
+        ({"A": (40, 10.0, 30.0), "B": (45, 18.0, 20.0)}, "baseline"),
+    ],
+)
+def test_recommend_picks_the_best_image_search_that_keeps_text(monkeypatch, rows, expected):
+    import mcip.fit.fit as fit
+
+    base = {"i2i": 35.0, "zeroshot": 20.0, "t2i": 30.0}
+    table = {
+        "baseline": base,
+        **{k: dict(zip(("i2i", "zeroshot", "t2i"), v, strict=True)) for k, v in rows.items()},
+    }
+    monkeypatch.setattr(fit, "_family_averages", lambda reports, columns: table)
+    reports = [SimpleNamespace(model=m, missing=[], notes=[]) for m in table]
+    assert recommend(reports, []) == expected
+    text = fit_reading(reports, [], expected)
+    assert f"Recommended model: {expected}" in text
