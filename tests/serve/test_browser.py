@@ -137,6 +137,34 @@ def test_search_page_text_click_upload_back(browser, server, search_index, tmp_p
     assert not severe, severe
 
 
+def test_search_page_filters_by_metadata(browser, server, search_index):
+    """The filter box: text + "label=red" shows what GET /search?...&where=label=red answers (red images
+    only), keeps the filter in the address bar, and a malformed filter shows the server's reason."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(server.url + "/")
+    wait(browser, lambda d: f"{len(search_index)} images" in d.find_element(By.ID, "status").text, "health")
+    browser.find_element(By.ID, "where").send_keys("label=red")
+    browser.find_element(By.ID, "text").send_keys("a square", Keys.ENTER)
+    wait(
+        browser,
+        lambda d: "where" in (d.find_element(By.ID, "results").get_attribute("data-query") or ""),
+        "filter",
+    )
+    shown = shown_results(browser)
+    expected = api_ids(server, params={"text": "a square", "k": 24, "where": "label=red"})
+    assert shown == expected and len(shown) == 5  # the five red images
+    assert all(search_index.record(i).metadata["label"] == "red" for i in shown)
+    assert "where=label%3Dred" in browser.current_url
+    where = browser.find_element(By.ID, "where")
+    where.clear()
+    where.send_keys("price<<1")
+    browser.find_element(By.ID, "text").send_keys(Keys.ENTER)
+    wait(browser, lambda d: d.find_element(By.ID, "error").is_displayed(), "the error")
+    assert "needs a number" in browser.find_element(By.ID, "error").text
+
+
 def test_search_page_shows_the_reason_of_a_refused_query(browser, server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys

@@ -23,6 +23,9 @@ def _print_hits(hits) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     from mcip.errors import InputError
     from mcip.index import SearchIndex
+    from mcip.index.filters import parse_where
+
+    parse_where(args.where)  # a malformed filter fails before the model loads
 
     if args.id is not None and (args.text is not None or args.image is not None):
         raise InputError("--id searches with an indexed image; do not combine it with --text or --image.")
@@ -31,9 +34,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         load_model=args.id is None,
     ) as index:  # fmt: skip
         if args.id is not None:
-            hits = index.search_by_id(args.id, k=args.k)
+            hits = index.search_by_id(args.id, k=args.k, where=args.where)
         else:
-            hits = index.search(text=args.text, image=args.image, alpha=args.alpha, k=args.k)
+            hits = index.search(
+                text=args.text, image=args.image, alpha=args.alpha, k=args.k, where=args.where
+            )
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2))
     else:
@@ -51,6 +56,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--alpha", type=float, default=0.5, help="image weight when --text and --image are both given"
     )
     p.add_argument("--k", type=int, default=10, help="results (1..1000)")
+    p.add_argument(
+        "--where",
+        action="append",
+        metavar="KEY OP VALUE",
+        help="only images whose metadata match, repeatable (all must hold): OP one of = != < <= > >=, "
+        "e.g. --where label=cereal --where 'price<5'; KEY is id, path, label or a manifest column",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--search-params", help="FAISS search parameters for this query, e.g. nprobe=64")
     qdrant_args(p, collection=False)

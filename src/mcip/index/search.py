@@ -4,6 +4,9 @@ Every query becomes one L2-normalised vector q (D,) in the joint space; a hit's 
 product of q with the stored image embedding (cosine similarity). Text and image together:
 ``q = normalize(alpha * image_embedding + (1 - alpha) * text_embedding)``.
 
+Every search takes ``where``: metadata filters (``["label=cereal", "price<5"]``, all must hold; see
+:mod:`mcip.index.filters`), so only matching images are ranked.
+
 Safe to call from several threads: model inference runs under a lock, the backends read concurrently.
 """
 
@@ -21,12 +24,15 @@ import torch
 
 from mcip.errors import ConfigError, InputError
 from mcip.index.backends import Backend, create_backend
+from mcip.index.backends.base import UnsupportedFilter
+from mcip.index.filters import matching_rows, parse_where
 from mcip.index.identity import check_model, resolve_model
 from mcip.index.query import MAX_K, MAX_TEXT_CHARS, check_k, check_text, open_query_image, unit_vector
 from mcip.index.store import StoredIndex
 from mcip.models.base import EmbeddingModel
 
 __all__ = ["MAX_K", "MAX_TEXT_CHARS", "Hit", "IndexedImage", "SearchIndex", "UnknownId"]
+FILTER_CACHE = 64  # expression sets whose matching rows are kept
 _new_object = object.__new__
 _set = object.__setattr__
 
@@ -87,6 +93,7 @@ class SearchIndex:
         self._backend = backend
         self.model = model
         self._lock = threading.Lock()
+        self._filters: dict[tuple[str, ...], np.ndarray] = {}
         self.info: dict = {
             **stored.manifest,
             "path": str(stored.dir),
@@ -240,37 +247,78 @@ class SearchIndex:
 
     # ----------------------------------------------------------------- search
     def search(
-        self, text: str | None = None, image: Any = None, alpha: float = 0.5, k: int = 10
+        self,
+        text: str | None = None,
+        image: Any = None,
+        alpha: float = 0.5,
+        k: int = 10,
+        where: str | list[str] | tuple[str, ...] | None = None,
     ) -> list[Hit]:
-        """The ``k`` images nearest to a text, an image, or their alpha-weighted mixture."""
+        """The ``k`` images nearest to a text, an image, or their alpha-weighted mixture (among the images
+        that match ``where``)."""
         check_k(k)
-        return self.search_vector(self.query_vector(text, image, alpha), k)
+        conditions = parse_where(where)  # a bad filter fails before the model runs
+        return self.search_vector(self.query_vector(text, image, alpha), k, where=conditions)
 
-    def search_vector(self, vector: np.ndarray, k: int = 10, exclude_id: str | None = None) -> list[Hit]:
-        """The ``k`` images nearest to ``vector`` (D,) (normalised here), optionally without ``exclude_id``."""
+    def filter_rows(self, where) -> np.ndarray | None:
+        """The sorted rows matching ``where`` (None: no filter), cached per expression set."""
+        conditions = parse_where(where)
+        if not conditions:
+            return None
+        key = tuple(sorted(map(str, conditions)))
+        rows = self._filters.get(key)
+        if rows is None:
+            rows = matching_rows(conditions, self._stored.column, len(self))
+            if len(self._filters) >= FILTER_CACHE:
+                self._filters.pop(next(iter(self._filters)))
+            self._filters[key] = rows
+        return rows
+
+    def _search_rows(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The backend's search, over ``rows`` only when given (exact ranking of those rows from the
+        stored embeddings when the backend cannot restrict its search)."""
+        if rows is None:
+            return self._backend.search(q, k)
+        k = min(k, len(rows))
+        if k == 0:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        try:
+            return self._backend.search(q, k, rows)
+        except UnsupportedFilter:
+            scores = q @ self._stored.vectors(rows).T
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            return np.take_along_axis(scores, order, axis=1), rows[order]
+
+    def search_vector(
+        self, vector: np.ndarray, k: int = 10, exclude_id: str | None = None, where=None
+    ) -> list[Hit]:
+        """The ``k`` images nearest to ``vector`` (D,) (normalised here), optionally without ``exclude_id``
+        and among the images matching ``where`` only."""
         check_k(k)
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
         if q.shape[0] != self.dim:
             raise InputError(f"The query vector has {q.shape[0]} dimensions; this index holds {self.dim}.")
         q = unit_vector(q, "query vector")
+        rows = self.filter_rows(where)
         exclude = self._row(exclude_id) if exclude_id is not None else -1
         fetch = min(k + (exclude >= 0), len(self))
-        scores, rows = self._backend.search(q[None], fetch)
-        return self._hits(scores[0], rows[0], k, exclude)
+        scores, found = self._search_rows(q[None], fetch, rows)
+        return self._hits(scores[0], found[0], k, exclude)
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
+    def search_vectors(self, vectors: np.ndarray, k: int = 10, where=None) -> list[list[Hit]]:
         """:meth:`search_vector` for Q queries (Q, D) at once (one backend call)."""
         check_k(k)
         q = np.asarray(vectors, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise InputError(f"Expected queries of shape (Q, {self.dim}), got {tuple(q.shape)}.")
         q = np.stack([unit_vector(v, "query vector") for v in q]) if len(q) else q
-        scores, rows = self._backend.search(np.ascontiguousarray(q), min(k, len(self)))
+        scores, rows = self._search_rows(np.ascontiguousarray(q), min(k, len(self)), self.filter_rows(where))
         return [self._hits(s, r, k, -1) for s, r in zip(scores, rows, strict=True)]
 
-    def search_by_id(self, id: str, k: int = 10, exclude_self: bool = False) -> list[Hit]:
-        """The ``k`` images nearest to indexed image ``id`` (its stored embedding); itself first unless excluded."""
-        return self.search_vector(self.embedding(id), k, exclude_id=id if exclude_self else None)
+    def search_by_id(self, id: str, k: int = 10, exclude_self: bool = False, where=None) -> list[Hit]:
+        """The ``k`` images nearest to indexed image ``id`` (its stored embedding); itself first unless
+        excluded (or filtered out by ``where``)."""
+        return self.search_vector(self.embedding(id), k, exclude_id=id if exclude_self else None, where=where)
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray, k: int, exclude: int) -> list[Hit]:
         """Hits for backend results (row -1: none; ``exclude``: a row to leave out), at most ``k``.

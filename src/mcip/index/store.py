@@ -167,6 +167,7 @@ class StoredIndex:
         self.offsets = np.load(self.dir / OFFSETS)
         self._offsets = self.offsets.tolist()  # Python ints: no numpy scalar per lookup
         self.row_of = {rec_id: row for row, rec_id in enumerate(self.ids)}
+        self._columns: dict[str, list] = {}
         count = int(self.manifest["count"])
         if not (len(self.ids) == len(self.offsets) - 1 == self.embeddings.shape[0] == count):
             raise InputError(
@@ -196,6 +197,22 @@ class StoredIndex:
         meta = self.row_json(row)
         del meta["id"], meta["path"]
         return meta
+
+    def column(self, key: str) -> list:
+        """The value of field ``key`` per row (None where a row lacks it), for metadata filters; built once
+        per key (a pass over the records for fields other than id, path, label and captions)."""
+        cached = self._columns.get(key)
+        if cached is not None:
+            return cached
+        if key in ("id", "path", "label"):
+            values = {"id": self.ids, "path": self.paths, "label": self.labels}[key]
+        else:
+            values = [
+                ([] if key == "captions" else None) if self.plain[row] else self.row_json(row).get(key)
+                for row in range(len(self))
+            ]
+        self._columns[key] = values
+        return values
 
     def iter_records(self) -> Iterable[IndexRecord]:
         for row in range(len(self)):

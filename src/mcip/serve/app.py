@@ -28,12 +28,17 @@ from fastapi.staticfiles import StaticFiles  # noqa: E402
 from starlette.requests import ClientDisconnect  # noqa: E402
 
 from mcip.index import MAX_K, MAX_TEXT_CHARS, SearchIndex, UnknownId  # noqa: E402
+from mcip.index.filters import parse_where  # noqa: E402
 from mcip.serve import schemas  # noqa: E402
 from mcip.serve.hosts import HostCheck  # noqa: E402
 from mcip.serve.image_search import ImageSearch  # noqa: E402
 from mcip.serve.upload import DEFAULT_UPLOAD_TIMEOUT_S, read_image_form  # noqa: E402
 
 STATIC_DIR = Path(__file__).parent / "static"
+WHERE_HELP = (
+    "metadata filters, repeatable, all must hold: KEY OP VALUE with OP one of =, !=, <, <=, >, >= "
+    "(e.g. label=cereal, price<5); KEY is id, path, label or a column of the indexed manifest"
+)
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
 ERRORS = {
     400: {"model": schemas.Problem, "description": "the query was refused (the detail says why)"},
@@ -51,6 +56,11 @@ UPLOAD_FORM = {
                         "image": {"type": "string", "format": "binary", "description": "the query image"},
                         "text": {"type": "string", "description": "optional text mixed with the image"},
                         "alpha": {"type": "number", "default": 0.5, "description": "image weight, 0..1"},
+                        "where": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": WHERE_HELP,
+                        },
                         "k": {"type": "integer", "default": 10, "minimum": 1, "maximum": MAX_K},
                     },
                 }
@@ -144,13 +154,18 @@ def _add_search_routes(
         text: str | None = Query(None, description=f"a text query (1 to {MAX_TEXT_CHARS} characters)"),
         id: str | None = Query(None, description="search with the stored embedding of this indexed image"),
         k: int = Query(10, ge=1, le=MAX_K, description="how many results"),
+        where: list[str] | None = Query(None, description=WHERE_HELP),  # noqa: B008
     ) -> schemas.SearchResponse:
-        """Images nearest to a text query, or to an indexed image (give exactly one of text, id)."""
+        """Images nearest to a text query, or to an indexed image (give exactly one of text, id), among
+        the images whose metadata match every ``where`` filter."""
         if (text is None) == (id is None):
             raise HTTPException(400, "Give exactly one of the query parameters text=... or id=....")
+        conditions = parse_where(where)  # 400 with the reason before the model runs
         if id is not None:
-            return _respond(schemas.Query(id=id), k, lambda: index.search_by_id(id, k=k))
-        return _respond(schemas.Query(text=text), k, lambda: index.search(text=text, k=k))
+            query = schemas.Query(id=id, where=where)
+            return _respond(query, k, lambda: index.search_by_id(id, k=k, where=conditions))
+        query = schemas.Query(text=text, where=where)
+        return _respond(query, k, lambda: index.search(text=text, k=k, where=conditions))
 
     @app.post(
         "/search",
@@ -177,12 +192,16 @@ def _add_search_routes(
         k = _number("k", form.k, int, 10, 1, MAX_K)
         text = form.text if form.text not in (None, "") else None
         alpha = _number("alpha", form.alpha, float, 0.5, 0.0, 1.0) if text is not None else None
+        conditions = parse_where(list(form.where))
         query = schemas.Query(
-            text=text, alpha=alpha, image=schemas.ImageQuery(filename=form.filename, bytes=len(form.image))
+            text=text,
+            alpha=alpha,
+            image=schemas.ImageQuery(filename=form.filename, bytes=len(form.image)),
+            where=list(form.where) or None,
         )
         weight = 0.5 if alpha is None else alpha
         return await images.run(
-            lambda: _respond(query, k, lambda: images.search(form.image, text, weight, k))
+            lambda: _respond(query, k, lambda: images.search(form.image, text, weight, k, conditions))
         )
 
 
@@ -218,14 +237,12 @@ def _add_image_route(app: FastAPI, index: SearchIndex) -> None:
 
 
 def media_type(path: Path) -> str:
-    """The MIME type of an image file from its content (PIL reads the header), else from its name."""
-    from PIL import Image, UnidentifiedImageError
+    """The MIME type of an image file from its first bytes (no decoder runs), else from its name."""
+    from PIL import Image
 
-    try:
-        with Image.open(path) as img:
-            found = Image.MIME.get(img.format or "")
-    except (OSError, UnidentifiedImageError):
-        found = None
+    from mcip.data.images import sniff_format
+
+    found = Image.MIME.get(sniff_format(path) or "")
     return found or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 

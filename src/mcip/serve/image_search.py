@@ -40,7 +40,7 @@ class ImageSearch:
             self._limiter = anyio.CapacityLimiter(self.concurrency)
         return await anyio.to_thread.run_sync(work, limiter=self._limiter)
 
-    def search(self, image: bytes, text: str | None, alpha: float, k: int) -> list:
+    def search(self, image: bytes, text: str | None, alpha: float, k: int, where=None) -> list:
         """Decode ``image`` (HTTPException 415 / 400 when refused) and search with it (and ``text``).
 
         An error of the resize or the model that the limits did not foresee (OverflowError, MemoryError)
@@ -49,7 +49,7 @@ class ImageSearch:
         decoded = decode_upload(image, self.limits)
         try:
             self._check_resize(decoded.size)
-            return self.index.search(text=text, image=decoded, alpha=alpha, k=k)
+            return self.index.search(text=text, image=decoded, alpha=alpha, k=k, where=where)
         except (OverflowError, MemoryError) as exc:
             raise HTTPException(
                 400, f"The uploaded image is too large to process ({type(exc).__name__}); scale it down."

@@ -21,6 +21,7 @@ class Query(BaseModel):
     id: str | None = None
     image: ImageQuery | None = None
     alpha: float | None = None
+    where: list[str] | None = None
 
 
 class Result(BaseModel):

@@ -18,7 +18,8 @@ from mcip.data.limits import ImageFormatRefused, ImageLimits, ImageRefused
 
 # Room for the multipart boundaries, part headers and the small text fields next to the image.
 FORM_OVERHEAD_BYTES = 64 * 1024
-FIELDS = ("image", "text", "alpha", "k")
+FIELDS = ("image", "text", "alpha", "k", "where")  # where: repeatable (metadata filters)
+MAX_WHERE_FIELDS = 16
 # A 10 MiB upload at 1 Mbit/s takes 84 s; a client slower than this holds a connection for nothing.
 DEFAULT_UPLOAD_TIMEOUT_S = 120.0
 # Errors of a decode or a resize that the limits did not foresee: the upload's fault, so 400 (not 500).
@@ -34,6 +35,7 @@ class ImageForm:
     text: str | None
     alpha: str | None
     k: str | None
+    where: tuple[str, ...] = ()
 
 
 def too_large(max_upload_bytes: int) -> HTTPException:
@@ -70,14 +72,17 @@ async def read_image_form(
         raise HTTPException(
             415,
             "Send the image as multipart/form-data with a file field named 'image' (and optional "
-            "'text', 'alpha', 'k'); for text queries use GET /search?text=...",
+            "'text', 'alpha', 'k', 'where'); for text queries use GET /search?text=...",
         )
     limit = max_upload_bytes + FORM_OVERHEAD_BYTES
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large(max_upload_bytes)
     parser = MultiPartParser(
-        request.headers, _limited(request, limit, max_upload_bytes), max_files=1, max_fields=len(FIELDS)
+        request.headers,
+        _limited(request, limit, max_upload_bytes),
+        max_files=1,
+        max_fields=len(FIELDS) - 1 + MAX_WHERE_FIELDS,
     )
     try:
         with anyio.fail_after(timeout_s):
@@ -112,7 +117,10 @@ async def _fields(form, max_upload_bytes: int) -> ImageForm:
         if isinstance(value, UploadFile):
             raise HTTPException(400, f"The form field '{name}' must be a plain value, not a file.")
         texts[name] = value
-    return ImageForm(data, image.filename, **texts)
+    where = form.getlist("where")
+    if any(isinstance(w, UploadFile) for w in where):
+        raise HTTPException(400, "The form field 'where' must be a plain value, not a file.")
+    return ImageForm(data, image.filename, **texts, where=tuple(str(w) for w in where))
 
 
 def decode_upload(data: bytes, limits: ImageLimits):

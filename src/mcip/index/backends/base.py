@@ -22,6 +22,11 @@ from mcip.errors import ConfigError
 CHUNK_ROWS = 65_536
 
 
+class UnsupportedFilter(Exception):
+    """The backend cannot rank a subset of its rows; the caller ranks them exactly from the stored
+    embeddings instead."""
+
+
 def float32_chunks(
     vectors: np.ndarray, start: int = 0, rows: int = CHUNK_ROWS
 ) -> Iterator[tuple[int, np.ndarray]]:
@@ -77,9 +82,12 @@ class Backend(ABC):
         ``count`` rows the index folder holds."""
 
     @abstractmethod
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, rows: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(scores (Q, k) float32, rows (Q, k) int64)`` for queries (Q, D) float32, best first; row -1
-        where fewer than k vectors are found."""
+        where fewer than k vectors are found. ``rows`` (sorted int64): rank only these rows (a metadata
+        filter, :mod:`mcip.index.filters`)."""
 
     def commit(self, previous_state: dict[str, Any] | None) -> None:  # noqa: B027 (optional hook)
         """Called after the new index folder replaced the old one (``previous_state``: the old ``state``)."""

@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from mcip.errors import ConfigError, InputError, require
-from mcip.index.backends.base import Backend, float32_chunks
+from mcip.index.backends.base import Backend, UnsupportedFilter, float32_chunks
 
 INDEX_FILE = "faiss.index"
 DEFAULT_EF_SEARCH = 128
@@ -147,9 +147,27 @@ class FaissBackend(Backend):
                 "IVF indexes take nprobe=N, HNSW indexes efSearch=N, refined ones k_factor_rf=N."
             ) from None
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, rows = self.index.search(queries, k)
-        return scores, rows
+    def search(
+        self, queries: np.ndarray, k: int, rows: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if rows is None:
+            return self.index.search(queries, k)
+        faiss = _faiss()
+        selector = faiss.IDSelectorBatch(np.ascontiguousarray(rows, dtype=np.int64))
+        ivf = faiss.try_extract_index_ivf(self.index)
+        hnsw = getattr(faiss.downcast_index(self.index), "hnsw", None)
+        if ivf is not None:  # keep the probes set at open
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=int(ivf.nprobe))
+        elif hnsw is not None:
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(hnsw.efSearch))
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        try:
+            return self.index.search(queries, k, params=params)
+        except RuntimeError as exc:
+            raise UnsupportedFilter(
+                f"A '{self.factory}' FAISS index cannot search a subset of its rows ({_faiss_message(exc)})."
+            ) from None
 
     @property
     def ntotal(self) -> int:

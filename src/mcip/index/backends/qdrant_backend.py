@@ -141,9 +141,16 @@ class QdrantBackend(Backend):
         self.client = self._client(folder)
         self.collection = self._physical(self.client)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, rows: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         models = _qdrant().models
-        requests = [models.QueryRequest(query=q.tolist(), limit=k, with_payload=False) for q in queries]
+        only = None
+        if rows is not None:  # the rows a metadata filter kept (point ids are rows)
+            only = models.Filter(must=[models.HasIdCondition(has_id=[int(r) for r in rows])])
+        requests = [
+            models.QueryRequest(query=q.tolist(), limit=k, with_payload=False, filter=only) for q in queries
+        ]
         if self.local:  # local mode keeps its state in Python objects: one query at a time
             with self._lock:
                 responses = self.client.query_batch_points(self.collection, requests=requests)

@@ -59,7 +59,8 @@ function describeQuery(query) {
   if (query.image) parts.push(`image ${query.image.filename || "upload"}`);
   if (query.id) parts.push(`indexed image ${query.id}`);
   if (query.text && query.image) parts.push(`(image weight ${query.alpha})`);
-  return parts.join(" + ");
+  const shown = parts.join(" + ");
+  return query.where ? `${shown} where ${query.where.join(", ")}` : shown;
 }
 
 function render(data) {
@@ -82,8 +83,16 @@ function render(data) {
   resultsBox.dataset.state = "done";
 }
 
+// Metadata filters: "label=cereal; price<5" -> ["label=cereal", "price<5"] (each sent as a where=...).
+const whereBox = $("where");
+function filters() {
+  return whereBox.value.split(";").map((f) => f.trim()).filter((f) => f);
+}
+
 function searchGet(params, push) {
   params.set("k", kSelect.value);
+  params.delete("where");
+  for (const f of filters()) params.append("where", f);
   if (push) history.pushState(null, "", `?${params}`);
   return request(`search?${params}`);
 }
@@ -102,6 +111,7 @@ function searchUpload(file) {
     data.append("alpha", alphaInput.value);
   }
   data.append("k", kSelect.value);
+  for (const f of filters()) data.append("where", f);
   return request("search", { method: "POST", body: data });
 }
 
@@ -173,6 +183,7 @@ function searchFromAddress() {
   if (params.has("k") && [...kSelect.options].some((o) => o.value === params.get("k"))) {
     kSelect.value = params.get("k");
   }
+  whereBox.value = params.getAll("where").join("; ");
   if (params.get("text")) {
     textBox.value = params.get("text");
     searchGet(new URLSearchParams({ text: params.get("text") }), false);
