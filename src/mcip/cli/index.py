@@ -128,6 +128,44 @@ def cmd_index_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_remove(args: argparse.Namespace) -> int:
+    from mcip.data.textfile import open_text
+    from mcip.index.maintain import remove_from_index
+
+    ids = list(args.id or [])
+    if args.ids:
+        with open_text(args.ids, args.encoding) as f:
+            ids += [line.strip() for line in f if line.strip()]
+    summary = remove_from_index(args.index, ids, args.where, wait=args.wait, missing_ok=args.missing_ok)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    missing = f"; {len(summary['missing'])} id(s) were not in the index" if summary["missing"] else ""
+    print(f"remove: {summary['removed']} image(s) removed; {summary['count']} left in {summary['index']} "
+          f"in {summary['seconds']:.1f} s{missing}")  # fmt: skip
+    return 0
+
+
+def cmd_index_rebuild(args: argparse.Namespace) -> int:
+    from mcip.index.maintain import rebuild_index
+
+    try:
+        summary = rebuild_index(
+            args.index, args.model, out=args.out, batch_size=args.batch_size, progress=not args.quiet,
+            device=args.device, num_workers=args.workers, wait=args.wait,
+            model_options={"precision": args.precision, "drop_projector": args.drop_projector},
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        _resume_hint(args.out or args.index)
+        raise
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary, "rebuild")
+        print(f"  model {summary['previous_model']} -> {summary['model']}")
+    return 0
+
+
 def cmd_index_info(args: argparse.Namespace) -> int:
     from mcip.index import index_info
 
@@ -146,6 +184,12 @@ def cmd_index_info(args: argparse.Namespace) -> int:
     print(
         f"  skipped   {info['skipped_unreadable']} unreadable, {info['skipped_duplicates']} duplicate ids (all builds)"
     )
+    print("  history")
+    for entry in info.get("history", []):
+        what = {"remove": f"-{entry.get('removed', '?')}"}.get(entry["op"], f"+{entry.get('added', '?')}")
+        model = f"  model {entry['model']}" if entry.get("model") else ""
+        before = f" (was {entry['previous_model']})" if entry.get("previous_model") else ""
+        print(f"    {entry.get('time', '?')}  {entry['op']:<8} {what:>8}{model}{before}")
     return 0
 
 
@@ -177,17 +221,21 @@ def _encoding_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _wait_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wait", nargs="?", type=float, const=math.inf, default=0.0, metavar="SECONDS",
+        help="if another process is writing the index, wait for it (up to SECONDS; no value: as long as "
+        "it takes) instead of exiting with status 2",
+    )  # fmt: skip
+
+
 def _encode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--images", required=True, help="image folder (recursive) or manifest (.csv/.jsonl/.parquet)"
     )
     p.add_argument("--root", help="folder that relative manifest paths start from (default: the manifest's)")
     _encoding_arg(p)
-    p.add_argument(
-        "--wait", nargs="?", type=float, const=math.inf, default=0.0, metavar="SECONDS",
-        help="if another process is writing the index, wait for it (up to SECONDS; no value: as long as "
-        "it takes) instead of exiting with status 2",
-    )  # fmt: skip
+    _wait_arg(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=default_workers(), help="image-decoding processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -195,7 +243,9 @@ def _encode_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("index", help="search indexes: build, add, check text alignment, info")
+    p = sub.add_parser(
+        "index", help="search indexes: build, add, remove, rebuild, check text alignment, info"
+    )
     isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
     _register_build(isub)
 
@@ -207,7 +257,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_index_add)
     _register_check(isub)
 
-    q = isub.add_parser("info", help="what an index holds: model, fingerprints, backend, counts")
+    q = isub.add_parser(
+        "remove", help="remove images by id or by a metadata filter (a new version, swapped in atomically)"
+    )
+    q.add_argument("--index", required=True, help="index folder")
+    q.add_argument("--id", action="append", help="an id to remove (repeatable)")
+    q.add_argument("--ids", help="a text file of ids to remove, one per line")
+    q.add_argument("--where", action="append", metavar="KEY OP VALUE",
+                   help="remove the images matching every filter, e.g. --where label=discontinued")  # fmt: skip
+    q.add_argument("--missing-ok", action="store_true", help="ids the index lacks are counted, not an error")
+    _encoding_arg(q)
+    _wait_arg(q)
+    q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    q.set_defaults(func=cmd_index_remove)
+
+    q = isub.add_parser(
+        "rebuild",
+        help="re-encode every indexed image with a new model (after fine-tuning): same backend and factory, "
+        "resumable, swapped in atomically; the history keeps the lineage",
+    )
+    q.add_argument("--index", required=True, help="index folder")
+    q.add_argument("--out", help="write the new version here instead of replacing --index")
+    _wait_arg(q)
+    q.add_argument("--batch-size", type=int, default=64)
+    q.add_argument("--workers", type=int, default=default_workers(), help="image-decoding processes")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    index_model_args(q, model_required=True)
+    q.set_defaults(func=cmd_index_rebuild)
+
+    q = isub.add_parser("info", help="what an index holds: model, fingerprints, backend, counts, history")
     q.add_argument("--index", required=True, help="index folder")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_index_info)

@@ -121,6 +121,7 @@ def build_index(
     model_options: dict[str, Any] | None = None,
     wait: float = 0.0,
     encoding: str | None = None,
+    lineage: dict | None = None,
     **backend_options: Any,
 ) -> dict:
     """Encode the images of ``source`` with ``model`` and write a new index to ``out_dir`` (replacing one).
@@ -138,6 +139,8 @@ def build_index(
         num_workers: DataLoader processes decoding images (0: in this process).
         wait: seconds to wait while another process writes ``out_dir`` (``math.inf``: no limit); then
             :class:`~mcip.index.lock.IndexBusyError` naming the writer. Every writer holds the lock.
+        lineage: when this build is a new version of an index (``rebuild_index``): its history and
+            creation time, kept in the new manifest (see ``mcip.index.write.write_new_index``).
 
     Returns:
         A summary: ``count``, ``added``, ``skipped_unreadable``, ``skipped_files`` (path -> reason, the
@@ -162,7 +165,7 @@ def build_index(
         if not kept:
             raise _nothing_readable(encoded, len(records))
         chunks = kept_chunks(encoded.embeddings, ok)
-        manifest = write_new_index(index_dir, store, kept, chunks, identity, encoded.skipped, start)
+        manifest = write_new_index(index_dir, store, kept, chunks, identity, encoded.skipped, start, lineage)
     return _summary(index_dir, manifest, len(kept), encoded, 0, start)
 
 

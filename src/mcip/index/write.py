@@ -52,7 +52,9 @@ def _finish(
     shutil.rmtree(staging_dir(index_dir), ignore_errors=True)
 
 
-def _history_entry(op: str, added: int, unreadable: int, duplicates: int, seconds: float) -> dict:
+def _history_entry(
+    op: str, added: int, unreadable: int, duplicates: int, seconds: float, **extra: object
+) -> dict:
     return {
         "op": op,
         "time": now(),
@@ -60,26 +62,47 @@ def _history_entry(op: str, added: int, unreadable: int, duplicates: int, second
         "unreadable": unreadable,
         "duplicates": duplicates,
         "seconds": round(seconds, 3),
+        **extra,
     }
 
 
 def write_new_index(
-    index_dir: Path, store: Backend, records, chunks, identity: dict, skipped: dict, start: float
+    index_dir: Path,
+    store: Backend,
+    records,
+    chunks,
+    identity: dict,
+    skipped: dict,
+    start: float,
+    lineage: dict | None = None,
 ) -> dict:
-    """Write a complete index of ``records`` and their embedding ``chunks`` next to ``index_dir``, swap it in."""
+    """Write a complete index of ``records`` and their embedding ``chunks`` next to ``index_dir``, swap it in.
+
+    ``lineage``: for a new version of an existing index (``remove``, ``rebuild``): ``history`` (the earlier
+    entries, kept), ``created`` (kept), ``op`` and ``entry`` (extra fields of this version's history entry).
+    """
     previous = read_manifest(index_dir).get("backend_state") if (index_dir / MANIFEST).is_file() else None
+    lineage = lineage or {}
     tmp = new_temp_dir(index_dir)
     try:
         write_embeddings(tmp / EMBEDDINGS, len(records), identity["dim"], chunks)
         ids = write_records(tmp, records)
         store.build(tmp, np.load(tmp / EMBEDDINGS, mmap_mode="r"), ids)
         time_now = now()
-        history = _history_entry("build", len(records), len(skipped), 0, time.perf_counter() - start)
+        history = _history_entry(
+            lineage.get("op", "build"),
+            len(records),
+            len(skipped),
+            0,
+            time.perf_counter() - start,
+            model=identity.get("model"),
+            **lineage.get("entry", {}),
+        )
         manifest = {
             "format": FORMAT,
             "version": VERSION,
             "mcip_version": mcip.__version__,
-            "created": time_now,
+            "created": lineage.get("created", time_now),
             "updated": time_now,
             **identity,
             "dtype": "float16",
@@ -91,7 +114,7 @@ def write_new_index(
             "skipped_unreadable": len(skipped),
             "skipped_duplicates": 0,
             "skipped_files": dict(list(skipped.items())[:MAX_SKIPPED_LISTED]),
-            "history": [history],
+            "history": [*lineage.get("history", []), history],
         }
         _finish(tmp, index_dir, store, manifest, previous)
     except BaseException:

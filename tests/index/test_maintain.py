@@ -1,0 +1,187 @@
+"""`mcip index remove` and `mcip index rebuild`: the right rows go, the kept ones keep their stored
+embeddings bitwise, searches never return a removed image, a rebuild equals a fresh build with the new
+model, the history keeps the lineage, and a SIGKILL at any point of a remove leaves the old or the new
+version (never a mix)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mcip.cli import main
+from mcip.errors import ConfigError, InputError
+from mcip.index import SearchIndex, build_index
+from mcip.index.maintain import rebuild_index, remove_from_index
+from mcip.index.store import StoredIndex
+from tests.index.helpers import unit
+
+
+def _snapshot(index_dir):
+    stored = StoredIndex(index_dir)
+    try:
+        return {i: np.asarray(stored.embeddings[r]).copy() for i, r in stored.row_of.items()}, dict(
+            stored.manifest
+        )
+    finally:
+        stored.close()
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF2,Flat"])
+def test_remove_by_id_and_filter_keeps_the_other_rows_exactly(model_dir, photos, tmp_path, factory):
+    build_index(model_dir, photos, tmp_path / "i", factory=factory, progress=False)
+    before, _ = _snapshot(tmp_path / "i")
+    summary = remove_from_index(tmp_path / "i", ["blue/0.png", "blue/1.png"], where=["label=red"])
+    assert summary["removed"] == 2 + 8 and summary["count"] == 6
+    after, manifest = _snapshot(tmp_path / "i")
+    assert set(after) == {f"blue/{i}.png" for i in range(2, 8)}
+    for i, vector in after.items():
+        assert np.array_equal(vector, before[i])  # nothing re-encoded
+    assert [h["op"] for h in manifest["history"]] == ["build", "remove"]
+    assert manifest["history"][-1]["removed"] == 10 and manifest["factory"] == factory
+    with SearchIndex.open(tmp_path / "i", load_model=False) as index:
+        q = unit(np.random.default_rng(0).normal(size=index.dim)).astype(np.float32)
+        hits = index.search_vector(q, k=50)
+        assert {h.id for h in hits} == set(after)  # the backend holds exactly the kept rows
+
+
+@pytest.mark.skipif(importlib.util.find_spec("qdrant_client") is None, reason="qdrant-client not installed")
+def test_remove_from_a_qdrant_index(model_dir, photos, tmp_path):
+    build_index(model_dir, photos, tmp_path / "q", backend="qdrant", progress=False)
+    remove_from_index(tmp_path / "q", where=["label=blue"])
+    with SearchIndex.open(tmp_path / "q", load_model=False) as index:
+        q = unit(np.random.default_rng(1).normal(size=index.dim)).astype(np.float32)
+        assert {h.metadata["label"] for h in index.search_vector(q, k=50)} == {"red"} and len(index) == 8
+
+
+def test_remove_refuses_unknown_ids_and_emptying_the_index(model_dir, photos, tmp_path):
+    build_index(model_dir, photos, tmp_path / "i", progress=False)
+    with pytest.raises(InputError, match="not in"):
+        remove_from_index(tmp_path / "i", ["nope.png"])
+    summary = remove_from_index(tmp_path / "i", ["nope.png", "red/0.png"], missing_ok=True)
+    assert summary["removed"] == 1 and summary["missing"] == ["nope.png"]
+    with pytest.raises(ConfigError, match="delete the folder"):
+        remove_from_index(tmp_path / "i", where=["label!=nothing"])
+    with pytest.raises(ConfigError, match="Say what to remove"):
+        remove_from_index(tmp_path / "i")
+    history = json.loads((tmp_path / "i" / "manifest.json").read_text())["history"]
+    assert summary["count"] == 15 and [h["op"] for h in history] == ["build", "remove"]
+    assert remove_from_index(tmp_path / "i", where=["label=green"])["removed"] == 0  # nothing: no new version
+    assert len(json.loads((tmp_path / "i" / "manifest.json").read_text())["history"]) == 2
+
+
+def test_rebuild_with_a_new_model_equals_a_fresh_build_and_keeps_the_lineage(
+    model_dir, other_model_dir, photos, tmp_path, capsys
+):
+    build_index(model_dir, photos, tmp_path / "i", factory="IVF2,Flat", progress=False)
+    remove_from_index(tmp_path / "i", ["red/3.png"])
+    old, old_manifest = _snapshot(tmp_path / "i")
+    rebuild_index(tmp_path / "i", other_model_dir, out=tmp_path / "copy", progress=False)
+    assert _snapshot(tmp_path / "i")[0].keys() == old.keys()  # --out leaves the source as it was
+    summary = rebuild_index(tmp_path / "i", other_model_dir, progress=False)
+    assert summary["count"] == 15 and summary["previous_model"] == str(model_dir.resolve())
+    new, manifest = _snapshot(tmp_path / "i")
+    with SearchIndex.open(tmp_path / "i", load_model=False) as index:
+        records = list(index.iter_records())
+    build_index(other_model_dir, records, tmp_path / "fresh", factory="IVF2,Flat", progress=False)
+    fresh, fresh_manifest = _snapshot(tmp_path / "fresh")
+    assert new.keys() == fresh.keys() and all(np.array_equal(new[i], fresh[i]) for i in new)
+    assert manifest["image_fingerprint"] == fresh_manifest["image_fingerprint"]
+    assert manifest["image_fingerprint"] != old_manifest["image_fingerprint"]
+    assert manifest["factory"] == "IVF2,Flat" and manifest["created"] == old_manifest["created"]
+    ops = [h["op"] for h in manifest["history"]]
+    assert ops == ["build", "remove", "rebuild"]
+    last = manifest["history"][-1]
+    assert last["previous_model"] == str(model_dir.resolve()) and last["model"] == str(
+        other_model_dir.resolve()
+    )
+    assert main(["index", "info", "--index", str(tmp_path / "i")]) == 0
+    out = capsys.readouterr().out
+    assert "rebuild" in out and f"(was {model_dir.resolve()})" in out and "remove" in out
+
+
+def test_cli_remove_and_rebuild(model_dir, other_model_dir, photos, tmp_path, capsys):
+    build_index(model_dir, photos, tmp_path / "i", progress=False)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("red/0.png\nred/1.png\n\n", encoding="utf-8")
+    assert (
+        main(
+            [
+                "index",
+                "remove",
+                "--index",
+                str(tmp_path / "i"),
+                "--ids",
+                str(ids),
+                "--where",
+                "label=blue",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["count"] == 6
+    assert main(["index", "remove", "--index", str(tmp_path / "i"), "--id", "gone.png"]) == 2
+    assert "not in" in capsys.readouterr().err
+    args = ["index", "rebuild", "--index", str(tmp_path / "i"), "--model", str(other_model_dir), "--quiet"]
+    assert main([*args, "--workers", "0"]) == 0
+    assert "rebuild: 6 image(s)" in capsys.readouterr().out
+
+
+KILL_SCRIPT = """
+import sys, time
+import mcip.index.write as write
+from mcip.index.maintain import remove_from_index
+
+def slow(fn):  # stretch each step of the write so that a kill can land inside it
+    def wrapped(*args, **kwargs):
+        time.sleep(0.2)
+        out = fn(*args, **kwargs)
+        time.sleep(0.2)
+        return out
+    return wrapped
+
+for name in ("write_embeddings", "write_records", "swap_into_place", "write_json"):
+    setattr(write, name, slow(getattr(write, name)))
+print("writing", flush=True)
+remove_from_index(sys.argv[1], where=["label=red"])
+print("done", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_of_a_remove_leaves_the_old_or_the_new_index(model_dir, photos, tmp_path):
+    """A remove in a subprocess (each write step stretched), killed at a random moment of its write, 8
+    times: the index always opens, consistent, with all 16 images or the 8 that are not red, and the next
+    remove works (leftovers of the killed one are cleaned up)."""
+    rng = random.Random(0)
+    build_index(model_dir, photos, tmp_path / "i", progress=False)
+    outcomes = []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for _ in range(8):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILL_SCRIPT, str(tmp_path / "i")],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout.readline().strip() == "writing"
+        time.sleep(rng.uniform(0.0, 2.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with SearchIndex.open(tmp_path / "i", load_model=False) as index:
+            labels = {index.record(i).metadata["label"] for i in index.ids}
+            assert (len(index), labels) in ((16, {"red", "blue"}), (8, {"blue"}))
+            outcomes.append(len(index))
+        if outcomes[-1] == 8:  # put the red ones back for the next trial
+            build_index(model_dir, photos, tmp_path / "i", progress=False)
+    assert remove_from_index(tmp_path / "i", where=["label=red"])["count"] == 8
+    assert 16 in outcomes  # some kills landed before the swap (the old version stayed)
