@@ -186,3 +186,33 @@ def test_search_page_shows_the_reason_of_a_refused_query(browser, server, tmp_pa
         (tmp_path / name).write_bytes(data)
         browser.find_element(By.ID, "image").send_keys(str(tmp_path / name))
         wait(browser, lambda d, w=words: w in d.find_element(By.ID, "error").text, f"refusal of {name}")
+
+
+def test_search_page_asks_for_the_api_key_once(browser, search_index):
+    """With --api-key-file the page gets 401, asks for the key (a prompt), then searches and shows the
+    result images (fetched with the key); a reload in the same session does not ask again."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    key = "page-key-0123456789abcdef"
+    app = create_app(search_index, allowed_hosts=default_allowed_hosts("127.0.0.1"), api_keys=[key])
+    with start_in_thread(app) as server:
+        browser.get(server.url + "/")
+        alert = WebDriverWait(browser, 30).until(expected_conditions.alert_is_present())
+        assert "API key" in alert.text
+        alert.send_keys(key)
+        alert.accept()
+        wait(
+            browser, lambda d: f"{len(search_index)} images" in d.find_element(By.ID, "status").text, "health"
+        )
+        browser.find_element(By.ID, "text").send_keys("a red emoji", Keys.ENTER)
+        shown = shown_results(browser)  # waits for every result image to load
+        headers = {"Authorization": f"Bearer {key}"}
+        assert shown == api_ids(server, params={"text": "a red emoji", "k": 24}, headers=headers)
+        browser.refresh()
+        wait(
+            browser, lambda d: f"{len(search_index)} images" in d.find_element(By.ID, "status").text, "reload"
+        )
+        browser.execute_script("sessionStorage.clear()")

@@ -9,6 +9,7 @@ import dataclasses
 def cmd_serve(args: argparse.Namespace) -> int:
     from mcip.data.limits import default_image_limits
     from mcip.errors import ConfigError
+    from mcip.serve.guard import QueryGate
     from mcip.serve.server import ServerSettings, run_server
 
     if args.max_upload_mb <= 0:
@@ -21,6 +22,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         keep_alive_s=args.keep_alive,
         max_connections=args.max_connections,
     )
+    gate = QueryGate(args.max_concurrent_queries, args.max_waiting_queries, args.queue_timeout)
     run_server(
         args.index,
         host=args.host,
@@ -31,6 +33,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allowed_hosts=args.allowed_host,
         image_limits=limits,
         settings=settings,
+        api_key_file=args.api_key_file,
+        query_gate=gate,
     )
     return 0
 
@@ -91,6 +95,29 @@ def _add_limit_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--keep-alive", type=float, default=5.0, metavar="S", help="close idle connections after S s (5)"
+    )
+    p.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        help="require 'Authorization: Bearer KEY' with a key of FILE (one per line, >= 16 characters) on "
+        "every route but the search page, which asks for the key once; 401 without it",
+    )
+    p.add_argument(
+        "--max-concurrent-queries", type=int, default=8, metavar="N", help="searches run at once (default 8)"
+    )
+    p.add_argument(
+        "--max-waiting-queries",
+        type=int,
+        default=64,
+        metavar="N",
+        help="searches that may wait for a slot; more get 503 with Retry-After at once (default 64)",
+    )
+    p.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="a search waiting longer than S seconds for a slot gets 503 with Retry-After (default 10)",
     )
     p.add_argument(
         "--max-connections",

@@ -23,13 +23,14 @@ require("fastapi", "serve", "mcip serve (the HTTP API)")
 require("python_multipart", "serve", "Image uploads to mcip serve")
 
 from fastapi import FastAPI, HTTPException, Query, Request  # noqa: E402
-from fastapi.responses import FileResponse, JSONResponse  # noqa: E402
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse  # noqa: E402
 from fastapi.staticfiles import StaticFiles  # noqa: E402
 from starlette.requests import ClientDisconnect  # noqa: E402
 
 from mcip.index import MAX_K, MAX_TEXT_CHARS, SearchIndex, UnknownId  # noqa: E402
 from mcip.index.filters import parse_where  # noqa: E402
 from mcip.serve import schemas  # noqa: E402
+from mcip.serve.guard import ApiKeys, Metrics, MetricsMiddleware, QueryGate  # noqa: E402
 from mcip.serve.hosts import HostCheck  # noqa: E402
 from mcip.serve.image_search import ImageSearch  # noqa: E402
 from mcip.serve.upload import DEFAULT_UPLOAD_TIMEOUT_S, read_image_form  # noqa: E402
@@ -43,6 +44,13 @@ DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
 ERRORS = {
     400: {"model": schemas.Problem, "description": "the query was refused (the detail says why)"},
     404: {"model": schemas.Problem, "description": "no image with this id in the index"},
+    401: {"model": schemas.Problem, "description": "an API key is needed (Authorization: Bearer KEY)"},
+}
+BUSY = {
+    503: {
+        "model": schemas.Problem,
+        "description": "too many queries running and waiting, or no slot in time (see Retry-After)",
+    }
 }
 UPLOAD_FORM = {
     "requestBody": {
@@ -77,6 +85,8 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     image_concurrency: int = 1,
     upload_timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S,
+    api_keys: Sequence[str] | None = None,
+    query_gate: QueryGate | None = None,
 ) -> FastAPI:
     """The FastAPI application serving ``index``.
 
@@ -91,6 +101,10 @@ def create_app(
         image_concurrency: uploads decoded and encoded at once (the model encodes one query at a time
             anyway); the others wait without holding a thread, so N uploads never hold N decoded images.
         upload_timeout_s: an upload body must arrive within this many seconds (408 after).
+        api_keys: when given, every route but the page needs ``Authorization: Bearer KEY`` (401 otherwise;
+            :mod:`mcip.serve.guard`).
+        query_gate: how many searches run at once, how many may wait and how long (503 with Retry-After
+            beyond); default :class:`~mcip.serve.guard.QueryGate` ().
     """
     if max_upload_bytes < 1:
         raise InputError(f"max_upload_bytes must be positive, got {max_upload_bytes}.")
@@ -110,12 +124,25 @@ def create_app(
     app.add_exception_handler(UnknownId, _problem(404))
     app.add_exception_handler(InputError, _problem(400))
     app.add_exception_handler(ClientDisconnect, _client_gone)
+    gate = query_gate or QueryGate()
+    metrics = Metrics(gate)
+    app.state.gate, app.state.metrics = gate, metrics
+    if api_keys is not None:  # innermost: a wrong Host is refused before the key is looked at
+        app.add_middleware(ApiKeys, keys=list(api_keys))
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts refusals too
     images = ImageSearch(index, limits, image_concurrency)
-    _add_search_routes(app, index, max_upload_bytes, images, upload_timeout_s)
+    _add_search_routes(app, index, max_upload_bytes, images, upload_timeout_s, gate)
     _add_image_route(app, index)
     _add_page_routes(app, index, max_upload_bytes, limits)
+
+    @app.get("/metrics", include_in_schema=True, response_class=PlainTextResponse)
+    def prometheus_metrics() -> PlainTextResponse:
+        """Requests by route and status, latency histograms, queries running / waiting / refused
+        (Prometheus text format)."""
+        return metrics.response()
+
     return app
 
 
@@ -147,10 +174,15 @@ def _respond(query: schemas.Query, k: int, search: Callable[[], list]) -> schema
 
 
 def _add_search_routes(
-    app: FastAPI, index: SearchIndex, max_upload_bytes: int, images: ImageSearch, upload_timeout_s: float
+    app: FastAPI,
+    index: SearchIndex,
+    max_upload_bytes: int,
+    images: ImageSearch,
+    upload_timeout_s: float,
+    gate: QueryGate,
 ) -> None:
-    @app.get("/search", response_model=schemas.SearchResponse, responses=ERRORS)
-    def search(
+    @app.get("/search", response_model=schemas.SearchResponse, responses=ERRORS | BUSY)
+    async def search(
         text: str | None = Query(None, description=f"a text query (1 to {MAX_TEXT_CHARS} characters)"),
         id: str | None = Query(None, description="search with the stored embedding of this indexed image"),
         k: int = Query(10, ge=1, le=MAX_K, description="how many results"),
@@ -163,14 +195,19 @@ def _add_search_routes(
         conditions = parse_where(where)  # 400 with the reason before the model runs
         if id is not None:
             query = schemas.Query(id=id, where=where)
-            return _respond(query, k, lambda: index.search_by_id(id, k=k, where=conditions))
+            return await gate.run(
+                lambda: _respond(query, k, lambda: index.search_by_id(id, k=k, where=conditions))
+            )
         query = schemas.Query(text=text, where=where)
-        return _respond(query, k, lambda: index.search(text=text, k=k, where=conditions))
+        return await gate.run(
+            lambda: _respond(query, k, lambda: index.search(text=text, k=k, where=conditions))
+        )
 
     @app.post(
         "/search",
         response_model=schemas.SearchResponse,
         responses=ERRORS
+        | BUSY
         | {
             413: {
                 "model": schemas.Problem,
@@ -200,9 +237,10 @@ def _add_search_routes(
             where=list(form.where) or None,
         )
         weight = 0.5 if alpha is None else alpha
-        return await images.run(
-            lambda: _respond(query, k, lambda: images.search(form.image, text, weight, k, conditions))
-        )
+        async with gate.slot():
+            return await images.run(
+                lambda: _respond(query, k, lambda: images.search(form.image, text, weight, k, conditions))
+            )
 
 
 def _number(name: str, raw: str | None, cast: type, default, low, high):

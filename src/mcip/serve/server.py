@@ -63,18 +63,24 @@ def run_server(
     allowed_hosts: Sequence[str] = (),
     image_limits: ImageLimits | None = None,
     settings: ServerSettings | None = None,
+    api_key_file: str | os.PathLike | None = None,
+    query_gate=None,
 ) -> None:
     """Open the index at ``index_dir`` (with the model it was built with) and serve it until interrupted.
     ``port=0`` picks a free port; the address is printed once the index is loaded.
 
     ``allowed_hosts`` adds Host names to :func:`~mcip.serve.hosts.default_allowed_hosts` (the loopback
     names and the bound address; any Host when bound to 0.0.0.0 / :: and none are given).
+    ``api_key_file``: keys that every route but the page requires (``mcip.serve.guard``); ``query_gate``:
+    a :class:`~mcip.serve.guard.QueryGate` (searches at once, waiting, wait timeout).
     """
     from mcip.index import SearchIndex
     from mcip.serve.app import DEFAULT_MAX_UPLOAD_BYTES, create_app
+    from mcip.serve.guard import read_api_keys
     from mcip.serve.hosts import default_allowed_hosts
 
     settings = settings or ServerSettings()
+    keys = read_api_keys(api_key_file) if api_key_file is not None else None  # before anything loads
     hosts = default_allowed_hosts(host, allowed_hosts)
     sock = bind(host, port)  # before the (slow) model load: a busy port fails at once
     try:
@@ -84,11 +90,16 @@ def run_server(
             max_upload_bytes=max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES,
             image_limits=image_limits,
             allowed_hosts=hosts,
+            api_keys=keys,
+            query_gate=query_gate,
         )
     except BaseException:
         sock.close()
         raise
     _announce(index, _url(host, sock), hosts)
+    if keys is None and hosts is None:
+        print("warning: serving on every interface without --api-key-file: anyone who can reach this "
+              "port can search the index and read its images.", flush=True)  # fmt: skip
     uvicorn = require("uvicorn", "serve", "mcip serve")
     uvicorn.Server(settings.uvicorn_config(app, log_level)).run(sockets=[sock])
 

@@ -22,6 +22,38 @@ function describeError(body, status) {
   return `request failed (HTTP ${status})`;
 }
 
+// API keys (mcip serve --api-key-file): on a 401 the page asks for the key once, keeps it for this
+// browser session, and sends it as "Authorization: Bearer KEY" with every request (images included:
+// they are fetched and shown from blob URLs, since an <img src> cannot carry the header).
+let apiKey = sessionStorage.getItem("mcip-api-key");
+
+async function authorizedFetch(url, options = {}) {
+  const withKey = () => {
+    const headers = new Headers(options.headers || {});
+    if (apiKey) headers.set("Authorization", `Bearer ${apiKey}`);
+    return fetch(url, { ...options, headers });
+  };
+  let response = await withKey();
+  if (response.status === 401) {
+    const given = window.prompt("This server needs an API key:");
+    if (given && given.trim()) {
+      apiKey = given.trim();
+      sessionStorage.setItem("mcip-api-key", apiKey);
+      response = await withKey();
+    }
+  }
+  return response;
+}
+
+async function showImage(img, url) {
+  if (!apiKey) {
+    img.src = url;
+    return;
+  }
+  const response = await authorizedFetch(url);
+  if (response.ok) img.src = URL.createObjectURL(await response.blob());
+}
+
 function showError(message) {
   const box = $("error");
   box.textContent = message;
@@ -35,7 +67,7 @@ async function request(url, options) {
   let response;
   let body = null;
   try {
-    response = await fetch(url, options);
+    response = await authorizedFetch(url, options);
     body = await response.json().catch(() => null);
   } catch (err) {
     if (seq === latest) {
@@ -70,7 +102,7 @@ function render(data) {
     const node = template.content.firstElementChild.cloneNode(true);
     node.dataset.id = hit.id;
     const img = node.querySelector("img");
-    img.src = hit.url;
+    showImage(img, hit.url);
     img.alt = hit.label || hit.id;
     node.querySelector(".score").textContent = hit.score.toFixed(3);
     node.querySelector(".label").textContent = hit.label || "";
@@ -196,8 +228,9 @@ window.addEventListener("popstate", searchFromAddress);
 
 async function loadHealth() {
   try {
-    const response = await fetch("health");
+    const response = await authorizedFetch("health");
     const health = await response.json();
+    if (!response.ok) throw new Error(describeError(health, response.status));
     limits = health.limits;
     $("status").textContent =
       `${health.count.toLocaleString()} images · ${health.model} · D=${health.dim} · ${health.backend}`;
