@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import mcip
@@ -40,3 +41,21 @@ def test_realign_step_benchmark_functions_run(model_specs):
     out = bench.bench_realign_cache(model, 8, 1, 1, "cpu") | bench.fp16_tolerance(model, 8, 1, "cpu")
     assert set(out) >= {"realign_step_speedup", "fp16_vs_fp32_loss_rel", "fp16_vs_fp32_grad_rel"}
     assert out["fp32_vs_full_loss_rel"] < 1e-5  # the float32 cache is the full tower, up to rounding
+
+
+def test_index_pca_benchmark_measures_recall_and_size(tmp_path):
+    """benchmarks/index_pca.py on clustered vectors: recall is a share (1.0 at a K that keeps every
+    dimension of a rank-deficient set), the PCA index is smaller than the full one."""
+    bench = _load("index_pca")
+    from mcip.index import IndexRecord
+
+    emb = bench.synthetic(600, 32)
+    records = [IndexRecord(str(i), Path(f"{i}.png")) for i in range(len(emb))]
+    out = bench.measure(emb, records, [8, 16], 50, emb[:5], tmp_path)
+    for row in out["by_dim"].values():
+        assert 0 <= row["image_recall"] <= 1 and 0 <= row["text_recall"] <= 1 and row["size_ratio"] < 1
+    assert out["by_dim"][16]["image_recall"] >= out["by_dim"][8]["image_recall"] - 0.1
+    low_rank = emb[:, :4] @ np.random.default_rng(0).standard_normal((4, 32)).astype(np.float32)
+    low_rank /= np.linalg.norm(low_rank, axis=1, keepdims=True)
+    exact = bench.measure(low_rank, records, [8], 50, None, tmp_path / "r")
+    assert exact["by_dim"][8]["image_recall"] > 0.95  # 4 real dimensions: a PCA to 8 keeps all of them

@@ -185,3 +185,31 @@ def test_sigkill_at_random_points_of_a_remove_leaves_the_old_or_the_new_index(mo
             build_index(model_dir, photos, tmp_path / "i", progress=False)
     assert remove_from_index(tmp_path / "i", where=["label=red"])["count"] == 8
     assert 16 in outcomes  # some kills landed before the swap (the old version stayed)
+
+
+def test_reduced_dimension_index_is_kept_by_remove_and_refused_where_meaningless(model_dir, photos, tmp_path):
+    """--dim K: the FAISS index holds K-d projections (uncentred SVD of the vectors), the float16 store the
+    full embeddings; remove keeps the reduction; dim >= D and dim on Qdrant are refused before encoding."""
+    import faiss
+
+    build_index(model_dir, photos, tmp_path / "i", dim=4, progress=False)
+    manifest = json.loads((tmp_path / "i" / "manifest.json").read_text())
+    assert manifest["backend_options"]["dim"] == 4 and manifest["dim"] == 16
+    index = faiss.read_index(str(tmp_path / "i" / "faiss.index"))
+    assert index.d == 16 and faiss.downcast_index(index.index).d == 4
+    with SearchIndex.open(tmp_path / "i", load_model=False) as opened:
+        emb = np.asarray(opened.embeddings, dtype=np.float32)
+        # the projection is the top-4 right singular vectors of the stored vectors: scores are q P^T P x
+        _, _, vt = np.linalg.svd(emb.astype(np.float64), full_matrices=False)
+        p = vt[:4]
+        q = emb[0]
+        hits = opened.search_vector(q, k=5)
+        approx = (emb @ p.T) @ (p @ q)
+        assert [opened.row_of(h.id) for h in hits] == np.argsort(-approx, kind="stable")[:5].tolist()
+    remove_from_index(tmp_path / "i", ["red/0.png"])
+    assert json.loads((tmp_path / "i" / "manifest.json").read_text())["backend_options"]["dim"] == 4
+    with pytest.raises(ConfigError, match="does not reduce"):
+        build_index(model_dir, photos, tmp_path / "j", dim=16, progress=False)
+    with pytest.raises(ConfigError, match="FAISS transform"):
+        build_index(model_dir, photos, tmp_path / "k", dim=4, backend="qdrant", progress=False)
+    assert not (tmp_path / "j").exists()

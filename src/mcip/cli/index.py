@@ -67,7 +67,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
             args.model, args.images, args.out, factory=args.factory, backend=args.backend,
             batch_size=args.batch_size, progress=not args.quiet, root=args.root, device=args.device,
             num_workers=args.workers, model_options=options, wait=args.wait, encoding=args.encoding,
-            **backend_options,
+            dim=args.dim, **backend_options,
         )  # fmt: skip
     except KeyboardInterrupt:
         _resume_hint(args.out)
@@ -302,6 +302,13 @@ def _register_build(isub: argparse._SubParsersAction) -> None:
         help="FAISS index factory string: Flat (exact), HNSW32, IVF4096,PQ64, ...",
     )
     q.add_argument("--backend", default="faiss", choices=["faiss", "qdrant"])
+    q.add_argument(
+        "--dim",
+        type=int,
+        metavar="K",
+        help="FAISS: reduce vectors to K dimensions with a PCA trained on a sample (smaller index, lower "
+        "recall: see benchmarks/index_pca.py); the full embeddings stay in the float16 store",
+    )
     q.add_argument(
         "--search-params", help="FAISS search parameters stored as default, e.g. nprobe=32 or efSearch=128"
     )

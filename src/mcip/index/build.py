@@ -62,6 +62,18 @@ def _check_out_dir(index_dir: Path) -> None:
         )
 
 
+def check_reduced_dim(dim: int | None, model_dim: int | None = None) -> None:
+    """``dim`` (``--dim``) must be a positive integer below the model's embedding width."""
+    if dim is None:
+        return
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ConfigError(f"dim must be a positive integer, got {dim!r}.")
+    if model_dim is not None and dim >= model_dim:
+        raise ConfigError(
+            f"dim={dim} does not reduce the model's {model_dim}-d embeddings; use dim < {model_dim}."
+        )
+
+
 def _new_backend(backend: str, factory: str | None, options: dict) -> Backend:
     if backend == "faiss":
         options = {**options, "factory": factory or "Flat"}
@@ -122,6 +134,7 @@ def build_index(
     wait: float = 0.0,
     encoding: str | None = None,
     lineage: dict | None = None,
+    dim: int | None = None,
     **backend_options: Any,
 ) -> dict:
     """Encode the images of ``source`` with ``model`` and write a new index to ``out_dir`` (replacing one).
@@ -141,6 +154,10 @@ def build_index(
             :class:`~mcip.index.lock.IndexBusyError` naming the writer. Every writer holds the lock.
         lineage: when this build is a new version of an index (``rebuild_index``): its history and
             creation time, kept in the new manifest (see ``mcip.index.write.write_new_index``).
+        dim: FAISS only: project the vectors on their top ``dim`` principal directions (uncentred, see
+            ``mcip.index.backends.faiss_backend.reduce_for_inner_product``) before ``factory``: a smaller
+            index, a lower recall, scores that approximate the inner product. The float16 store keeps the
+            full embeddings (id queries, filters, remove and rebuild use them).
 
     Returns:
         A summary: ``count``, ``added``, ``skipped_unreadable``, ``skipped_files`` (path -> reason, the
@@ -148,6 +165,11 @@ def build_index(
     """
     start = time.perf_counter()
     _check_args(batch_size, num_workers)
+    if dim is not None:
+        if backend != "faiss":
+            raise ConfigError(f"dim is a FAISS transform; the {backend} backend stores full vectors.")
+        check_reduced_dim(dim)
+        backend_options = {**backend_options, "dim": dim}
     index_dir = Path(out_dir)
     store = _new_backend(backend, factory, backend_options)
     records = load_index_records(source, root, encoding)
@@ -156,6 +178,7 @@ def build_index(
         _check_out_dir(index_dir)
         options = dict(model_options or {})
         model = _load(model, device, options)
+        check_reduced_dim(dim, model.embed_dim)  # below the model's width: fail before encoding
         store.check(model.embed_dim)
         identity = model_identity(model, {k: v for k, v in options.items() if k not in _LOAD_OPTIONS})
         encoded, ok = _encode(

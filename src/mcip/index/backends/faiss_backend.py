@@ -41,9 +41,35 @@ def _faiss_message(exc: Exception) -> str:
     return text.split(": ", 1)[-1] if "Error in" in text else text
 
 
+def reduce_for_inner_product(index, sample: np.ndarray) -> np.ndarray:
+    """Set the ``LinearTransform`` of ``index`` (an ``IndexPreTransform``) to the projection on the top K
+    right singular vectors of ``sample`` (n, D), and return it (K, D).
+
+    Not FAISS's ``PCAMatrix``: that one subtracts the mean first, and for inner-product search the mean
+    term changes the ranking (q.(x - m) ranks x differently from q.x whenever m is not 0, and CLIP-style
+    embeddings share a large common direction). The uncentred projection P keeps q P^T P x, the best
+    rank-K approximation of q.x over the sample in the least-squares sense.
+    """
+    faiss = _faiss()
+    transform = faiss.downcast_VectorTransform(index.chain.at(0))
+    k = transform.d_out
+    _, _, vt = np.linalg.svd(sample.astype(np.float64), full_matrices=False)
+    projection = np.ascontiguousarray(vt[:k], dtype=np.float32)
+    faiss.copy_array_to_vector(projection.ravel(), transform.A)
+    faiss.copy_array_to_vector(np.zeros(k, dtype=np.float32), transform.b)
+    transform.is_trained = True
+    return projection
+
+
 class FaissBackend(Backend):
     name = "faiss"
-    defaults: ClassVar[dict] = {"factory": "Flat", "search_params": None, "train_size": None, "seed": 0}
+    defaults: ClassVar[dict] = {
+        "factory": "Flat",
+        "search_params": None,
+        "train_size": None,
+        "seed": 0,
+        "dim": None,  # reduce to this many dimensions first (see reduce_for_inner_product)
+    }
 
     def __init__(self, **options) -> None:
         super().__init__(**options)
@@ -55,8 +81,14 @@ class FaissBackend(Backend):
 
     def _new_index(self, dim: int):
         faiss = _faiss()
+        reduced = self.options["dim"]
+        if reduced is not None and not 1 <= int(reduced) < dim:
+            raise ConfigError(f"dim={reduced} does not reduce {dim}-d vectors; use 1 <= dim < {dim}.")
         try:
-            return faiss.index_factory(dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+            if reduced is None:
+                return faiss.index_factory(dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+            inner = faiss.index_factory(int(reduced), self.factory, faiss.METRIC_INNER_PRODUCT)
+            return faiss.IndexPreTransform(faiss.LinearTransform(dim, int(reduced), False), inner)
         except RuntimeError as exc:
             raise ConfigError(
                 f"FAISS cannot build the index '{self.factory}' for {dim}-d vectors: {_faiss_message(exc)}. "
@@ -79,8 +111,11 @@ class FaissBackend(Backend):
         size = self.options["train_size"] or max(TRAINING_POINTS_PER_LIST * nlist, PQ_TRAINING_POINTS)
         rng = np.random.default_rng(self.options["seed"])
         rows = np.sort(rng.choice(n, size=min(n, size), replace=False))
+        sample = np.ascontiguousarray(vectors[rows], dtype=np.float32)
+        if self.options["dim"] is not None:
+            reduce_for_inner_product(index, sample)
         try:
-            index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
+            index.train(sample)
         except RuntimeError as exc:
             raise ConfigError(
                 f"FAISS could not train '{self.factory}' on {len(rows):,} vectors: {_faiss_message(exc)}. "
