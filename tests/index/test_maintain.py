@@ -213,3 +213,47 @@ def test_reduced_dimension_index_is_kept_by_remove_and_refused_where_meaningless
     with pytest.raises(ConfigError, match="FAISS transform"):
         build_index(model_dir, photos, tmp_path / "k", dim=4, backend="qdrant", progress=False)
     assert not (tmp_path / "j").exists()
+
+
+def test_add_replaces_an_indexed_image_whose_file_changed(model_dir, photos, tmp_path, capsys):
+    """Records keep a content hash of the file as encoded; `index add` of the same folder after a file
+    changed re-encodes that image only (its new embedding equals a fresh build's), keeps the others
+    bitwise, and a second add finds nothing to do. The hash is not search metadata."""
+    from mcip.index import add_to_index
+    from tests.index.helpers import write_pngs
+
+    build_index(model_dir, photos, tmp_path / "i", progress=False)
+    before, _ = _snapshot(tmp_path / "i")
+    with SearchIndex.open(tmp_path / "i", load_model=False) as index:
+        assert all(r.content_hash and len(r.content_hash) == 32 for r in index.iter_records())
+        assert "content_hash" not in index.search_by_id("red/2.png", k=1)[0].metadata
+    write_pngs(photos, ["red/2.png"], seed=42)  # the same name, other pixels
+    summary = add_to_index(tmp_path / "i", photos, progress=False)
+    assert summary["replaced"] == 1 and summary["added"] == 0 and summary["count"] == 16
+    after, manifest = _snapshot(tmp_path / "i")
+    assert manifest["history"][-1] == {**manifest["history"][-1], "op": "add", "replaced": 1}
+    assert not np.array_equal(after["red/2.png"], before["red/2.png"])
+    assert all(np.array_equal(after[i], before[i]) for i in before if i != "red/2.png")
+    build_index(model_dir, photos, tmp_path / "fresh", progress=False)
+    assert np.array_equal(after["red/2.png"], _snapshot(tmp_path / "fresh")[0]["red/2.png"])
+    again = add_to_index(tmp_path / "i", photos, progress=False)
+    assert again["replaced"] == 0 and again["added"] == 0 and again["skipped_duplicates"] == 16
+
+
+def test_add_does_not_reread_files_whose_size_and_time_are_unchanged(model_dir, photos, tmp_path, monkeypatch):
+    """A second add over a large folder must not hash every indexed file: only those whose size or
+    modification time changed are read; a touched but identical file is read and kept (same hash)."""
+    import os
+
+    import mcip.index.build as build
+    from mcip.index import add_to_index
+
+    build_index(model_dir, photos, tmp_path / "i", progress=False)
+    hashed = []
+    real = build.file_hash
+    monkeypatch.setattr(build, "file_hash", lambda p: hashed.append(str(p)) or real(p))
+    assert add_to_index(tmp_path / "i", photos, progress=False)["skipped_duplicates"] == 16
+    assert hashed == []
+    os.utime(photos / "blue" / "3.png", ns=(1, 1))  # touched, same bytes
+    summary = add_to_index(tmp_path / "i", photos, progress=False)
+    assert [os.path.basename(p) for p in hashed] == ["3.png"] and summary["replaced"] == 0

@@ -36,6 +36,7 @@ def _print_summary(s: dict, op: str) -> None:
         f"({s['backend']}{' ' + s['factory'] if s['factory'] else ''}, D={s['dim']}) in {s['seconds']:.1f} s"
         f" (encoding {s['encode_seconds']:.1f} s); skipped {s['skipped_unreadable']} unreadable, "
         f"{s['skipped_duplicates']} already indexed"
+        + (f"; {s['replaced']} changed file(s) re-encoded" if s.get("replaced") else "")
         + (
             f"; resumed after {s['resumed_rows']} rows encoded by an interrupted run"
             if s["resumed_rows"]
@@ -249,7 +250,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
     _register_build(isub)
 
-    q = isub.add_parser("add", help="append images to an index (ids already there are skipped)")
+    q = isub.add_parser(
+        "add", help="append new images; re-encode indexed ones whose file changed (content hash)"
+    )
     q.add_argument("--index", required=True, help="index folder")
     _encode_args(q)
     qdrant_args(q, collection=False)

@@ -7,6 +7,7 @@ leaves the previous index usable, and running the same command again continues t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -22,9 +23,10 @@ from mcip.index.backends import Backend, create_backend
 from mcip.index.encode import Encoded, encode_records, plan_key
 from mcip.index.identity import check_model, model_identity, resolve_model
 from mcip.index.lock import index_lock
-from mcip.index.records import IndexRecord, load_index_records
+from mcip.index.records import HASH_FIELD, STAT_FIELD, IndexRecord, file_hash, file_stat, load_index_records
 from mcip.index.store import MANIFEST, StoredIndex, read_manifest, recover, staging_dir
 from mcip.index.write import (
+    IDENTITY_KEYS,
     MAX_SKIPPED_LISTED,
     kept_chunks,
     write_appended_index,
@@ -184,7 +186,7 @@ def build_index(
         encoded, ok = _encode(
             model, records, index_dir, identity["image_fingerprint"], batch_size, num_workers, progress
         )
-        kept = [r for r, keep in zip(records, ok, strict=True) if keep]
+        kept = _with_hashes(records, ok, encoded)
         if not kept:
             raise _nothing_readable(encoded, len(records))
         chunks = kept_chunks(encoded.embeddings, ok)
@@ -268,13 +270,51 @@ def add_to_index(
                            backend_options, start)  # fmt: skip
 
 
+def _with_hashes(records, ok: np.ndarray, encoded: Encoded) -> list[IndexRecord]:
+    """The readable records, each with the content hash of the file as it was encoded."""
+    out = []
+    for row, (r, keep) in enumerate(zip(records, ok, strict=True)):
+        if keep:
+            digest, stat = encoded.hashes.get(row, (None, None))
+            out.append(
+                dataclasses.replace(r, content_hash=digest, content_stat=tuple(stat) if stat else None)
+            )
+    return out
+
+
+def _changed(stored: StoredIndex, records) -> list:
+    """Records of ids the index holds whose file's bytes differ from when they were indexed: a file with the
+    stored size and modification time is not re-read; another is hashed and compared (ids indexed without a
+    hash, by an older mcip, count as unchanged; a file that cannot be read now stays as it is)."""
+    out = []
+    for r in records:
+        row = stored.row_of.get(r.id)
+        if row is None:
+            continue
+        stored_row = stored.row_json(row)
+        before = stored_row.get(HASH_FIELD)
+        if before is None:
+            continue
+        try:
+            if file_stat(r.path) == stored_row.get(STAT_FIELD):
+                continue  # same size and modification time: not re-read
+            if file_hash(r.path) != before:
+                out.append(r)
+        except OSError:
+            continue
+    return out
+
+
 def _add_locked(
     index_dir: Path, records, model, batch_size, progress, device, num_workers, backend_options, start
 ) -> dict:
     stored = StoredIndex(index_dir)
+    encoded, kept, replaced = None, [], []
     try:
         manifest = dict(stored.manifest)
-        new = [r for r in records if r.id not in stored.row_of]
+        changed = _changed(stored, records)
+        changed_ids = {r.id for r in changed}
+        new = [r for r in records if r.id not in stored.row_of] + changed
         duplicates = len(records) - len(new)
         if not new:
             return _summary(index_dir, manifest, 0, None, duplicates, start)
@@ -285,8 +325,13 @@ def _add_locked(
         encoded, ok = _encode(
             model, new, index_dir, manifest["image_fingerprint"], batch_size, num_workers, progress
         )
-        kept = [r for r, keep in zip(new, ok, strict=True) if keep]
-        if kept:
+        kept = _with_hashes(new, ok, encoded)
+        replaced = [r for r in kept if r.id in changed_ids]
+        if replaced:  # a new version: the unchanged rows as stored, then every encoded row
+            manifest = _write_replacing(
+                stored, store, kept, encoded, ok, manifest, {r.id for r in replaced}, start
+            )
+        elif kept:
             chunks = kept_chunks(encoded.embeddings, ok)
             manifest = write_appended_index(
                 stored, store, kept, chunks, manifest, encoded.skipped, duplicates, start
@@ -295,4 +340,25 @@ def _add_locked(
             shutil.rmtree(staging_dir(index_dir), ignore_errors=True)
     finally:
         stored.close()
-    return _summary(index_dir, manifest, len(kept), encoded, duplicates, start)
+    summary = _summary(index_dir, manifest, len(kept) - len(replaced), encoded, duplicates, start)
+    return {**summary, "replaced": len(replaced)}
+
+
+def _write_replacing(
+    stored: StoredIndex, store, kept, encoded, ok, manifest: dict, replaced: set, start
+) -> dict:
+    old_rows = np.asarray([row for i, row in stored.row_of.items() if i not in replaced], dtype=np.int64)
+    old_rows.sort()
+    records = [stored.record(int(r)) for r in old_rows] + kept
+
+    def chunks():
+        for lo in range(0, len(old_rows), 65_536):
+            yield np.asarray(stored.embeddings[old_rows[lo : lo + 65_536]])
+        yield from kept_chunks(encoded.embeddings, ok)
+
+    identity = {k: manifest.get(k) for k in IDENTITY_KEYS}
+    lineage = {"history": manifest.get("history", []), "created": manifest.get("created"), "op": "add"}
+    lineage["entry"] = {"replaced": len(replaced)}
+    new = write_new_index(stored.dir, store, records, chunks(), identity, encoded.skipped, start, lineage)
+    shutil.rmtree(staging_dir(stored.dir), ignore_errors=True)
+    return new

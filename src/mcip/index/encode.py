@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from mcip._io import atomic_write_text
 from mcip.data.cache import cache_key
 from mcip.data.dataset import decode_image
-from mcip.index.records import IndexRecord
+from mcip.index.records import IndexRecord, file_hash, file_stat
 from mcip.index.store import write_json
 from mcip.models.base import EmbeddingModel
 
@@ -41,6 +41,7 @@ class Encoded:
     skipped: dict[str, str] = field(default_factory=dict)
     resumed_rows: int = 0
     seconds: float = 0.0
+    hashes: dict[int, tuple] = field(default_factory=dict)  # row -> (content hash, [size, mtime_ns])
 
     @property
     def readable(self) -> np.ndarray:
@@ -64,14 +65,21 @@ class _Rows(Dataset):
         row = self.start + i
         path = self.records[row].path
         decoded = decode_image(path, self.transform, str(path))
-        return (row, None, decoded) if isinstance(decoded, str) else (row, decoded, None)
+        if isinstance(decoded, str):
+            return row, None, decoded, None
+        try:  # the bytes just decoded are in the page cache: hashing them reads no disk
+            digest = (file_hash(path), file_stat(path))
+        except OSError as exc:
+            return row, None, f"{path}: {type(exc).__name__}: {exc}", None
+        return row, decoded, None, digest
 
 
 def _collate(items):
-    rows = [row for row, pixels, _ in items if pixels is not None]
-    pixels = torch.stack([p for _, p, _ in items if p is not None]) if rows else None
-    errors = {row: error for row, _, error in items if error is not None}
-    return [row for row, _, _ in items], rows, pixels, errors
+    rows = [row for row, pixels, _, _ in items if pixels is not None]
+    pixels = torch.stack([p for _, p, _, _ in items if p is not None]) if rows else None
+    errors = {row: error for row, _, error, _ in items if error is not None}
+    hashes = {row: h for row, _, _, h in items if h is not None}
+    return [row for row, _, _, _ in items], rows, pixels, errors, hashes
 
 
 def plan_key(image_fingerprint: str, dim: int, records: Sequence[IndexRecord]) -> str:
@@ -122,6 +130,20 @@ def _read_skipped(staging: Path, rows_done: int) -> dict[str, str]:
     return {entry["path"]: entry["error"] for entry in entries}
 
 
+def _read_hashes(staging: Path, rows_done: int) -> dict[int, tuple[str, list[int]]]:
+    """The content hashes of the rows done (a torn last line of a killed run is skipped)."""
+    path = staging / "hashes.jsonl"
+    out = {}
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            entry = json.loads(line)
+            if int(entry["row"]) < rows_done:
+                out[int(entry["row"])] = (str(entry["hash"]), [int(x) for x in entry["stat"]])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
 @torch.no_grad()
 def encode_records(
     model: EmbeddingModel,
@@ -138,6 +160,7 @@ def encode_records(
     done = _rows_done(staging, plan)
     out = np.lib.format.open_memmap(staging / "features.npy", mode="r+")
     skipped = _read_skipped(staging, done)
+    hashes = _read_hashes(staging, done)
     loader = DataLoader(
         _Rows(records, done, model.eval_transform),
         batch_size=batch_size,
@@ -149,8 +172,9 @@ def encode_records(
             total=len(records), initial=done, desc="encoding images", unit="img", disable=not progress
         ) as bar,
         open(staging / "skipped.jsonl", "a") as log,
+        open(staging / "hashes.jsonl", "a") as hash_log,
     ):
-        for rows, kept, pixels, errors in loader:
+        for rows, kept, pixels, errors, batch_hashes in loader:
             if pixels is not None:
                 out[kept] = model.encode_image(pixels).float().cpu().numpy()
             for row, error in errors.items():
@@ -158,10 +182,14 @@ def encode_records(
                 path = str(records[row].path)
                 skipped[path] = error
                 log.write(json.dumps({"row": row, "path": path, "error": error}) + "\n")
+            for row, digest in batch_hashes.items():
+                hashes[row] = digest
+                hash_log.write(json.dumps({"row": row, "hash": digest[0], "stat": digest[1]}) + "\n")
             out.flush()
             log.flush()
+            hash_log.flush()
             write_json(staging / "progress.json", {"rows": rows[-1] + 1})
             bar.update(len(rows))
     del out
     embeddings = np.load(staging / "features.npy", mmap_mode="r")
-    return Encoded(embeddings, skipped, done, time.perf_counter() - start)
+    return Encoded(embeddings, skipped, done, time.perf_counter() - start, hashes)

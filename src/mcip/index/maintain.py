@@ -29,18 +29,7 @@ from mcip.index.backends import create_backend
 from mcip.index.filters import matching_rows, parse_where
 from mcip.index.lock import index_lock
 from mcip.index.store import StoredIndex, read_manifest
-from mcip.index.write import write_new_index
-
-IDENTITY_KEYS = (
-    "model",
-    "model_options",
-    "model_backend",
-    "fingerprint",
-    "image_fingerprint",
-    "text_fingerprint",
-    "dim",
-    "normalized",
-)
+from mcip.index.write import IDENTITY_KEYS, write_new_index
 
 
 def remove_from_index(

@@ -34,7 +34,7 @@ import numpy as np
 from mcip._io import atomic_write_json, replace_dir, temp_dir_for
 from mcip.errors import InputError
 from mcip.index.lock import IndexBusyError, holds_lock, index_lock
-from mcip.index.records import IndexRecord
+from mcip.index.records import HASH_FIELD, STAT_FIELD, IndexRecord
 
 _raw_decode = json.JSONDecoder().raw_decode
 FORMAT = "mcip-index"
@@ -143,7 +143,7 @@ def write_records(folder: Path, records: Iterable[IndexRecord], copy_from: Path 
             columns["ids"].append(record.id)
             columns["paths"].append(str(record.path))
             columns["labels"].append(record.label)
-            columns["plain"].append(not record.captions and not record.extra)
+            columns["plain"].append(not record.captions and not record.extra)  # content_hash: not metadata
     np.save(folder / OFFSETS, np.asarray(offsets, dtype=np.int64))
     (folder / COLUMNS).write_text(json.dumps(columns, ensure_ascii=False))
     return columns["ids"]
@@ -196,6 +196,8 @@ class StoredIndex:
             return {"label": self.labels[row], "captions": []}
         meta = self.row_json(row)
         del meta["id"], meta["path"]
+        meta.pop(HASH_FIELD, None)
+        meta.pop(STAT_FIELD, None)
         return meta
 
     def column(self, key: str) -> list:

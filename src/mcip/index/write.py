@@ -29,6 +29,16 @@ from mcip.index.store import (
 )
 
 MAX_SKIPPED_LISTED = 100
+IDENTITY_KEYS = (  # the manifest fields that say which model an index belongs to (mcip.index.identity)
+    "model",
+    "model_options",
+    "model_backend",
+    "fingerprint",
+    "image_fingerprint",
+    "text_fingerprint",
+    "dim",
+    "normalized",
+)
 
 
 def now() -> str:
