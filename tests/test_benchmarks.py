@@ -59,3 +59,23 @@ def test_index_pca_benchmark_measures_recall_and_size(tmp_path):
     low_rank /= np.linalg.norm(low_rank, axis=1, keepdims=True)
     exact = bench.measure(low_rank, records, [8], 50, None, tmp_path / "r")
     assert exact["by_dim"][8]["image_recall"] > 0.95  # 4 real dimensions: a PCA to 8 keeps all of them
+
+
+def test_eval_map_benchmark_prints_its_ratios(capsys):
+    bench = _load("eval_map")
+    assert bench.main(["--n", "200", "--dim", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "RESULT eval_map_vs_matmul " in out and "target <=1.5" in out
+
+
+def test_encode_benchmark_runs(tiny_openclip, tmp_path, capsys):
+    """benchmarks/encode.py on a few PNGs with the tiny open_clip model: every RESULT line is printed."""
+    from tests.index.helpers import write_pngs
+
+    bench = _load("encode")
+    write_pngs(tmp_path / "img", [f"{i}.png" for i in range(8)])
+    args = ["--images", str(tmp_path / "img"), "--model", f"openclip:{tiny_openclip}", "--n", "8"]
+    assert bench.main([*args, "--batch", "4", "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    for name in ("encode_vs_limit", "encode_index_build_vs_limit", "encode_bf16_min_cosine"):
+        assert f"RESULT {name} " in out

@@ -41,9 +41,13 @@ def test_hard_caption_weight_default():
 
 
 def test_stage_names():
-    from mcip.train.config import IMAGE_STAGES, PIPELINES, STAGE_DEFAULTS, STAGES
-    from mcip.train.stages import STAGE_BUILDERS
+    from mcip.train.config import IMAGE_STAGES, PIPELINES, STAGE_DEFAULTS, STAGE_REGISTRY, STAGES
 
-    assert set(STAGE_BUILDERS) == set(STAGES) - {"wise"}  # wise is a pipeline step, not a stage
-    assert set(STAGE_DEFAULTS) <= set(STAGES) and set(IMAGE_STAGES) <= set(STAGE_BUILDERS)
+    assert set(STAGE_REGISTRY.names()) == set(STAGES)  # one registry entry per name of the Stage literal
+    builders = {n for n in STAGES if STAGE_REGISTRY.get(n).builder is not None}
+    assert builders == set(STAGES) - {"wise"}  # wise is a pipeline step, not a stage
+    assert set(STAGE_DEFAULTS) <= builders and set(IMAGE_STAGES) == {"gpr", "mcip"}
+    for name in builders:  # every stage says what it selects on and which Task it trains
+        spec = STAGE_REGISTRY.get(name)
+        assert spec.val_metric in ("i2i_map", "t2i_r5") and spec.task is not None and spec.description
     assert all(step in STAGES for steps in PIPELINES.values() for step in steps)

@@ -17,9 +17,9 @@ import mcip
 from mcip.cli import main
 from mcip.errors import ConfigError, InputError
 from mcip.fit import FitSettings, plan_fit, read_fit_data, run_fit
-from mcip.fit.fit import fit_reading, recommend
+from mcip.fit.report import fit_reading, recommend
 from mcip.fit.runner import GUARDED, select_rows
-from tests.stages.synth import make_dataset
+from tests.train.synth import make_dataset
 
 FAST = dict(
     max_steps=2,
@@ -262,7 +262,7 @@ def _report(model: str, values: dict[str, float | None]):
     ],
 )
 def test_recommend_picks_the_best_image_search_that_keeps_text(monkeypatch, rows, expected):
-    import mcip.fit.fit as fit
+    import mcip.fit.report as fit
 
     base = {"i2i": 35.0, "zeroshot": 20.0, "t2i": 30.0}
     table = {

@@ -240,7 +240,9 @@ def test_add_replaces_an_indexed_image_whose_file_changed(model_dir, photos, tmp
     assert again["replaced"] == 0 and again["added"] == 0 and again["skipped_duplicates"] == 16
 
 
-def test_add_does_not_reread_files_whose_size_and_time_are_unchanged(model_dir, photos, tmp_path, monkeypatch):
+def test_add_does_not_reread_files_whose_size_and_time_are_unchanged(
+    model_dir, photos, tmp_path, monkeypatch
+):
     """A second add over a large folder must not hash every indexed file: only those whose size or
     modification time changed are read; a touched but identical file is read and kept (same hash)."""
     import os

@@ -239,3 +239,23 @@ def test_cli_lab_prepare(tmp_path: Path, npm: str, capsys):
     assert "train" in capsys.readouterr().out
     assert main(["lab", "prepare", "--root", str(tmp_path / "x"), "--npm", str(tmp_path / "no-npm")]) == 2
     assert "npm" in capsys.readouterr().err
+
+
+def test_compositing_goes_through_the_image_limits(tmp_path):
+    """The lab decodes through mcip.data.images.open_image as every other path: a thin image that would
+    cost gigabytes to resize, and a file in a refused format, are skipped with the reason."""
+    from PIL import Image
+
+    from mcip.lab.images import composite_on_white
+
+    thin = tmp_path / "thin.png"
+    Image.new("RGBA", (1, 20_000)).save(thin)
+    reason = composite_on_white(thin, tmp_path / "out.png")
+    assert reason is not None and "aspect" in reason.lower() and not (tmp_path / "out.png").exists()
+    eps = tmp_path / "x.png"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n")
+    assert composite_on_white(eps, tmp_path / "out2.png") is not None
+    good = tmp_path / "good.png"
+    Image.new("RGBA", (8, 8), (255, 0, 0, 128)).save(good)
+    assert composite_on_white(good, tmp_path / "out3.png") is None
+    assert Image.open(tmp_path / "out3.png").mode == "RGB"

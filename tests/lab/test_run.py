@@ -18,7 +18,7 @@ from mcip.eval.benchmarks.lab import LAB_BENCHMARKS
 from mcip.lab.reading import reading
 from mcip.lab.run import GUARDED, ROWS, LabSettings, lab_rows, run_lab
 from mcip.lab.subset import keep_base, write_lab_data
-from tests.stages.synth import COLOURS, SHAPES, draw
+from tests.train.synth import COLOURS, SHAPES, draw
 
 VENDORS = ("acme", "globex")
 
@@ -345,3 +345,32 @@ def test_example_catalogue_script_writes_a_fit_ready_catalogue(lab_root, tmp_pat
     )
     assert not data.val_on_seen and data.knn  # val: other emoji; test: other drawings of the same ones
     assert data.names[train[0]["label"]] != train[0]["label"]  # the names file names every class
+
+
+def test_sweep_trains_one_mcip_stage_per_variant_and_reports_val(lab_root, tiny_openclip, tmp_path):
+    """mcip.lab.sweep (examples/lab_sweep.py): each variant's setting reaches its stage's config, and the
+    reported numbers are the val records of the selected step."""
+    from mcip.lab.run import LabRun
+    from mcip.lab.sweep import format_sweep, sweep_mcip
+
+    lab = LabRun(lab_root, tmp_path / "out", _settings(tiny_openclip), progress=False, log=lambda m: None)
+    variants = [{"h": 0.0, "mc": 0.5}, {"h": 0.1, "mc": 0.25, "distill": 1.0}, {"h": 0.1, "mc": 0.25}]
+    rows = sweep_mcip(lab, variants)
+    assert [(r["h"], r["mc"]) for r in rows] == [(0.0, 0.5), (0.1, 0.25), (0.1, 0.25)]
+    runs = tmp_path / "out" / "runs"
+    assert (runs / "mcip" / "model").is_dir() and not (runs / "sweep-h0.1-mc0.25").exists()  # reused
+    import yaml
+
+    cfg = yaml.safe_load((tmp_path / "out" / "runs" / "sweep-h0-mc0.5" / "config.yaml").read_text())
+    assert cfg["loss"]["hard_caption_weight"] == 0.0 and cfg["loss"]["mc_weight"] == 0.5
+    assert cfg["loss"]["arc_weight"] == 0.5
+    cfg = yaml.safe_load(
+        (tmp_path / "out" / "runs" / "sweep-h0.1-mc0.25-distill1" / "config.yaml").read_text()
+    )
+    assert cfg["loss"]["distill_weight"] == 1.0
+    metrics = _jsonl(tmp_path / "out" / "runs" / "sweep-h0-mc0.5" / "metrics.jsonl")
+    record = next(m for m in metrics if m["step"] == rows[0]["best_step"] and "val/i2i_map" in m)
+    assert rows[0]["selected"]["i2i_map"] == record["val/i2i_map"]
+    assert rows[0]["start"]["combined"] == 1.0  # the start is the reference of combined
+    table = format_sweep(rows)
+    assert table.count("\n") == 4 and "distill" in table

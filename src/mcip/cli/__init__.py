@@ -52,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    from mcip._alloc import tune_malloc
+
+    tune_malloc()  # before any tensor exists: reuse freed blocks instead of mmap/munmap every step
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.command is None:

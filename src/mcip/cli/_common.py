@@ -67,3 +67,16 @@ def run_command(args: argparse.Namespace) -> int:
         if getattr(exc, "rank", 0) == 0:
             print(f"mcip {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
         return getattr(exc, "exit_status", 130)
+
+
+def print_run_result(result, command: str) -> None:
+    """What ``mcip lab run`` and ``mcip fit`` print at the end: the table, the reading, the search demo,
+    the files written and the time."""
+    print()
+    print(result.table)
+    print(result.reading)
+    print()
+    print(result.search)
+    for name, path in result.files.items():
+        print(f"{name:>9}: {path}")
+    print(f"{command}: finished in {result.seconds / 60:.1f} min")

@@ -6,8 +6,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mcip.cli._common import print_run_result
+
 
 def _settings(args: argparse.Namespace):
+    from mcip.errors import ConfigError
     from mcip.fit import FitSettings
 
     values = {
@@ -33,30 +36,26 @@ def _settings(args: argparse.Namespace):
         "seed": args.seed,
     }
     if args.wise_grid:
-        values["wise_grid"] = tuple(float(a) for a in args.wise_grid.split(","))
+        try:
+            values["wise_grid"] = tuple(float(a) for a in args.wise_grid.split(","))
+        except ValueError:
+            raise ConfigError(
+                f"--wise-grid {args.wise_grid!r}: expected alphas in [0, 1] separated by commas, e.g. 0,0.5,1."
+            ) from None
     return FitSettings(**values).validate()
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from mcip.fit import plan_fit, run_fit
-    from mcip.fit.fit import serve_command
+    from mcip.fit.report import serve_command
 
     settings = _settings(args)
     if args.dry_run:
         print(plan_fit(Path(args.out), settings, measure=not args.no_warmup).text)
         return 0
     result = run_fit(args.out, settings, force=args.force, progress=not args.quiet)
-    print()
-    print(result.table)
-    print(result.reading)
-    print()
-    print(result.search)
-    for name, path in result.files.items():
-        print(f"{name:>9}: {path}")
-    print(
-        f"mcip fit: finished in {result.seconds / 60:.1f} min; recommended model: {result.recommended} "
-        f"({result.models[result.recommended]})"
-    )
+    print_run_result(result, "mcip fit")
+    print(f"recommended model: {result.recommended} ({result.models[result.recommended]})")
     print(f"search it: {serve_command(result.out)}")
     return 0
 

@@ -7,6 +7,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+from mcip.cli._common import print_run_result
+
 
 def default_lab_root() -> Path:
     """``$MCIP_LAB_DIR``, else ``~/.cache/mcip/lab``."""
@@ -43,14 +45,7 @@ def cmd_lab_run(args: argparse.Namespace) -> int:
         force=args.force,
         progress=not args.quiet,
     )
-    print()
-    print(result.table)
-    print(result.reading)
-    print()
-    print(result.search)
-    for name, path in result.files.items():
-        print(f"{name:>9}: {path}")
-    print(f"mcip lab run: finished in {result.seconds / 60:.1f} min")
+    print_run_result(result, "mcip lab run")
     return 0
 
 

@@ -9,7 +9,7 @@ from mcip.cli._common import add_model_args
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from mcip.models.factory import SPEC_HELP, list_backends
+    from mcip.models.factory import SPEC_HELP, list_backends, list_presets
 
     if args.backend == "openclip":
         import open_clip
@@ -19,7 +19,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(f"openclip:{name}" + (f"  [{', '.join(tags)}]" if tags else ""))
         return 0
     print("backends:", ", ".join(list_backends()))
-    print("composed presets: composed:lab (EfficientNet-Lite0 + all-MiniLM-L6-v2, offline)")
+    print("presets:")
+    for name, description in list_presets().items():
+        print(f"  {name}  {description}")
     print(SPEC_HELP)
     return 0
 

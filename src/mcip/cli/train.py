@@ -9,7 +9,7 @@ from pathlib import Path
 
 def cmd_train(args: argparse.Namespace) -> int:
     from mcip.train.config import load_config, shipped_configs
-    from mcip.train.stages import run
+    from mcip.train.run import run
 
     if args.list_configs:
         for name, path in sorted(shipped_configs().items()):

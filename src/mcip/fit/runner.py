@@ -26,10 +26,10 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from mcip.errors import ConfigError
 from mcip.losses.mcarcmargin import DEFAULT_HARD_CAPTION_WEIGHT
@@ -161,12 +161,19 @@ def model_done(model_dir: Path) -> bool:
     return (Path(model_dir) / META_FILE).is_file()
 
 
-def stage_config(name: str, stage: str, overrides: Sequence[str], model_kwargs: dict | None = None):
-    """The shipped config (or YAML file) ``name`` resolved for one of its stages, with ``--set`` style
-    overrides (and the backend options ``model_kwargs`` replacing the file's, when given)."""
+def stage_config(
+    name: str,
+    stage: str,
+    values: Mapping[str, Any],
+    model_kwargs: dict | None = None,
+    overrides: Sequence[str] = (),
+):
+    """The shipped config (or YAML file) ``name`` resolved for one of its stages, with typed ``values``
+    (dotted keys, e.g. ``{"loss.mc_weight": 0.25}``: no round trip through text) and a user's ``--set``
+    style ``overrides`` on top (and the backend options ``model_kwargs`` replacing the file's, when given)."""
     from mcip.train.config import load_config, resolve_stage
 
-    raw = load_config(name, list(overrides))
+    raw = load_config(name, list(overrides), dict(values))
     raw.pop("pipeline", None)
     raw.pop("stage", None)
     if model_kwargs is not None:
@@ -176,7 +183,7 @@ def stage_config(name: str, stage: str, overrides: Sequence[str], model_kwargs: 
 
 def run_stage_once(cfg, log: LOG, what: str, progress: bool) -> Path:
     """Run one stage unless its model exists; continue an interrupted one from its last checkpoint."""
-    from mcip.train.stages import run_stage
+    from mcip.train.run import run_stage
 
     model_dir = Path(cfg.out) / "model"
     if model_done(model_dir):
@@ -261,15 +268,18 @@ class Runner:
         self.steps[name] = round(time.perf_counter() - start, 1)
         return value
 
-    def common(self) -> list[str]:
+    def common(self) -> dict[str, Any]:
+        """Typed overrides of every stage (dotted keys)."""
         s = self.s
-        return [
-            f"data.batch_size={s.batch_size}",
-            f"data.num_workers={s.num_workers}",
-            f"data.val={self.data['val']}",
-            f"cache_dir={self.cache}",
-            *([f"loop.max_steps={s.max_steps}"] if s.max_steps else []),
-        ]
+        values: dict[str, Any] = {
+            "data.batch_size": s.batch_size,
+            "data.num_workers": s.num_workers,
+            "data.val": str(self.data["val"]),
+            "cache_dir": str(self.cache),
+        }
+        if s.max_steps:
+            values["loop.max_steps"] = s.max_steps
+        return values
 
     # ------------------------------------------------------------------ the rows
     def stages(self, base: ModelRef, captions: Path) -> dict[str, ModelRef]:
@@ -282,58 +292,55 @@ class Runner:
             self.made[method] = getattr(self, f"row_{method}")()
         return self.made[method]
 
-    def _stage(self, pipeline: str, stage: str, spec: ModelRef, out: str, *extra: str) -> Path:
+    def _stage(self, pipeline: str, stage: str, spec: ModelRef, out: str, extra: Mapping[str, Any]) -> Path:
         s = self.s
-        if stage == "realign":
-            common = [o for o in self.common() if not o.startswith(("loop.max_steps", "data.batch_size"))]
-            common += [
-                f"loop.epochs={s.realign_epochs}",
-                f"loop.early_stopping_patience={s.realign_patience}",
-                *self.realign_overrides(),
-            ]
+        values = self.common()
+        if stage == "realign":  # its batch is the config's; it runs until val stops improving
+            values = {k: v for k, v in values.items() if k not in ("loop.max_steps", "data.batch_size")}
+            values |= {"loop.epochs": s.realign_epochs, "loop.early_stopping_patience": s.realign_patience}
+            values |= self.realign_overrides()
         else:
-            common = [*self.common(), f"loop.epochs={s.stage_epochs}"]
-        overrides = [f"model.spec={spec}", f"out={self.out / 'runs' / out}", *common, *s.stage_overrides]
-        cfg = stage_config(self.configs[pipeline], stage, [*overrides, *extra])
+            values["loop.epochs"] = s.stage_epochs
+        values |= {"model.spec": str(spec), "out": str(self.out / "runs" / out), **extra}
+        cfg = stage_config(self.configs[pipeline], stage, values, overrides=s.stage_overrides)
         return run_stage_once(cfg, self.log, out, self.progress)
 
-    def realign_overrides(self) -> list[str]:
-        """Extra overrides of the Re-A stages (the source's; its batch size is the config's)."""
-        return []
+    def realign_overrides(self) -> dict[str, Any]:
+        """Extra typed overrides of the Re-A stages (the source's)."""
+        return {}
 
-    def _train_args(self) -> list[str]:
+    def train_values(self) -> dict[str, Any]:
         """The training images with their captions (GPR-FT and Re-A)."""
-        return [f"data.train={self.data['train']}"]
+        return {"data.train": str(self.data["train"])}
 
-    def _mcip_args(self) -> list[str]:
+    def mcip_values(self) -> dict[str, Any]:
         s = self.s
-        return [
-            f"data.train={self.data['train_no_captions']}",
-            f"data.captions={self.captions_file}",
-            f"loss.hard_caption_weight={s.hard_caption_weight}",
-            f"loss.mc_weight={s.mc_weight}",
-            f"loss.arc_weight={1 - s.mc_weight}",
-        ]
+        return {
+            "data.train": str(self.data["train_no_captions"]),
+            "data.captions": str(self.captions_file),
+            "loss.hard_caption_weight": s.hard_caption_weight,
+            "loss.mc_weight": s.mc_weight,
+            "loss.arc_weight": 1 - s.mc_weight,
+        }
 
     def row_baseline(self) -> ModelRef:
         return self.base
 
     def row_gpr_no_proj(self) -> Path:
-        return self._stage(
-            "2sft", "gpr", self.base, "gpr-no-proj", *self._train_args(), "model.drop_projector=true"
-        )
+        extra = {**self.train_values(), "model.drop_projector": True}
+        return self._stage("2sft", "gpr", self.base, "gpr-no-proj", extra)
 
     def row_gpr(self) -> Path:
-        return self._stage("2sft", "gpr", self.base, "gpr", *self._train_args())
+        return self._stage("2sft", "gpr", self.base, "gpr", self.train_values())
 
     def row_sft(self) -> Path:
-        return self._stage("2sft", "realign", self._model("gpr"), "2sft", *self._train_args())
+        return self._stage("2sft", "realign", self._model("gpr"), "2sft", self.train_values())
 
     def row_mcip(self) -> Path:
-        return self._stage("mcip+rea", "mcip", self.base, "mcip", *self._mcip_args())
+        return self._stage("mcip+rea", "mcip", self.base, "mcip", self.mcip_values())
 
     def row_mcip_rea(self) -> Path:
-        return self._stage("mcip+rea", "realign", self._model("mcip"), "mcip-rea", *self._train_args())
+        return self._stage("mcip+rea", "realign", self._model("mcip"), "mcip-rea", self.train_values())
 
     def row_guarded(self) -> Path:
         """The MCIP row's model (selected on val I2I, the paper's choice), merged with the base by WiSE-FT at
@@ -341,9 +348,8 @@ class Runner:
         stage itself on ``combined`` keeps the start: the text loss it sees is what WiSE-FT and Re-A
         recover afterwards.)"""
         merged = self.wise(self._model("mcip"), "guard-wise")
-        return self._stage(
-            "mcip+rea", "realign", merged, "guard-rea", *self._train_args(), "loop.select=combined"
-        )
+        extra = {**self.train_values(), "loop.select": "combined"}
+        return self._stage("mcip+rea", "realign", merged, "guard-rea", extra)
 
     def wise(self, finetuned: Path, out: str) -> Path:
         """WiSE-FT of the base and ``finetuned`` at the alpha of :attr:`RunSettings.wise_grid` that

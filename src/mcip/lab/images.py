@@ -18,9 +18,10 @@ def composite_on_white(src: Path, dst: Path) -> str | None:
         return None
     from PIL import Image
 
-    try:
-        with Image.open(src) as image:
-            rgba = image.convert("RGBA")
+    from mcip.data.images import open_image
+
+    try:  # through the image limits (format allow-list, shape, decompression bombs) as every decoder
+        rgba = open_image(src).convert("RGBA")
     except (OSError, SyntaxError, ValueError, zlib.error) as exc:
         return f"{src.name}: {exc}"
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

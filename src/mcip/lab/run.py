@@ -26,7 +26,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from mcip.errors import ConfigError
 from mcip.fit.runner import (
@@ -114,8 +114,8 @@ class LabRun(Runner):
         self.root = Path(root)
         super().__init__(out, settings, force, progress, log, cache=self.root / "cache")
 
-    def common(self) -> list[str]:
-        return [*super().common(), "loop.precision=fp32"]
+    def common(self) -> dict[str, Any]:
+        return {**super().common(), "loop.precision": "fp32"}
 
     def before_data(self) -> None:
         if not (self.root / "manifest.jsonl").is_file():
@@ -141,18 +141,19 @@ class LabRun(Runner):
             file_digest(self.data["val"]),
         )
         out = self.root / "models" / f"base-{key}"
-        overrides = [
-            f"model.spec={s.base_spec}",
-            f"data.train={self.data['train']}",
-            f"out={out}",
-            *[o for o in self.common() if not o.startswith("loop.max_steps")],
-            f"loop.epochs={s.align_epochs}",
-            *([f"loop.max_steps={s.align_max_steps}"] if s.align_max_steps else []),
-            *([f"loop.val_every={s.align_val_every}"] if s.align_val_every else []),
-            *s.base_overrides,
-        ]
+        values = {k: v for k, v in self.common().items() if k != "loop.max_steps"}
+        values |= {
+            "model.spec": s.base_spec,
+            "data.train": str(self.data["train"]),
+            "out": str(out),
+            "loop.epochs": s.align_epochs,
+        }
+        if s.align_max_steps:
+            values["loop.max_steps"] = s.align_max_steps
+        if s.align_val_every:
+            values["loop.val_every"] = s.align_val_every
         kwargs = {"image_size": s.image_size} if s.base_spec == "composed:lab" else {}
-        cfg = stage_config("lab-align", "align", overrides, kwargs)
+        cfg = stage_config("lab-align", "align", values, kwargs, overrides=s.base_overrides)
         return run_stage_once(cfg, self.log, "base model (align, cached for later runs)", self.progress)
 
     def captions(self, base: Path) -> Path:

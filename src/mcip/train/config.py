@@ -13,19 +13,23 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 
 from mcip.data.textfile import check_encoding
 from mcip.errors import ConfigError
 from mcip.losses.mcarcmargin import DEFAULT_HARD_CAPTION_WEIGHT
+from mcip.train import builders as _builders  # noqa: F401  (registers the stages)
 from mcip.train.loop import LoopConfig
 from mcip.train.optim import OptimConfig
+from mcip.train.stage_registry import STAGE_NAMES
+from mcip.train.stage_registry import STAGES as STAGE_REGISTRY
 
-Stage = Literal["gpr", "realign", "mcip", "align", "wise"]  # wise: a pipeline step (WiSE-FT), not a stage
-STAGES: tuple[str, ...] = get_args(Stage)
-IMAGE_STAGES: tuple[str, ...] = ("gpr", "mcip")  # the stages that train the image tower (+ projector)
+STAGES: tuple[str, ...] = STAGE_NAMES
+IMAGE_STAGES: tuple[str, ...] = tuple(  # the stages that train the image tower (+ projector)
+    n for n in STAGE_REGISTRY.names() if STAGE_REGISTRY.get(n).trains == "image"
+)
 PIPELINES: dict[str, tuple[str, ...]] = {
     "2sft": ("gpr", "realign"),
     "mcip+rea": ("mcip", "realign"),
@@ -54,32 +58,11 @@ def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
-# SPEC section 5: the authors' values. GPR-FT/MCIP fine-tune gently; Re-A uses CLIP-style settings.
+# SPEC section 5: the authors' values, declared with each stage (mcip.train.builders)
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "gpr": {"optim": {"lr": 1e-6, "weight_decay": 1e-2, "betas": [0.9, 0.999], "min_lr": 1e-7}},
-    "mcip": {"optim": {"lr": 1e-6, "weight_decay": 1e-2, "betas": [0.9, 0.999], "min_lr": 1e-7}},
-    "realign": {
-        "optim": {
-            "lr": 1e-5,
-            "weight_decay": 0.2,
-            "betas": [0.9, 0.98],
-            "eps": 1e-6,
-            "min_lr": 0.0,
-            "head_lr_mult": 1.0,
-        },
-        "data": {"batch_size": 1024, "num_workers": 0},
-        "loop": {"clip_grad_norm": None},
-    },
-    "align": {
-        "optim": {
-            "lr": 1e-4,
-            "weight_decay": 0.2,
-            "betas": [0.9, 0.98],
-            "eps": 1e-6,
-            "min_lr": 0.0,
-            "head_lr_mult": 1.0,
-        },
-    },
+    n: copy.deepcopy(dict(STAGE_REGISTRY.get(n).defaults))
+    for n in STAGE_REGISTRY.names()
+    if STAGE_REGISTRY.get(n).defaults
 }
 
 
@@ -324,15 +307,33 @@ def _drop_path(tree: dict[str, Any], path: tuple[str, ...]) -> None:
     node.pop(path[-1], None)
 
 
-def load_config(path_or_name: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
+def nest(values: dict[str, Any] | None) -> dict[str, Any]:
+    """``{"optim.lr": 1e-5, "data.train": path}`` -> nested dict, values kept as they are (typed overrides:
+    no round trip through text, so a path stays a path and a float the same float)."""
+    out: dict[str, Any] = {}
+    for key, value in (values or {}).items():
+        node = out
+        *parents, leaf = str(key).split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = str(value) if isinstance(value, Path) else value
+    return out
+
+
+def load_config(
+    path_or_name: str | Path | None,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The raw (unresolved) mapping: file merged with overrides; validate with :func:`plan`.
 
     The command line wins over the file everywhere: an override such as ``optim.lr=1e-5`` also replaces
     that key in the file's per-stage sections (``stages: {realign: {optim: {lr: ...}}}``), which would
     otherwise take precedence in :func:`resolve_stage`; ``stages.realign.optim.lr=...`` sets one stage only.
+    ``values`` are typed overrides from code (dotted keys, see :func:`nest`), applied after ``overrides``.
     """
     raw = read_config_file(path_or_name) if path_or_name else {}
-    given = parse_overrides(overrides)
+    given = merge(parse_overrides(overrides), nest(values))
     sections = raw.get("stages")
     if isinstance(sections, dict):
         for path in _leaf_paths({k: v for k, v in given.items() if k != "stages"}):

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from mcip.errors import ConfigError, InputError
+from mcip.models.precision import AmpPrecision
 from mcip.train import distributed as D
 from mcip.train.checkpoint import (
     RunPosition,
@@ -65,7 +66,7 @@ class LoopConfig:
     epochs: int = 3
     max_steps: int | None = None
     grad_accum: int = 1
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: AmpPrecision = "auto"
     clip_grad_norm: float | None = 1.0
     compile: bool = False
     log_every: int = 10

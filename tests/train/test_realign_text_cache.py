@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import mcip
-import mcip.train.stages as stages
+import mcip.train.run as stages
 from mcip.train.config import load_config, plan
 from mcip.train.stages import run_stage
-from tests.stages.synth import make_dataset
-from tests.stages.test_stages import FAST
+from tests.train.synth import make_dataset
+from tests.train.test_stages import FAST
 
 
 @pytest.fixture(scope="module")

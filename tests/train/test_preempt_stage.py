@@ -19,7 +19,7 @@ import torch
 import mcip
 from mcip.train import TrainingCheckpoints, load_state
 from mcip.train.progress import read_metrics
-from tests.stages.synth import make_dataset
+from tests.train.synth import make_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS, CHECKPOINT_EVERY = 16, 3  # 6 batches per epoch: kills land mid-epoch and across epochs
@@ -52,7 +52,7 @@ def _train_args(setup: dict[str, Path], out: Path) -> list[str]:
 
 def _start(args: list[str], log: Path, sleep: float = 0.0) -> subprocess.Popen:
     """``mcip train ARGS`` in a subprocess (output to a file: loader workers may outlive a SIGKILL)."""
-    command = [sys.executable, "-m", "tests.stages.preempt_run", "--sleep", str(sleep), "--", *args]
+    command = [sys.executable, "-m", "tests.train.preempt_run", "--sleep", str(sleep), "--", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "w") as output:
         return subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, env=env)

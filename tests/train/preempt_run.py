@@ -1,6 +1,6 @@
 """``mcip train`` in a subprocess for the preemption tests.
 
-``python -m tests.stages.preempt_run [--sleep S] -- TRAIN_ARGS...`` runs ``mcip train TRAIN_ARGS``
+``python -m tests.train.preempt_run [--sleep S] -- TRAIN_ARGS...`` runs ``mcip train TRAIN_ARGS``
 and exits with its status. ``--sleep`` pauses S seconds after every optimizer step (numerics unchanged),
 so that a test can signal the run while it is still training.
 """

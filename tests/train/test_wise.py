@@ -18,8 +18,8 @@ from mcip.train.config import load_config, plan
 from mcip.train.stages import run
 from mcip.train.validate import Validator, encode_records
 from mcip.train.wise import check_grid, parse_alpha, wise_curve, write_curve
-from tests.stages.synth import make_dataset
-from tests.stages.test_stages import FAST
+from tests.train.synth import make_dataset
+from tests.train.test_stages import FAST
 
 
 @pytest.fixture(scope="module")
@@ -263,9 +263,9 @@ def test_mcip_wise_rea_runs_end_to_end_and_resumes(models, data, tmp_path):
 
 
 def test_mcip_train_prints_the_wise_steps_alpha(tmp_path, capsys, monkeypatch):
-    import mcip.train.stages as stages
+    import mcip.train.run as stages
     from mcip.train.progress import TrainResult
-    from mcip.train.stages import StageResult
+    from mcip.train.run import StageResult
 
     done = TrainResult(0, 0, 1.5, 1.04, None, {"alpha": 0.3}, 0, tmp_path, None, None, val_metric="combined")
     fake = [StageResult("wise", tmp_path, tmp_path / "model", done)]
@@ -275,7 +275,7 @@ def test_mcip_train_prints_the_wise_steps_alpha(tmp_path, capsys, monkeypatch):
 
 
 def test_pipeline_checks_the_wise_step_before_the_first_stage_trains(models, data, tmp_path, monkeypatch):
-    import mcip.train.stages as stages
+    import mcip.train.run as stages
 
     monkeypatch.setattr(stages, "run_stage", lambda *a, **k: pytest.fail("a stage trained first"))
     bare = data["val"].parent / "bare.csv"  # the val images without captions

@@ -16,8 +16,8 @@ from mcip.train.config import load_config, plan
 from mcip.train.stages import run, run_stage
 from mcip.train.task import DriftGuard, GPRTask
 from mcip.train.validate import Validator, combined_score
-from tests.stages.synth import make_dataset
-from tests.stages.test_stages import FAST
+from tests.train.synth import make_dataset
+from tests.train.test_stages import FAST
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import mcip
 from mcip.train.config import load_config, plan
 from mcip.train.stages import run, run_stage
 from mcip.train.validate import encode_records
-from tests.stages.synth import HELD_OUT, make_dataset
+from tests.train.synth import HELD_OUT, make_dataset
 
 FAST = [
     "loop.max_steps=3",
@@ -234,7 +234,7 @@ def test_gpr_trains_and_validates_from_tar_shards(tiny_openclip, synth, tmp_path
 def test_training_runs_in_train_mode_with_idle_towers_in_eval(model_specs, synth, tmp_path, monkeypatch):
     """load_model returns eval mode; a stage must train in train mode (dropout, patch dropout, BN), except
     towers that have nothing to train."""
-    import mcip.train.stages as stages
+    import mcip.train.run as stages
 
     seen = {}
     real_train = stages.train
@@ -272,7 +272,7 @@ def test_collate_pairs_reports_unreadable_images_and_pickles(tmp_path):
 
 
 def test_explicit_validation_manifest_replaces_the_class_fraction(tiny_openclip, synth, tmp_path):
-    from mcip.train.stages import _records
+    from mcip.train.inputs import read_records as _records
 
     val = make_dataset(tmp_path / "held", per_class=3, held_out=True)
     cfg = _config("gpr", f"openclip:{tiny_openclip}", synth, tmp_path, f"data.val={val}")
@@ -286,7 +286,7 @@ def test_explicit_validation_manifest_replaces_the_class_fraction(tiny_openclip,
 
 def test_explicit_validation_manifest_of_trained_classes_needs_seen_mode(tiny_openclip, synth, tmp_path):
     from mcip.errors import InputError
-    from mcip.train.stages import _records
+    from mcip.train.inputs import read_records as _records
 
     cfg = _config(
         "gpr",
@@ -306,13 +306,15 @@ def test_explicit_validation_manifest_of_trained_classes_needs_seen_mode(tiny_op
 def test_class_mean_centres_start_at_the_starting_models_class_means(stage, tiny_openclip, synth, tmp_path):
     from mcip.data import class_index
     from mcip.models import load_model
+    from mcip.train.config import STAGE_REGISTRY
     from mcip.train.distributed import init_distributed
-    from mcip.train.stages import STAGE_BUILDERS, _records
+    from mcip.train.inputs import read_inputs
 
     cfg = _config(stage, f"openclip:{tiny_openclip}", synth, tmp_path, "loss.centre_init=class_means")
     model = load_model(cfg.model.spec)
-    train, val, _ = _records(cfg)
-    prepared = STAGE_BUILDERS[stage](model, cfg, train, val, init_distributed())
+    inputs = read_inputs(cfg)
+    train = inputs.train
+    prepared = STAGE_REGISTRY.get(stage).builder(model, cfg, inputs, init_distributed())
     arc = prepared.task.loss if stage == "gpr" else prepared.task.loss.arc
     classes = class_index(train)
     emb, rows_kept = encode_records(model, train)

@@ -14,8 +14,8 @@ import mcip
 from mcip.cli import main
 from mcip.eval.metrics import retrieval_average_precision
 from mcip.train.validate import encode_records
-from tests.stages.synth import make_dataset
-from tests.stages.test_stages import FAST
+from tests.train.synth import make_dataset
+from tests.train.test_stages import FAST
 
 
 @pytest.fixture(scope="module")

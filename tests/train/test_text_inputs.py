@@ -11,8 +11,8 @@ import torch
 
 import mcip
 from mcip.cli import main
-from tests.stages.synth import make_dataset
-from tests.stages.test_stages import FAST
+from tests.train.synth import make_dataset
+from tests.train.test_stages import FAST
 
 
 @pytest.fixture(scope="module")
