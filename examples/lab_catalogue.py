@@ -4,8 +4,9 @@ validation CSV, the way a shop or a museum would have them.
 
     python examples/lab_catalogue.py catalogue [--classes 300] [--root ~/.cache/mcip/lab]
 
-Writes ``catalogue/train.csv`` (the Google and Twitter drawings of ``--classes`` emoji of the lab's test
-split), ``catalogue/test.csv`` (the Facebook drawings of the same emoji: other photos of the same products),
+Writes ``catalogue/train.csv`` (the Google drawings of ``--classes`` emoji of the lab's test split: one
+"product photo" per class), ``catalogue/test.csv`` (the Twitter and Facebook drawings of the same emoji:
+other photos of the same products, two per class, so a test image finds its class's other one),
 ``catalogue/val.csv`` (the lab's val split: other emoji, for validation on unseen classes),
 ``catalogue/names.tsv`` (``label<TAB>name``: labels are code points, names the CLDR names) and
 ``catalogue/pool.txt`` (the lab's train captions: a text corpus to retrieve pseudo-captions from).
@@ -34,15 +35,15 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--classes", type=int, default=300, help="emoji in the catalogue (300)")
     parser.add_argument("--root", type=Path, default=Path.home() / ".cache" / "mcip" / "lab")
-    parser.add_argument("--test-vendor", default="facebook", help="whose drawings are the test photos")
+    parser.add_argument("--train-vendor", default="google", help="whose drawings are the catalogue photos")
     args = parser.parse_args()
     rows = [dict(r, path=str((args.root / r["path"]).resolve())) for r in read_lab_manifest(args.root)]
     test = [r for r in rows if r["split"] == "test"]
     order = sorted({r["label"] for r in test}, key=lambda s: hashlib.blake2b(s.encode()).digest())
     chosen = set(order[: args.classes])
     args.out.mkdir(parents=True, exist_ok=True)
-    train = [r for r in test if r["label"] in chosen and r["vendor"] != args.test_vendor]
-    shown = [r for r in test if r["label"] in chosen and r["vendor"] == args.test_vendor]
+    train = [r for r in test if r["label"] in chosen and r["vendor"] == args.train_vendor]
+    shown = [r for r in test if r["label"] in chosen and r["vendor"] != args.train_vendor]
     val = [r for r in rows if r["split"] == "val"]
     counts = {
         "train": _write(args.out / "train.csv", train),
@@ -51,7 +52,7 @@ def main() -> None:
     }
     names = {r["label"]: r["captions"][0] for r in [*train, *shown, *val]}
     if not train or not shown:
-        raise SystemExit(f"{args.root}: no test-split images of vendor {args.test_vendor!r} and another one.")
+        raise SystemExit(f"{args.root}: no test-split images of vendor {args.train_vendor!r} and another one.")
     (args.out / "names.tsv").write_text("".join(f"{k}\t{v}\n" for k, v in sorted(names.items())), "utf-8")
     pool = sorted({c for r in rows if r["split"] == "train" for c in r["captions"]})
     (args.out / "pool.txt").write_text("".join(c + "\n" for c in pool), "utf-8")

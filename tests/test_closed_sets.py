@@ -29,13 +29,13 @@ def test_precisions():
 
 
 def test_hard_caption_weight_default():
-    from mcip.lab.run import LabSettings
+    from mcip.fit.runner import RunSettings
     from mcip.train.config import LossConfig
 
     assert DEFAULT_HARD_CAPTION_WEIGHT == 0.1  # the authors' value
     assert _default(MCArcMarginLoss, "hard_caption_weight") == DEFAULT_HARD_CAPTION_WEIGHT
     assert _default(MCIPLoss, "hard_caption_weight") == DEFAULT_HARD_CAPTION_WEIGHT
-    for cls in (LossConfig, LabSettings):
+    for cls in (LossConfig, RunSettings):  # the lab's own choice (on val) is LabSettings' default
         field = {f.name: f for f in dataclasses.fields(cls)}["hard_caption_weight"]
         assert field.default == DEFAULT_HARD_CAPTION_WEIGHT
 

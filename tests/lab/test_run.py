@@ -174,7 +174,7 @@ def test_run_trains_every_row_and_writes_a_well_formed_report(lab_root, tiny_ope
     # other settings in the same folder would silently reuse the stages: refused
     from mcip.errors import ConfigError
 
-    other = dataclasses.replace(_settings(tiny_openclip), hard_caption_weight=0.0)
+    other = dataclasses.replace(_settings(tiny_openclip), hard_caption_weight=0.3)
     with pytest.raises(ConfigError, match="hard_caption_weight"):
         run_lab(lab_root, out, settings=other, progress=False, log=logs.append)
 
@@ -326,7 +326,7 @@ def test_example_catalogue_script_writes_a_fit_ready_catalogue(lab_root, tmp_pat
 
     script = Path(__file__).resolve().parents[2] / "examples" / "lab_catalogue.py"
     out = tmp_path / "cat"
-    args = [sys.executable, str(script), str(out), "--root", str(lab_root), "--test-vendor", "globex"]
+    args = [sys.executable, str(script), str(out), "--root", str(lab_root), "--train-vendor", "acme"]
     done = subprocess.run(args, capture_output=True, text=True, check=True)
     assert "train" in done.stdout
     with (out / "train.csv").open(encoding="utf-8") as f:
@@ -353,7 +353,8 @@ def test_sweep_trains_one_mcip_stage_per_variant_and_reports_val(lab_root, tiny_
     from mcip.lab.run import LabRun
     from mcip.lab.sweep import format_sweep, sweep_mcip
 
-    lab = LabRun(lab_root, tmp_path / "out", _settings(tiny_openclip), progress=False, log=lambda m: None)
+    authors = dataclasses.replace(_settings(tiny_openclip), hard_caption_weight=0.1, mc_weight=0.25)
+    lab = LabRun(lab_root, tmp_path / "out", authors, progress=False, log=lambda m: None)
     variants = [{"h": 0.0, "mc": 0.5}, {"h": 0.1, "mc": 0.25, "distill": 1.0}, {"h": 0.1, "mc": 0.25}]
     rows = sweep_mcip(lab, variants)
     assert [(r["h"], r["mc"]) for r in rows] == [(0.0, 0.5), (0.1, 0.25), (0.1, 0.25)]

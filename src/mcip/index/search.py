@@ -299,7 +299,7 @@ class SearchIndex:
         if q.shape[0] != self.dim:
             raise InputError(f"The query vector has {q.shape[0]} dimensions; this index holds {self.dim}.")
         q = unit_vector(q, "query vector")
-        rows = self.filter_rows(where)
+        rows = self.filter_rows(where) if where else None
         exclude = self._row(exclude_id) if exclude_id is not None else -1
         fetch = min(k + (exclude >= 0), len(self))
         scores, found = self._search_rows(q[None], fetch, rows)
