@@ -30,12 +30,13 @@ def test_precisions():
 
 def test_hard_caption_weight_default():
     from mcip.fit.runner import RunSettings
+    from mcip.lab.run import LabSettings
     from mcip.train.config import LossConfig
 
     assert DEFAULT_HARD_CAPTION_WEIGHT == 0.1  # the authors' value
     assert _default(MCArcMarginLoss, "hard_caption_weight") == DEFAULT_HARD_CAPTION_WEIGHT
     assert _default(MCIPLoss, "hard_caption_weight") == DEFAULT_HARD_CAPTION_WEIGHT
-    for cls in (LossConfig, RunSettings):  # the lab's own choice (on val) is LabSettings' default
+    for cls in (LossConfig, RunSettings, LabSettings):
         field = {f.name: f for f in dataclasses.fields(cls)}["hard_caption_weight"]
         assert field.default == DEFAULT_HARD_CAPTION_WEIGHT
 
