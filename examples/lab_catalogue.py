@@ -52,7 +52,9 @@ def main() -> None:
     }
     names = {r["label"]: r["captions"][0] for r in [*train, *shown, *val]}
     if not train or not shown:
-        raise SystemExit(f"{args.root}: no test-split images of vendor {args.train_vendor!r} and another one.")
+        raise SystemExit(
+            f"{args.root}: no test-split images of vendor {args.train_vendor!r} and another one."
+        )
     (args.out / "names.tsv").write_text("".join(f"{k}\t{v}\n" for k, v in sorted(names.items())), "utf-8")
     pool = sorted({c for r in rows if r["split"] == "train" for c in r["captions"]})
     (args.out / "pool.txt").write_text("".join(c + "\n" for c in pool), "utf-8")
