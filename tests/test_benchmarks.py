@@ -79,3 +79,16 @@ def test_encode_benchmark_runs(tiny_openclip, tmp_path, capsys):
     out = capsys.readouterr().out
     for name in ("encode_vs_limit", "encode_index_build_vs_limit", "encode_bf16_min_cosine"):
         assert f"RESULT {name} " in out
+    for name in ("encode_workers_vs_serial_bound", "encode_jpeg_draft_decode_speedup"):
+        assert f"RESULT {name} " in out
+
+
+def test_encode_benchmark_default_images_are_jpeg_photos(tmp_path):
+    """With no --images, benchmarks/encode.py writes photo-sized JPEGs (where draft decoding matters)."""
+    from PIL import Image
+
+    bench = _load("encode")
+    folder = bench.synthetic_photos(tmp_path / "s", 3)
+    files = sorted(Path(folder).iterdir())
+    assert len(files) == 3 and all(Image.open(f).format == "JPEG" for f in files)
+    assert Image.open(files[0]).size == (640, 480)

@@ -45,3 +45,28 @@ def test_nearest_neighbours_rank_self_last():
 
     indices, sims = nearest_neighbours(np.eye(2, dtype=np.float32), 5)
     assert indices.tolist() == [[1, 0], [0, 1]] and np.isneginf(sims[:, 1]).all()
+
+
+def test_encoding_with_decoding_workers_equals_encoding_here(tiny_openclip, tmp_path):
+    """encode_images(num_workers=2): the same rows, embeddings and skipped files as decoding in this
+    process, with a corrupt file and an empty one among the images; and the same as encoding each image
+    alone (batching changes nothing)."""
+    import torch
+
+    import mcip
+    from mcip.embed import encode_images
+    from tests.index.helpers import write_pngs
+
+    paths = write_pngs(tmp_path, [f"{i:02d}.png" for i in range(11)])
+    (tmp_path / "03.png").write_bytes(b"not a png")
+    (tmp_path / "07.png").write_bytes(b"")
+    model = mcip.load_model(f"openclip:{tiny_openclip}")
+    here = encode_images(model, paths, batch_size=4, progress=False)
+    workers = encode_images(model, paths, batch_size=4, progress=False, num_workers=2)
+    assert here.rows == workers.rows == [0, 1, 2, 4, 5, 6, 8, 9, 10]
+    assert workers.paths == [paths[r] for r in workers.rows]
+    assert set(workers.skipped) == set(here.skipped) == {str(paths[3]), str(paths[7])}
+    np.testing.assert_array_equal(workers.embeddings, here.embeddings)
+    with torch.no_grad():
+        alone = np.stack([encode_images(model, [p], progress=False).embeddings[0] for p in workers.paths])
+    np.testing.assert_allclose(workers.embeddings, alone, atol=1e-5)

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mcip.data.dataset import decode_image
+from mcip.data.images import EVAL_DECODING
 from mcip.models.base import EmbeddingModel
 
 
@@ -33,28 +34,66 @@ class EncodedImages:
         return [str(p.relative_to(root).parent) if p.parent != root else "" for p in self.paths]
 
 
+class _Decoded(torch.utils.data.Dataset):
+    """Row i -> (i, pixels or the error text): what a decoding worker hands back."""
+
+    def __init__(self, paths: Sequence[Path], transform) -> None:
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        return i, decode_image(self.paths[i], self.transform, str(self.paths[i]))
+
+
+def _decoded_batches(paths: Sequence[Path], transform, batch_size: int, num_workers: int):
+    """Lists of (row, pixels or error) in input order; decoded in ``num_workers`` processes (0: here)."""
+    if num_workers <= 0:
+        for lo in range(0, len(paths), batch_size):
+            yield [
+                (row, decode_image(p, transform, str(p)))
+                for row, p in enumerate(paths[lo : lo + batch_size], lo)
+            ]
+        return
+    loader = torch.utils.data.DataLoader(
+        _Decoded(paths, transform),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=list,
+        prefetch_factor=2,
+    )
+    yield from loader
+
+
 @torch.no_grad()
 def encode_images(
-    model: EmbeddingModel, paths: list[Path], batch_size: int = 32, progress: bool = True
+    model: EmbeddingModel,
+    paths: list[Path],
+    batch_size: int = 32,
+    progress: bool = True,
+    num_workers: int = 0,
 ) -> EncodedImages:
-    """Encode ``paths`` in batches. Files that fail to decode are skipped and reported, never fatal."""
+    """Encode ``paths`` in batches. Files that fail to decode are skipped and reported, never fatal.
+
+    ``num_workers`` > 0 decodes in that many worker processes while this one runs the model (the
+    order and the result are the same as decoding here)."""
     start = time.perf_counter()
     transform = model.eval_transform
     chunks, kept, rows, skipped = [], [], [], {}
     bar = tqdm(total=len(paths), desc="encoding images", unit="img", disable=not progress)
-    for i in range(0, len(paths), batch_size):
+    for batch in _decoded_batches(paths, transform, batch_size, num_workers):
         pixels = []
-        for row, path in enumerate(paths[i : i + batch_size], start=i):
-            decoded = decode_image(path, transform, str(path))
+        for row, decoded in batch:
             if isinstance(decoded, str):
-                skipped[str(path)] = decoded
+                skipped[str(paths[row])] = decoded
                 continue
             pixels.append(decoded)
-            kept.append(path)
+            kept.append(paths[row])
             rows.append(row)
         if pixels:
             chunks.append(model.encode_image(torch.stack(pixels)).float().cpu().numpy())
-        bar.update(min(batch_size, len(paths) - i))
+        bar.update(len(batch))
     bar.close()
     dim = model.embed_dim
     emb = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
@@ -146,7 +185,9 @@ def cached_image_embeddings(
         out[encoded.rows] = encoded.embeddings
         return out
 
-    key = cache_key("image", model_fingerprint(model, IMAGE_PARTS), cache_key(*map(str, paths)))
+    key = cache_key(
+        "image", model_fingerprint(model, IMAGE_PARTS), EVAL_DECODING, cache_key(*map(str, paths))
+    )
     cache = FeatureCache(cache_dir)
     return cache.get_or_compute(key, len(paths), model.embed_dim, compute, batch_size=batch_size, desc=desc)
 
@@ -207,7 +248,7 @@ def cached_image_features(
         return out
 
     fingerprint = model_fingerprint(model, ("image_encoder",))
-    key = cache_key("image-features", fingerprint, cache_key(*map(str, paths)))
+    key = cache_key("image-features", fingerprint, EVAL_DECODING, cache_key(*map(str, paths)))
     return FeatureCache(cache_dir).get_or_compute(
         key, len(paths), width, compute, batch_size=batch_size, dtype="float32", desc=desc
     )

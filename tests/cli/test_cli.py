@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -130,3 +131,29 @@ def test_encode_leaves_autograd_enabled(model_specs, tmp_path):
         ]
     )
     assert torch.is_grad_enabled()
+
+
+def test_quiet_silences_every_progress_bar_of_the_command(monkeypatch, capsys):
+    """--quiet reaches bars the command's own code does not draw (feature caches, library loops)."""
+    import argparse
+
+    from tqdm import std
+    from tqdm.auto import tqdm
+
+    from mcip.cli._common import run_command
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(std.tqdm, "__init__", std.tqdm.__init__)  # restored after the test
+    monkeypatch.setattr(std.tqdm, "_mcip_silenced", False, raising=False)
+
+    def work(args):
+        for _ in tqdm(range(3), desc="caching image embeddings"):
+            pass
+        return 0
+
+    assert run_command(argparse.Namespace(func=work, command="x", quiet=False)) == 0
+    assert "caching image embeddings" in capsys.readouterr().err
+    assert run_command(argparse.Namespace(func=work, command="x", quiet=True)) == 0
+    assert "caching image embeddings" not in capsys.readouterr().err
+    assert run_command(argparse.Namespace(func=work, command="x", quiet=False)) == 0  # only while quiet
+    assert "caching image embeddings" in capsys.readouterr().err and "TQDM_DISABLE" not in os.environ

@@ -16,4 +16,6 @@ def test_index_search_benchmark_runs(capsys):
     assert [r["factory"] for r in out["results"]] == ["Flat", "HNSW32", "IVF16,PQ8x4", "IVF16,PQ8x4,RFlat"]
     assert out["results"][0]["recall"] == 1.0
     assert all(r["ratio"] > 0 for r in out["results"])
-    assert "| mcip / FAISS |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| mcip / FAISS |" in printed and "RESULT search_hnsw32_vs_faiss " in printed
+    assert "RESULT search_ivf16_pq8x4_rflat_hits_vs_faiss " in printed

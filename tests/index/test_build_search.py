@@ -174,3 +174,41 @@ def test_index_of_precomputed_embeddings_serves_vector_queries(tmp_path):
             index.search(text="a cat")
     with pytest.raises(ConfigError, match="precomputed embeddings"):
         SearchIndex.open(tmp_path / "index")
+
+
+def test_hits_are_a_sequence_that_outlives_the_index_and_equals_the_eager_reference(tmp_path):
+    """search_vector's Hits: the same ids, scores, ranks and metadata as a naive loop over the exact
+    ranking; a list compares equal; rows with captions or extra fields keep their metadata after the index
+    is closed (read at query time); slicing, pickling and the excluded id behave as a list's would."""
+    import pickle
+
+    from mcip.index import Hit, Hits, IndexRecord
+
+    rng = np.random.default_rng(1)
+    vectors = unit(rng.normal(size=(30, 8))).astype(np.float32)
+    records = [
+        IndexRecord(f"r{i:02d}", tmp_path / f"{i}.png", label=f"c{i % 3}",
+                    captions=["a caption"] if i % 2 else [], extra={"shelf": i} if i % 5 == 0 else {})
+        for i in range(30)
+    ]  # fmt: skip
+    index_embeddings(vectors, records, tmp_path / "index")
+    query = vectors[4] + 0.1
+    with SearchIndex.open(tmp_path / "index", load_model=False) as index:
+        stored = np.asarray(index.embeddings, np.float32)
+        hits = index.search_vector(query, k=7, exclude_id="r04")
+        batch = index.search_vectors(query[None], k=7)
+        expected_meta = {r.id: index.record(r.id).metadata for r in records}
+    assert isinstance(hits, Hits) and len(hits) == 7
+    q = query / np.linalg.norm(query)
+    order = [int(r) for r in np.argsort(-(stored @ q), kind="stable") if r != 4][:7]
+    reference = [
+        Hit(f"r{r:02d}", str(records[r].path), float((stored @ q)[r]), rank, expected_meta[f"r{r:02d}"])
+        for rank, r in enumerate(order, 1)
+    ]
+    assert [h.id for h in hits] == [h.id for h in reference] and [h.rank for h in hits] == list(range(1, 8))
+    assert [h.metadata for h in hits] == [h.metadata for h in reference]  # read after close()
+    assert [h.score for h in hits] == pytest.approx([h.score for h in reference], abs=1e-5)
+    assert hits == list(hits) and hits[1:3] == list(hits)[1:3] and hits[-1].rank == 7
+    assert pickle.loads(pickle.dumps(hits)) == list(hits)
+    assert [h.id for h in batch[0]] == [f"r{r:02d}" for r in np.argsort(-(stored @ q), kind="stable")[:7]]
+    assert hits != [*list(hits)[:6], hits[0]] and hits != "r00"

@@ -4,6 +4,8 @@ holds word-named sub-commands, and the error handling that turns a library error
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -13,6 +15,11 @@ from mcip.models.precision import WEIGHT_PRECISIONS
 Command = Callable[[argparse.Namespace], int]
 PRECISIONS = list(WEIGHT_PRECISIONS)  # a model's weights dtype: fp32, bf16, fp16
 DEVICE_HELP = "torch device, e.g. cpu or cuda (default: cpu)"
+
+
+def default_workers() -> int:
+    """Image-decoding processes for encoding: one core is left to the model, at most 4."""
+    return min(4, max(0, (os.cpu_count() or 1) - 1))
 
 
 def add_device_arg(p: argparse.ArgumentParser, help: str = DEVICE_HELP) -> None:
@@ -55,11 +62,38 @@ class CommandParser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
 
+@contextlib.contextmanager
+def silenced_progress_bars(quiet: bool = True):
+    """While inside, every tqdm bar of this process starts disabled unless its caller enables it
+    explicitly, and child processes get ``TQDM_DISABLE=1`` (tqdm reads it when imported); restored after."""
+    if not quiet:
+        yield
+        return
+    from functools import partialmethod
+
+    from tqdm import std
+
+    init, env = std.tqdm.__init__, os.environ.get("TQDM_DISABLE")
+    std.tqdm.__init__ = partialmethod(init, disable=True)
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        std.tqdm.__init__ = init
+        if env is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = env
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run ``args.func(args)``: a user-facing error (``MCIPError``) exits 2 with its message, an interrupted
-    training run 128 + its signal (``TrainingInterrupted``), Ctrl-C elsewhere 130."""
+    training run 128 + its signal (``TrainingInterrupted``), Ctrl-C elsewhere 130. ``--quiet`` silences
+    every progress bar of the command, not only the ones its own code draws (:func:`silenced_progress_bars`).
+    """
     try:
-        return int(args.func(args))
+        with silenced_progress_bars(getattr(args, "quiet", False)):
+            return int(args.func(args))
     except MCIPError as exc:
         print(f"mcip {args.command}: error: {exc}", file=sys.stderr)
         return 2

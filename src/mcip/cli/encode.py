@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mcip.cli._common import add_model_args
+from mcip.cli._common import add_model_args, default_workers
+from mcip.errors import ConfigError
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -13,12 +14,16 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from mcip.embed import encode_images, rank_by_text, write_encoded
     from mcip.models import load_model
 
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be 0 or more, got {args.workers}.")
     root = Path(args.images)
     paths = find_images(root)
     model = load_model(
         args.model, device=args.device, drop_projector=args.drop_projector, precision=args.precision
     )
-    result = encode_images(model, paths, batch_size=args.batch_size, progress=not args.quiet)
+    result = encode_images(
+        model, paths, batch_size=args.batch_size, progress=not args.quiet, num_workers=args.workers
+    )
     summary = write_encoded(result, args.out, root, model.spec)
     names = [str(p.relative_to(root)) for p in result.paths]
     if args.neighbours and len(names) > 1:
@@ -61,6 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--show", type=int, default=8, help="how many images to print neighbours for")
     p.add_argument("--query", action="append", help="a text query to rank the images by (repeatable)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help=f"image-decoding processes (default {default_workers()}: one core left to the model, at most 4; "
+        "0 decodes in this process)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(p)
     p.set_defaults(func=cmd_encode)

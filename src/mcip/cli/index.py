@@ -5,17 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 
-from mcip.cli._common import add_device_arg, add_model_args
+from mcip.cli._common import add_device_arg, add_model_args, default_workers
 
 MAX_LISTED = 5
-
-
-def default_workers() -> int:
-    """Image-decoding processes for builds: one core is left to the model, at most 4."""
-    return min(4, max(0, (os.cpu_count() or 1) - 1))
 
 
 def qdrant_options(args: argparse.Namespace) -> dict:

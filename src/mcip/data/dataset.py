@@ -41,10 +41,11 @@ def decode_image(source: str | os.PathLike | IO[bytes], transform: Transform, wh
 
     Decoding is complete (a truncated file fails here); errors from the transform count as bad images,
     and so do images over :func:`~mcip.data.limits.default_image_limits` (format, aspect ratio, pixels;
-    the reason is in the text).
+    the reason is in the text). A transform with a ``draft_size`` (the models' eval transform) has JPEGs
+    decoded at a reduced scale that still covers its resize; training transforms decode in full.
     """
     try:
-        return transform(open_image(source))
+        return transform(open_image(source, draft=getattr(transform, "draft_size", None)))
     except _decode_errors() as exc:
         return f"{where}: {type(exc).__name__}: {exc}"
 

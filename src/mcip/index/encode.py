@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from mcip._io import atomic_write_text
 from mcip.data.cache import cache_key
 from mcip.data.dataset import decode_image
+from mcip.data.images import EVAL_DECODING
 from mcip.index.records import IndexRecord, file_hash, file_stat
 from mcip.index.store import write_json
 from mcip.models.base import EmbeddingModel
@@ -84,7 +85,11 @@ def _collate(items):
 
 def plan_key(image_fingerprint: str, dim: int, records: Sequence[IndexRecord]) -> str:
     return cache_key(
-        "mcip-index", image_fingerprint, str(dim), cache_key(*(f"{r.id}\t{r.path}" for r in records))
+        "mcip-index",
+        image_fingerprint,
+        str(dim),
+        EVAL_DECODING,
+        cache_key(*(f"{r.id}\t{r.path}" for r in records)),
     )
 
 

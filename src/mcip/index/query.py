@@ -34,8 +34,9 @@ def check_text(text: str) -> str:
     return text.strip()
 
 
-def open_query_image(image: Any):
-    """A PIL image from a PIL image, bytes, a binary file object or a path; InputError if undecodable."""
+def open_query_image(image: Any, draft: int | None = None):
+    """A PIL image from a PIL image, bytes, a binary file object or a path; InputError if undecodable.
+    ``draft``: the eval transform's ``draft_size`` (a JPEG decodes as the indexed images did)."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(image, Image.Image):
@@ -55,7 +56,7 @@ def open_query_image(image: Any):
             f"image must be a PIL image, bytes, a file object or a path, got {type(image).__name__}."
         )
     try:
-        return open_image(source)
+        return open_image(source, draft=draft)
     except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise InputError(f"Cannot decode {where} as an image ({type(exc).__name__}: {exc}).") from None
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from mcip.index.query import MAX_K, MAX_TEXT_CHARS, check_k, check_text, open_qu
 from mcip.index.store import StoredIndex
 from mcip.models.base import EmbeddingModel
 
-__all__ = ["MAX_K", "MAX_TEXT_CHARS", "Hit", "IndexedImage", "SearchIndex", "UnknownId"]
+__all__ = ["MAX_K", "MAX_TEXT_CHARS", "Hit", "Hits", "IndexedImage", "SearchIndex", "UnknownId"]
 FILTER_CACHE = 64  # expression sets whose matching rows are kept
 _new_object = object.__new__
 _set = object.__setattr__
@@ -68,6 +69,62 @@ class Hit:
             "path": self.path,
             "metadata": self.metadata,
         }
+
+
+class Hits(Sequence):
+    """One query's results, best first: a read-only sequence of :class:`Hit` (``hits[0]``, ``len(hits)``,
+    iteration, slices as lists) that compares equal to a list of the same hits.
+
+    The :class:`Hit` objects are made when the results are first looked at, so the query itself keeps only
+    the backend's rows and scores. What they are made from outlives the index: the id, path and label
+    columns are never changed in place (a write makes new ones), and the metadata of rows with captions or
+    extra fields is read at query time.
+    """
+
+    __slots__ = ("_columns", "_hits", "_meta", "_rows", "_scores")
+
+    def __init__(self, scores: list[float], rows: list[int], columns: tuple, meta: dict[int, dict]) -> None:
+        self._scores, self._rows, self._columns, self._meta = scores, rows, columns, meta
+        self._hits: list[Hit] | None = None
+
+    def _built(self) -> list[Hit]:
+        hits = self._hits
+        if hits is None:
+            ids, paths, labels = self._columns
+            meta, hits = self._meta, []
+            for rank, (score, row) in enumerate(zip(self._scores, self._rows, strict=True), 1):
+                metadata = meta[row] if row in meta else {"label": labels[row], "captions": []}
+                hit = _new_object(Hit)  # Hit is frozen: skip __init__'s per-field setattr
+                _set(
+                    hit,
+                    "__dict__",
+                    {"id": ids[row], "path": paths[row], "score": score, "rank": rank, "metadata": metadata},
+                )
+                hits.append(hit)
+            self._hits = hits
+        return hits
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i):
+        return self._built()[i]
+
+    def __iter__(self):
+        return iter(self._built())
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Hits | list | tuple):
+            return self._built() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._built())
+
+    def __reduce__(self):  # pickles (and copies) as the list of hits
+        return (list, (self._built(),))
 
 
 def _open_model(model, manifest: dict, index_dir, device: str) -> tuple[EmbeddingModel, bool]:
@@ -210,6 +267,10 @@ class SearchIndex:
         with self._lock:
             return model.encode_text([text]).float().cpu().numpy()[0]
 
+    def image_draft_size(self) -> int | None:
+        """The model's JPEG draft size: query files decode as the indexed ones did."""
+        return getattr(self._require_model().eval_transform, "draft_size", None)
+
     @torch.no_grad()
     def _embed_image(self, img) -> np.ndarray:
         model = self._require_model()
@@ -226,7 +287,7 @@ class SearchIndex:
 
     def encode_image(self, image: Any) -> np.ndarray:
         """(D,) float32 unit embedding of a query image (PIL image, bytes, file object or path)."""
-        return self._embed_image(open_query_image(image))
+        return self._embed_image(open_query_image(image, self.image_draft_size()))
 
     def query_vector(self, text: str | None = None, image: Any = None, alpha: float = 0.5) -> np.ndarray:
         """The (D,) query of :meth:`search` (see the module docstring). Every input is validated before
@@ -237,7 +298,7 @@ class SearchIndex:
             raise InputError(f"alpha must be a number from 0 to 1 (the image's weight), got {alpha!r}.")
         self._require_model()
         text = check_text(text) if text is not None else None
-        img = open_query_image(image) if image is not None else None
+        img = open_query_image(image, self.image_draft_size()) if image is not None else None
         if img is None:
             return self._embed_text(text)
         if text is None:
@@ -253,7 +314,7 @@ class SearchIndex:
         alpha: float = 0.5,
         k: int = 10,
         where: str | list[str] | tuple[str, ...] | None = None,
-    ) -> list[Hit]:
+    ) -> Hits:
         """The ``k`` images nearest to a text, an image, or their alpha-weighted mixture (among the images
         that match ``where``)."""
         check_k(k)
@@ -291,21 +352,28 @@ class SearchIndex:
 
     def search_vector(
         self, vector: np.ndarray, k: int = 10, exclude_id: str | None = None, where=None
-    ) -> list[Hit]:
+    ) -> Hits:
         """The ``k`` images nearest to ``vector`` (D,) (normalised here), optionally without ``exclude_id``
-        and among the images matching ``where`` only."""
-        check_k(k)
-        q = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if q.shape[0] != self.dim:
-            raise InputError(f"The query vector has {q.shape[0]} dimensions; this index holds {self.dim}.")
+        and among the images matching ``where`` only. The hot path of every query: a float32 vector of
+        the right shape and a plain int ``k`` skip straight to the checks that matter."""
+        if type(k) is not int or not 1 <= k <= MAX_K:
+            check_k(k)
+        if type(vector) is np.ndarray and vector.dtype == np.float32 and vector.shape == (self.dim,):
+            q = vector
+        else:
+            q = np.asarray(vector, dtype=np.float32).reshape(-1)
+            if q.shape[0] != self.dim:
+                raise InputError(
+                    f"The query vector has {q.shape[0]} dimensions; this index holds {self.dim}."
+                )
         q = unit_vector(q, "query vector")
         rows = self.filter_rows(where) if where else None
         exclude = self._row(exclude_id) if exclude_id is not None else -1
-        fetch = min(k + (exclude >= 0), len(self))
+        fetch = min(k + (exclude >= 0), len(self._stored))
         scores, found = self._search_rows(q[None], fetch, rows)
         return self._hits(scores[0], found[0], k, exclude)
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 10, where=None) -> list[list[Hit]]:
+    def search_vectors(self, vectors: np.ndarray, k: int = 10, where=None) -> list[Hits]:
         """:meth:`search_vector` for Q queries (Q, D) at once (one backend call)."""
         check_k(k)
         q = np.asarray(vectors, dtype=np.float32)
@@ -315,27 +383,22 @@ class SearchIndex:
         scores, rows = self._search_rows(np.ascontiguousarray(q), min(k, len(self)), self.filter_rows(where))
         return [self._hits(s, r, k, -1) for s, r in zip(scores, rows, strict=True)]
 
-    def search_by_id(self, id: str, k: int = 10, exclude_self: bool = False, where=None) -> list[Hit]:
+    def search_by_id(self, id: str, k: int = 10, exclude_self: bool = False, where=None) -> Hits:
         """The ``k`` images nearest to indexed image ``id`` (its stored embedding); itself first unless
         excluded (or filtered out by ``where``)."""
         return self.search_vector(self.embedding(id), k, exclude_id=id if exclude_self else None, where=where)
 
-    def _hits(self, scores: np.ndarray, rows: np.ndarray, k: int, exclude: int) -> list[Hit]:
-        """Hits for backend results (row -1: none; ``exclude``: a row to leave out), at most ``k``.
-        The hot path of every query: plain rows take their metadata from memory, Hits skip ``__init__``."""
-        stored, hits = self._stored, []
-        ids, paths, labels, plain = stored.ids, stored.paths, stored.labels, stored.plain
-        for score, row in zip(scores.tolist(), rows.tolist(), strict=True):
-            if row < 0 or row == exclude:
-                continue
-            meta = {"label": labels[row], "captions": []} if plain[row] else stored.metadata(row)
-            hit = _new_object(Hit)
-            _set(
-                hit,
-                "__dict__",
-                {"id": ids[row], "path": paths[row], "score": score, "rank": len(hits) + 1, "metadata": meta},
-            )
-            hits.append(hit)
-            if len(hits) == k:
-                break
-        return hits
+    def _hits(self, scores: np.ndarray, rows: np.ndarray, k: int, exclude: int) -> Hits:
+        """The results for backend rows (row -1: none; ``exclude``: a row to leave out), at most ``k``;
+        the metadata of rows with captions or extra fields is read now (while the index is open)."""
+        stored = self._stored
+        found = rows.tolist()
+        score_list = scores.tolist()
+        if exclude >= 0 or -1 in found:
+            kept = [(s, r) for s, r in zip(score_list, found, strict=True) if r >= 0 and r != exclude][:k]
+            score_list, found = [s for s, _ in kept], [r for _, r in kept]
+        elif len(found) > k:
+            score_list, found = score_list[:k], found[:k]
+        plain = stored.plain
+        meta = {row: stored.metadata(row) for row in found if not plain[row]}
+        return Hits(score_list, found, (stored.ids, stored.paths, stored.labels), meta)

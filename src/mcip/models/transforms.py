@@ -86,10 +86,19 @@ def _to_rgb(img):
     return img.convert("RGB")
 
 
-def eval_transform(cfg: ImageConfig) -> T.Compose:
+class EvalTransform(T.Compose):
+    """The eval transform, with ``draft_size``: the least side its resize needs, so a JPEG can be decoded
+    at a reduced scale that keeps both sides at least that large (:func:`mcip.data.images.open_image`)."""
+
+    def __init__(self, transforms, draft_size: int) -> None:
+        super().__init__(transforms)
+        self.draft_size = draft_size
+
+
+def eval_transform(cfg: ImageConfig) -> EvalTransform:
     """PIL image -> (3, S, S) float tensor: resize 1.125*S (shorter side), centre crop S, normalise."""
     resized = round(cfg.resize_ratio * cfg.size)
-    return T.Compose(
+    return EvalTransform(
         [
             CheckResize(resized),
             T.Lambda(_to_rgb),
@@ -97,7 +106,8 @@ def eval_transform(cfg: ImageConfig) -> T.Compose:
             T.CenterCrop(cfg.size),
             T.ToTensor(),
             T.Normalize(cfg.mean, cfg.std),
-        ]
+        ],
+        draft_size=resized,
     )
 
 

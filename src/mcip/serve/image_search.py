@@ -46,7 +46,7 @@ class ImageSearch:
         An error of the resize or the model that the limits did not foresee (OverflowError, MemoryError)
         is the upload's, so 400, not 500.
         """
-        decoded = decode_upload(image, self.limits)
+        decoded = decode_upload(image, self.limits, self.index.image_draft_size())
         try:
             self._check_resize(decoded.size)
             return self.index.search(text=text, image=decoded, alpha=alpha, k=k, where=where)

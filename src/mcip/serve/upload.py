@@ -123,8 +123,9 @@ async def _fields(form, max_upload_bytes: int) -> ImageForm:
     return ImageForm(data, image.filename, **texts, where=tuple(str(w) for w in where))
 
 
-def decode_upload(data: bytes, limits: ImageLimits):
-    """The uploaded bytes as a PIL image, checked against ``limits`` before its pixels are decoded.
+def decode_upload(data: bytes, limits: ImageLimits, draft: int | None = None):
+    """The uploaded bytes as a PIL image, checked against ``limits`` before its pixels are decoded
+    (a JPEG at the ``draft`` scale of :func:`mcip.data.images.open_image`, as the indexed images were).
 
     Raises HTTPException: 415 for a format outside ``limits.formats`` (the message names the accepted
     ones), 400 for an image over a limit or one that does not decode.
@@ -132,7 +133,7 @@ def decode_upload(data: bytes, limits: ImageLimits):
     from PIL import Image, UnidentifiedImageError
 
     try:
-        return open_image(io.BytesIO(data), limits)
+        return open_image(io.BytesIO(data), limits, draft=draft)
     except ImageFormatRefused as exc:
         raise HTTPException(415, str(exc)) from None
     except ImageRefused as exc:
