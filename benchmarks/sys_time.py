@@ -35,15 +35,17 @@ import torch
 from mcip.models import load_model
 steps, warmup, batch = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.manual_seed(0)
-model = load_model("composed:lab", image_size=128)
-params = [p for n, p in model.named_parameters() if n.startswith(("image_encoder", "image_projector"))]
+spec, size = sys.argv[5], int(sys.argv[6])
+model = load_model(spec, **({"image_size": size} if spec.startswith("composed:") else {}))
+size = model.image_size
+params = [p for part in ("image_encoder", "image_projector") for p in model.named_part_parameters(part).values()]
 for p in model.parameters():
     p.requires_grad_(False)
 for p in params:
     p.requires_grad_(True)
 opt = torch.optim.AdamW(params, lr=1e-6)
 model.train()
-x = torch.randn(batch, 3, 128, 128)
+x = torch.randn(batch, 3, size, size)
 def step():
     loss = model.encode_image(x).square().sum()
     loss.backward()
@@ -60,16 +62,19 @@ print(json.dumps({"tuned": tuned, "user": r1.ru_utime - r0.ru_utime, "sys": r1.r
 """
 
 
-def run_child(mode: str, steps: int, warmup: int, batch: int) -> dict:
+def run_child(
+    mode: str, steps: int, warmup: int, batch: int, model: str = "composed:lab", image_size: int = 128
+) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env["MCIP_MALLOC_TUNING"] = "1"
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, str(steps), str(warmup), str(batch)],
+        [sys.executable, "-c", CHILD, mode, str(steps), str(warmup), str(batch), model, str(image_size)],
         capture_output=True,
         text=True,
-        check=True,
         env=env,
     )
+    if out.returncode != 0:
+        raise SystemExit(f"the {mode} child failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -91,4 +91,15 @@ def test_encode_benchmark_default_images_are_jpeg_photos(tmp_path):
     folder = bench.synthetic_photos(tmp_path / "s", 3)
     files = sorted(Path(folder).iterdir())
     assert len(files) == 3 and all(Image.open(f).format == "JPEG" for f in files)
-    assert Image.open(files[0]).size == (640, 480)
+    assert Image.open(files[0]).size == (1600, 1200)
+
+
+def test_sys_time_benchmark_child_measures_a_training_step(model_specs):
+    """benchmarks/sys_time.py's child (both malloc settings) trains the image tower and reports CPU
+    times and faults; a tiny Hugging Face model stands in for the lab's."""
+    bench = _load("sys_time")
+    spec = model_specs["hf-clip"]["spec"]
+    for mode in ("default", "tuned"):
+        out = bench.run_child(mode, 1, 1, 2, model=spec, image_size=32)
+        assert out["steps"] == 1 and out["user"] >= 0 and out["minflt"] >= 0
+        assert out["tuned"] is (mode == "tuned")

@@ -7,11 +7,13 @@ allocates and frees the same large activation and gradient tensors every step, s
 step maps new zero pages and faults them in one 4 KiB page at a time, then unmaps them: the kernel time and
 the hundreds of millions of minor page faults of a CPU run (``benchmarks/sys_time.py`` measures it).
 
-:func:`tune_malloc` (called by the ``mcip`` command line before it does anything else) fixes the mmap
-threshold at its maximum and stops trimming, so freed blocks are reused by the next step; memory that was
-used once stays with the process (the peak, which a training run reaches every step anyway). Set
-``MCIP_MALLOC_TUNING=0`` to keep glibc's defaults; ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``
-set by the user win (glibc reads them at start, and then this module changes nothing).
+:func:`tune_malloc` (called by the ``mcip`` command line before it does anything else) serves every block
+from the heap (``M_MMAP_MAX`` 0: no per-block ``mmap``, which glibc would still use above its largest
+threshold of 32 MiB, e.g. the first activations of a batch of 64 at 128 px) and stops trimming, so freed
+blocks are reused by the next step; memory that was used once stays with the process (the peak, which a
+training run reaches every step anyway). Set ``MCIP_MALLOC_TUNING=0`` to keep glibc's defaults;
+``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_MAX_`` set by the user win (glibc
+reads them at start, and then this module changes nothing).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 
 M_TRIM_THRESHOLD = -1  # glibc malloc.h
 M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
 TRIM_THRESHOLD = 2**31 - 1  # the largest an int holds: the heap top is (in practice) never trimmed
 ENV_SWITCH = "MCIP_MALLOC_TUNING"
@@ -38,7 +41,7 @@ def tune_malloc() -> bool:
     if (
         sys.platform.startswith("linux")
         and os.environ.get(ENV_SWITCH, "1") != "0"
-        and not {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ)
+        and not {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_"} & set(os.environ)
     ):
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -50,6 +53,7 @@ def tune_malloc() -> bool:
             mallopt.restype = ctypes.c_int
             ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
             ok &= mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+            ok &= mallopt(M_MMAP_MAX, 0) == 1
             applied = bool(ok)
     _done["applied"] = applied
     return applied

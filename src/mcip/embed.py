@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mcip.data.dataset import decode_image
-from mcip.data.images import EVAL_DECODING
+from mcip.data.images import eval_decoding
 from mcip.models.base import EmbeddingModel
 
 
@@ -186,7 +186,7 @@ def cached_image_embeddings(
         return out
 
     key = cache_key(
-        "image", model_fingerprint(model, IMAGE_PARTS), EVAL_DECODING, cache_key(*map(str, paths))
+        "image", model_fingerprint(model, IMAGE_PARTS), eval_decoding(), cache_key(*map(str, paths))
     )
     cache = FeatureCache(cache_dir)
     return cache.get_or_compute(key, len(paths), model.embed_dim, compute, batch_size=batch_size, desc=desc)
@@ -248,7 +248,7 @@ def cached_image_features(
         return out
 
     fingerprint = model_fingerprint(model, ("image_encoder",))
-    key = cache_key("image-features", fingerprint, EVAL_DECODING, cache_key(*map(str, paths)))
+    key = cache_key("image-features", fingerprint, eval_decoding(), cache_key(*map(str, paths)))
     return FeatureCache(cache_dir).get_or_compute(
         key, len(paths), width, compute, batch_size=batch_size, dtype="float32", desc=desc
     )

@@ -18,4 +18,4 @@ def test_index_search_benchmark_runs(capsys):
     assert all(r["ratio"] > 0 for r in out["results"])
     printed = capsys.readouterr().out
     assert "| mcip / FAISS |" in printed and "RESULT search_hnsw32_vs_faiss " in printed
-    assert "RESULT search_ivf16_pq8x4_rflat_hits_vs_faiss " in printed
+    assert "RESULT search_ivf16_pq8x4_rflat_vs_faiss " in printed

@@ -10,10 +10,12 @@ from PIL import Image
 from mcip.data.images import open_image
 
 
-def test_a_jpeg_query_decodes_as_its_indexed_copy(model_dir, tmp_path):
+def test_a_jpeg_query_decodes_as_its_indexed_copy(model_dir, tmp_path, monkeypatch):
     """An index of JPEG photos searched with one of its files: the stored embedding and the query's are
     the same (score 1 up to float16 storage), because both decode at the same draft scale."""
     from mcip.index import SearchIndex, build_index
+
+    monkeypatch.setenv("MCIP_JPEG_DRAFT", "1")  # draft decoding on: build and queries alike
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -33,9 +33,11 @@ def find_images(root: str | os.PathLike) -> list[Path]:
     return sorted(found)
 
 
-EVAL_DECODING = "jpeg-draft-1"
-"""How eval-transform decoding works (JPEG draft scaling, :func:`open_image`): part of the keys of the
-feature caches and index build plans, so features decoded another way are never mixed with these."""
+def eval_decoding() -> str:
+    """How eval transforms decode JPEGs in this process (full, or draft scaling with ``MCIP_JPEG_DRAFT=1``;
+    :func:`open_image`): part of the keys of the feature caches and index build plans, so features
+    decoded another way are never mixed with these."""
+    return "jpeg-draft-2x" if os.environ.get("MCIP_JPEG_DRAFT", "0") == "1" else "full"
 
 
 def open_image(
@@ -44,8 +46,8 @@ def open_image(
     """Decode ``path`` (a file or a binary file object) fully: truncated files fail here, not later.
 
     ``draft``: a JPEG is decoded at the smallest of 1/8, 1/4, 1/2 or full scale that keeps both sides at
-    least ``draft`` pixels (libjpeg's DCT scaling: a 4000 x 3000 photo decodes at 500 x 375 for a 252 px
-    resize, several times faster); other formats, and JPEGs too small to reduce, decode in full. For
+    least ``draft`` pixels (libjpeg's DCT scaling: a 4000 x 3000 photo decodes at 500 x 375 for
+    ``draft=252``, several times faster); other formats, and JPEGs too small to reduce, decode in full. For
     images that are resized to ``draft`` afterwards (eval transforms), not for training crops.
 
     Before any pixel is decoded, the header is checked against ``limits`` (default:

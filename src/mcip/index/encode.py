@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from mcip._io import atomic_write_text
 from mcip.data.cache import cache_key
 from mcip.data.dataset import decode_image
-from mcip.data.images import EVAL_DECODING
+from mcip.data.images import eval_decoding
 from mcip.index.records import IndexRecord, file_hash, file_stat
 from mcip.index.store import write_json
 from mcip.models.base import EmbeddingModel
@@ -88,7 +88,7 @@ def plan_key(image_fingerprint: str, dim: int, records: Sequence[IndexRecord]) -
         "mcip-index",
         image_fingerprint,
         str(dim),
-        EVAL_DECODING,
+        eval_decoding(),
         cache_key(*(f"{r.id}\t{r.path}" for r in records)),
     )
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from mcip.index.query import MAX_K, MAX_TEXT_CHARS, check_k, check_text, open_qu
 from mcip.index.store import StoredIndex
 from mcip.models.base import EmbeddingModel
 
-__all__ = ["MAX_K", "MAX_TEXT_CHARS", "Hit", "Hits", "IndexedImage", "SearchIndex", "UnknownId"]
+__all__ = ["MAX_K", "MAX_TEXT_CHARS", "Hit", "IndexedImage", "SearchIndex", "UnknownId"]
 FILTER_CACHE = 64  # expression sets whose matching rows are kept
 _new_object = object.__new__
 _set = object.__setattr__
@@ -69,62 +68,6 @@ class Hit:
             "path": self.path,
             "metadata": self.metadata,
         }
-
-
-class Hits(Sequence):
-    """One query's results, best first: a read-only sequence of :class:`Hit` (``hits[0]``, ``len(hits)``,
-    iteration, slices as lists) that compares equal to a list of the same hits.
-
-    The :class:`Hit` objects are made when the results are first looked at, so the query itself keeps only
-    the backend's rows and scores. What they are made from outlives the index: the id, path and label
-    columns are never changed in place (a write makes new ones), and the metadata of rows with captions or
-    extra fields is read at query time.
-    """
-
-    __slots__ = ("_columns", "_hits", "_meta", "_rows", "_scores")
-
-    def __init__(self, scores: list[float], rows: list[int], columns: tuple, meta: dict[int, dict]) -> None:
-        self._scores, self._rows, self._columns, self._meta = scores, rows, columns, meta
-        self._hits: list[Hit] | None = None
-
-    def _built(self) -> list[Hit]:
-        hits = self._hits
-        if hits is None:
-            ids, paths, labels = self._columns
-            meta, hits = self._meta, []
-            for rank, (score, row) in enumerate(zip(self._scores, self._rows, strict=True), 1):
-                metadata = meta[row] if row in meta else {"label": labels[row], "captions": []}
-                hit = _new_object(Hit)  # Hit is frozen: skip __init__'s per-field setattr
-                _set(
-                    hit,
-                    "__dict__",
-                    {"id": ids[row], "path": paths[row], "score": score, "rank": rank, "metadata": metadata},
-                )
-                hits.append(hit)
-            self._hits = hits
-        return hits
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __getitem__(self, i):
-        return self._built()[i]
-
-    def __iter__(self):
-        return iter(self._built())
-
-    def __eq__(self, other) -> bool:
-        if isinstance(other, Hits | list | tuple):
-            return self._built() == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return repr(self._built())
-
-    def __reduce__(self):  # pickles (and copies) as the list of hits
-        return (list, (self._built(),))
 
 
 def _open_model(model, manifest: dict, index_dir, device: str) -> tuple[EmbeddingModel, bool]:
@@ -314,7 +257,7 @@ class SearchIndex:
         alpha: float = 0.5,
         k: int = 10,
         where: str | list[str] | tuple[str, ...] | None = None,
-    ) -> Hits:
+    ) -> list[Hit]:
         """The ``k`` images nearest to a text, an image, or their alpha-weighted mixture (among the images
         that match ``where``)."""
         check_k(k)
@@ -352,7 +295,7 @@ class SearchIndex:
 
     def search_vector(
         self, vector: np.ndarray, k: int = 10, exclude_id: str | None = None, where=None
-    ) -> Hits:
+    ) -> list[Hit]:
         """The ``k`` images nearest to ``vector`` (D,) (normalised here), optionally without ``exclude_id``
         and among the images matching ``where`` only. The hot path of every query: a float32 vector of
         the right shape and a plain int ``k`` skip straight to the checks that matter."""
@@ -373,7 +316,7 @@ class SearchIndex:
         scores, found = self._search_rows(q[None], fetch, rows)
         return self._hits(scores[0], found[0], k, exclude)
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 10, where=None) -> list[Hits]:
+    def search_vectors(self, vectors: np.ndarray, k: int = 10, where=None) -> list[list[Hit]]:
         """:meth:`search_vector` for Q queries (Q, D) at once (one backend call)."""
         check_k(k)
         q = np.asarray(vectors, dtype=np.float32)
@@ -383,22 +326,27 @@ class SearchIndex:
         scores, rows = self._search_rows(np.ascontiguousarray(q), min(k, len(self)), self.filter_rows(where))
         return [self._hits(s, r, k, -1) for s, r in zip(scores, rows, strict=True)]
 
-    def search_by_id(self, id: str, k: int = 10, exclude_self: bool = False, where=None) -> Hits:
+    def search_by_id(self, id: str, k: int = 10, exclude_self: bool = False, where=None) -> list[Hit]:
         """The ``k`` images nearest to indexed image ``id`` (its stored embedding); itself first unless
         excluded (or filtered out by ``where``)."""
         return self.search_vector(self.embedding(id), k, exclude_id=id if exclude_self else None, where=where)
 
-    def _hits(self, scores: np.ndarray, rows: np.ndarray, k: int, exclude: int) -> Hits:
-        """The results for backend rows (row -1: none; ``exclude``: a row to leave out), at most ``k``;
-        the metadata of rows with captions or extra fields is read now (while the index is open)."""
-        stored = self._stored
-        found = rows.tolist()
-        score_list = scores.tolist()
-        if exclude >= 0 or -1 in found:
-            kept = [(s, r) for s, r in zip(score_list, found, strict=True) if r >= 0 and r != exclude][:k]
-            score_list, found = [s for s, _ in kept], [r for _, r in kept]
-        elif len(found) > k:
-            score_list, found = score_list[:k], found[:k]
-        plain = stored.plain
-        meta = {row: stored.metadata(row) for row in found if not plain[row]}
-        return Hits(score_list, found, (stored.ids, stored.paths, stored.labels), meta)
+    def _hits(self, scores: np.ndarray, rows: np.ndarray, k: int, exclude: int) -> list[Hit]:
+        """Hits for backend results (row -1: none; ``exclude``: a row to leave out), at most ``k``.
+        The hot path of every query: plain rows take their metadata from memory, Hits skip ``__init__``."""
+        stored, hits = self._stored, []
+        ids, paths, labels, plain = stored.ids, stored.paths, stored.labels, stored.plain
+        for score, row in zip(scores.tolist(), rows.tolist(), strict=True):
+            if row < 0 or row == exclude:
+                continue
+            meta = {"label": labels[row], "captions": []} if plain[row] else stored.metadata(row)
+            hit = _new_object(Hit)
+            _set(
+                hit,
+                "__dict__",
+                {"id": ids[row], "path": paths[row], "score": score, "rank": len(hits) + 1, "metadata": meta},
+            )
+            hits.append(hit)
+            if len(hits) == k:
+                break
+        return hits

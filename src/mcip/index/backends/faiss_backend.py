@@ -10,6 +10,7 @@ settings that keep recall@10 high (see benchmarks/index_search.py) rather than F
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,11 @@ def _faiss():
 def default_nprobe(nlist: int) -> int:
     """Inverted lists probed per query by default: sqrt(nlist), at least 8, at most nlist."""
     return min(nlist, max(8, round(math.sqrt(nlist))))
+
+
+@functools.cache
+def _swig_ptr():
+    return _faiss().swig_ptr
 
 
 def _faiss_message(exc: Exception) -> str:
@@ -186,7 +192,22 @@ class FaissBackend(Backend):
         self, queries: np.ndarray, k: int, rows: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         if rows is None:
-            return self.index.search(queries, k)
+            index = self.index
+            n = len(queries)
+            if (
+                k > 0
+                and queries.dtype == np.float32
+                and queries.flags.c_contiguous
+                and queries.shape[1:] == (index.d,)
+            ):
+                # FAISS's own C entry point with fresh outputs: its Python wrapper re-checks and re-copies
+                # what mcip has already made right (a tenth of an HNSW query's time; RESULT search_*)
+                swig_ptr = _swig_ptr()
+                distances = np.empty((n, k), dtype=np.float32)
+                labels = np.empty((n, k), dtype=np.int64)
+                index.search_c(n, swig_ptr(queries), k, swig_ptr(distances), swig_ptr(labels))
+                return distances, labels
+            return index.search(queries, k)
         faiss = _faiss()
         selector = faiss.IDSelectorBatch(np.ascontiguousarray(rows, dtype=np.int64))
         ivf = faiss.try_extract_index_ivf(self.index)
