@@ -33,11 +33,19 @@ def find_images(root: str | os.PathLike) -> list[Path]:
     return sorted(found)
 
 
+DRAFT_ENV = "MCIP_JPEG_DRAFT"
+
+
+def jpeg_draft_enabled() -> bool:
+    """Whether eval transforms decode JPEGs at a reduced scale (``MCIP_JPEG_DRAFT=1``; default off)."""
+    return os.environ.get(DRAFT_ENV, "0") == "1"
+
+
 def eval_decoding() -> str:
     """How eval transforms decode JPEGs in this process (full, or draft scaling with ``MCIP_JPEG_DRAFT=1``;
     :func:`open_image`): part of the keys of the feature caches and index build plans, so features
     decoded another way are never mixed with these."""
-    return "jpeg-draft-2x" if os.environ.get("MCIP_JPEG_DRAFT", "0") == "1" else "full"
+    return "jpeg-draft-2x" if jpeg_draft_enabled() else "full"
 
 
 def open_image(

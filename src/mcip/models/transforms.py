@@ -8,11 +8,12 @@ resized size would be over ``ImageLimits.max_resized_pixels`` (:class:`CheckResi
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 import torch
 from torchvision import transforms as T
+
+from mcip.data.images import jpeg_draft_enabled
 
 _INTERPOLATIONS = {
     "bicubic": T.InterpolationMode.BICUBIC,
@@ -91,12 +92,6 @@ DRAFT_OVERSAMPLING = 2
 """JPEG draft decoding (opt-in: ``MCIP_JPEG_DRAFT=1``) keeps at least this many pixels per output pixel
 of the resize. It decodes large photos 2.4x faster, but the embeddings move (least cosine to full decoding
 0.96 on ``benchmarks/encode.py``'s photos with the lab's model), so full decoding stays the default."""
-DRAFT_ENV = "MCIP_JPEG_DRAFT"
-
-
-def jpeg_draft_enabled() -> bool:
-    """Whether eval transforms decode JPEGs at a reduced scale (``MCIP_JPEG_DRAFT=1``; default off)."""
-    return os.environ.get(DRAFT_ENV, "0") == "1"
 
 
 class EvalTransform(T.Compose):

@@ -201,7 +201,7 @@ class FaissBackend(Backend):
                 and queries.shape[1:] == (index.d,)
             ):
                 # FAISS's own C entry point with fresh outputs: its Python wrapper re-checks and re-copies
-                # what mcip has already made right (a tenth of an HNSW query's time; RESULT search_*)
+                # what mcip has already made right (10-18 us per call in a timeit loop of one HNSW query)
                 swig_ptr = _swig_ptr()
                 distances = np.empty((n, k), dtype=np.float32)
                 labels = np.empty((n, k), dtype=np.int64)
