@@ -144,6 +144,16 @@ def test_run_trains_every_row_and_writes_a_well_formed_report(lab_root, tiny_ope
     curve = json.loads((out / "runs" / "guard-wise" / "wise_curve.json").read_text())
     assert [p["alpha"] for p in curve["curve"]] == [0.0, 0.5, 1.0] and curve["select"] == "combined"
     assert curve["chosen_alpha"] in (0.0, 0.5, 1.0)
+    # val zero-shot on the curve is the lab_zeroshot protocol on the val split: at alpha 0 (the base)
+    # it equals that benchmark run on the base model
+    from mcip.eval.benchmarks import resolve_benchmarks
+    from mcip.eval.runner import evaluate_models
+
+    [report] = evaluate_models(
+        [result.models["baseline"]], resolve_benchmarks("lab_zeroshot:split=val"), out / "data"
+    )
+    [zs] = report.results.values()
+    assert curve["curve"][0]["zeroshot_top1"] == pytest.approx(zs.metrics["top1"], abs=1e-6)
     guard_rea = [
         json.loads(x) for x in (out / "runs" / "guard-rea" / "metrics.jsonl").read_text().splitlines()
     ]

@@ -17,7 +17,7 @@ from mcip.models import IMAGE_PARTS
 from mcip.train.config import load_config, plan
 from mcip.train.stages import run
 from mcip.train.validate import Validator, encode_records
-from mcip.train.wise import check_grid, parse_alpha, wise_curve, write_curve
+from mcip.train.wise import _choose, check_grid, check_tolerance, parse_alpha, wise_curve, write_curve
 from tests.train.synth import make_dataset
 from tests.train.test_stages import FAST
 
@@ -158,6 +158,75 @@ def test_zero_shot_top1_with_class_names(models, data):
     assert curve.points[0]["zeroshot_top1"] == pytest.approx(expected)
 
 
+def test_zero_shot_classes_are_the_distinct_names(models, data):
+    """Labels sharing a name are one zero-shot class (the lab's emoji of one sub-category): the
+    classifier has one row per distinct name and an image is right when its label's name wins."""
+    start, tuned = _load(models)
+    val = mcip.data.load_records(data["val"])
+    labels = sorted({r.label for r in val})
+    names = {label: ("round things" if i % 2 else "square things") for i, label in enumerate(labels)}
+    curve = wise_curve(start, tuned, val, grid=(1.0,), names=names)
+    emb, rows = encode_records(start, val)
+    groups = ["round things", "square things"]
+    classifier = zeroshot_classifier(start, groups, ["a photo of a {}."])
+    truth = torch.tensor([groups.index(names[val[i].label]) for i in rows.tolist()])
+    correct = [
+        int((emb[k] @ classifier.T).argmax()) == int(truth[k]) for k in range(len(rows))
+    ]  # a naive loop
+    assert classifier.shape[0] == 2
+    assert curve.points[0]["zeroshot_top1"] == pytest.approx(100 * sum(correct) / len(correct))
+
+
+def _point(alpha, i2i, t2i, zs=None):
+    p = {"alpha": alpha, "i2i_map": i2i, "t2i_r5": t2i}
+    return p if zs is None else {**p, "zeroshot_top1": zs}
+
+
+def _naive_guarded(points, tol):
+    start, best = points[0], points[0]
+    for p in points:
+        kept = p["t2i_r5"] >= start["t2i_r5"] - tol
+        if "zeroshot_top1" in start:
+            kept = kept and p["zeroshot_top1"] >= start["zeroshot_top1"] - tol
+        if kept and p["i2i_map"] > best["i2i_map"]:
+            best = p
+    return best["alpha"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_guarded_picks_the_best_i2i_that_keeps_the_text_side(seed):
+    g = torch.Generator().manual_seed(seed)
+    n = 9
+    i2i, t2i, zs = (torch.rand(3, n, generator=g) * 4 + 30).tolist()
+    with_zs = seed % 2 == 0
+    points = [_point(a / 8, i2i[a], t2i[a], zs[a] if with_zs else None) for a in range(n)]
+    for tol in (0.0, 0.5, 2.0):
+        alpha, reason = _choose(points, "i2i_map", "guarded", tol)
+        assert alpha == _naive_guarded(points, tol)
+        assert f"within {tol:g} points" in reason and ("zero-shot" in reason) == with_zs
+
+
+def test_guarded_keeps_the_start_when_every_merge_costs_text():
+    points = [_point(0, 30, 40, 20), _point(0.5, 35, 39, 20), _point(1, 38, 40, 19)]
+    assert _choose(points, "i2i_map", "guarded", 0.5)[0] == 0
+    assert _choose(points, "i2i_map", "guarded", 1.0)[0] == 1  # both within a point
+    assert _choose(points, "i2i_map", "i2i")[0] == 1
+
+
+def test_guarded_selection_on_a_real_curve(models, data):
+    start, tuned = _load(models)
+    val = mcip.data.load_records(data["val"])
+    names = {label: label.replace("_", " ") for label in {r.label for r in val}}
+    curve = wise_curve(start, tuned, val, grid=(0.5, 1.0), names=names, select="guarded", tolerance=1.0)
+    assert curve.metric == "i2i_map" and curve.info["tolerance"] == 1.0
+    assert curve.alpha == _naive_guarded(curve.points, 1.0)
+    with pytest.raises(ConfigError, match="tolerance"):
+        wise_curve(start, tuned, val, grid=(1.0,), select="guarded", tolerance=-1)
+    for bad in (-0.1, math.nan, "x", math.inf):
+        with pytest.raises(ConfigError, match="tolerance must be a number of points >= 0"):
+            check_tolerance(bad)
+
+
 def test_bad_validation_data_fails_before_any_merging(models, data, tmp_path, monkeypatch):
     import mcip.train.wise as wise
 
@@ -170,6 +239,8 @@ def test_bad_validation_data_fails_before_any_merging(models, data, tmp_path, mo
         wise_curve(start, tuned, bare, select="combined")
     with pytest.raises(ConfigError, match="select must be one of"):
         wise_curve(start, tuned, bare, select="best")
+    with pytest.raises(ConfigError, match=r"select=guarded needs captions"):
+        wise_curve(start, tuned, bare, select="guarded")
 
 
 @pytest.mark.parametrize("grid", [(0.5, 1.5), (math.nan,), ()])
@@ -214,6 +285,24 @@ def test_cli_merge_auto_writes_the_model_and_the_curve(models, data, tmp_path, c
     for name, m in merged.net.state_dict().items():
         if m.is_floating_point():
             assert torch.equal(m, ((1 - a) * s[name].double() + a * f[name].double()).to(m.dtype)), name
+
+
+def test_cli_merge_guarded_with_names_and_tolerance(models, data, tmp_path, capsys):
+    val = mcip.data.load_records(data["val"])
+    names = tmp_path / "names.tsv"
+    names.write_text("".join(f"{r}\t{r.replace('_', ' ')}\n" for r in sorted({r.label for r in val})))
+    out = tmp_path / "guarded"
+    argv = ["merge", str(models["start"]), str(models["tuned"]), "--alpha", "auto", "--out", str(out)]
+    argv += ["--val", str(data["val"]), "--grid", "0,0.5,1", "--select", "guarded", "--names", str(names)]
+    assert main([*argv, "--tolerance", "2", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "selected by guarded" in printed and "within 2 points" in printed
+    curve = json.loads((out / "wise_curve.json").read_text())
+    assert curve["select"] == "guarded" and curve["tolerance"] == 2
+    assert all("zeroshot_top1" in p for p in curve["curve"])
+    assert curve["chosen_alpha"] == _naive_guarded(curve["curve"], 2.0)
+    assert main([*argv, "--tolerance", "-1", "--quiet"]) == 2
+    assert "tolerance" in capsys.readouterr().err
 
 
 def test_cli_merge_fixed_alpha_without_val(models, tmp_path, capsys):
@@ -311,3 +400,8 @@ def test_wise_alone_and_bad_wise_settings_are_refused():
         plan(load_config(None, ["pipeline=mcip+wise+rea", *base, "wise.alpha=1.5"]))
     _, wise_cfg, rea = plan(load_config(None, ["pipeline=mcip+wise+rea", *base, "wise.alpha=0.4"]))
     assert wise_cfg.stage == "wise" and wise_cfg.wise.alpha == 0.4 and rea.stage == "realign"
+    guarded = ["pipeline=mcip+wise+rea", *base, "wise.select=guarded", "wise.tolerance=1"]
+    _, wise_cfg, _ = plan(load_config(None, guarded))
+    assert wise_cfg.wise.select == "guarded" and wise_cfg.wise.tolerance == 1
+    with pytest.raises(ConfigError, match="tolerance"):
+        plan(load_config(None, [*guarded, "wise.tolerance=-2"]))

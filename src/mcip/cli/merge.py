@@ -32,6 +32,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         parts=[p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else None,
         names=args.names,
         batch_size=args.batch_size,
+        tolerance=args.tolerance,
         device=args.device,
         start_drop_projector=args.drop_projector,
         progress=not args.quiet,
@@ -95,9 +96,16 @@ def _add_validation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--select",
         default="combined",
-        choices=["combined", "i2i", "t2i"],
+        choices=["combined", "i2i", "t2i", "guarded"],
         help="what picks A: combined = mean of val I2I mAP and val T2I R@5, each relative to A = 0 "
-        "(default); i2i = val I2I mAP; t2i = val T2I R@5",
+        "(default); i2i = val I2I mAP; t2i = val T2I R@5; guarded = the best val I2I mAP among the A "
+        "whose val T2I R@5 and val zero-shot top-1 (with --names) stay within --tolerance points of A = 0",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.5,
+        help="--select guarded: points of val T2I R@5 / zero-shot top-1 an A may give up (default 0.5)",
     )
     p.add_argument(
         "--names",

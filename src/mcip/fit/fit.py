@@ -193,6 +193,12 @@ class FitRun(Runner):
         specs.append(f"captions_t2i:manifest={ev},split=test,match=label,names={names}")
         return specs
 
+    def val_zeroshot(self) -> tuple[dict[str, str] | None, tuple[str, ...]]:
+        """The test protocol's zero-shot on val: the class names, OpenAI's 80 templates."""
+        from mcip.eval.benchmarks.zeroshot_imagenet import openai_templates
+
+        return self.fit_data.names, openai_templates()
+
     def demo_queries(self, index) -> list[tuple[str, str, str]]:
         labels = sorted({r.label for r in self.fit_data.test})
         texts = [self.fit_data.names[label] for label in labels[:2]]

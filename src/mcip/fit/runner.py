@@ -248,6 +248,12 @@ class Runner:
     def write_reading(self, reports, pairs: list[tuple[str, str]]) -> str:
         raise NotImplementedError
 
+    def val_zeroshot(self) -> tuple[dict[str, str] | None, tuple[str, ...]]:
+        """(label -> class name of the val images, prompt templates) for val zero-shot top-1 on the
+        guard's WiSE-FT curve, so the alpha is chosen seeing zero-shot too; (None, ()) when the source
+        has no class names (the guard then keeps val T2I only)."""
+        return None, ()
+
     demo_column = "label"
 
     def demo_label(self, hit) -> str:
@@ -355,6 +361,7 @@ class Runner:
         """WiSE-FT of the base and ``finetuned`` at the alpha of :attr:`RunSettings.wise_grid` that
         maximises val ``combined`` (``mcip merge --alpha auto``; the curve is written next to the model)."""
         from mcip.data import load_records
+        from mcip.train.wise import DEFAULT_TEMPLATES
         from mcip.train.wise_merge import wise_merge
 
         folder = self.out / "runs" / out
@@ -362,6 +369,7 @@ class Runner:
             self.log(f"  {out}: done earlier ({folder / 'model'})")
             return folder / "model"
         self.log(f"  {out}: WiSE-FT of the base and {Path(finetuned).parent.name}, alpha chosen on val")
+        names, templates = self.val_zeroshot()  # val zero-shot on the curve: the trade-off made visible
         result = wise_merge(
             self.base,
             finetuned,
@@ -370,12 +378,16 @@ class Runner:
             val=load_records(self.data["val"]),
             grid=self.s.wise_grid,
             select="combined",
+            names=names,
+            templates=templates or DEFAULT_TEMPLATES,
             curve_dir=folder,
             progress=False,
             gallery=self.gallery,
         )
         chosen = result.curve.at(result.alpha) if result.curve else None
-        shown = ", ".join(f"{k} {v:.1f}" for k, v in (chosen or {}).items() if k in ("i2i_map", "t2i_r5"))
+        shown = ", ".join(
+            f"{k} {v:.1f}" for k, v in (chosen or {}).items() if k in ("i2i_map", "t2i_r5", "zeroshot_top1")
+        )
         self.log(f"  {out}: alpha {result.alpha:g} ({shown} on val)")
         return result.model_dir
 

@@ -161,6 +161,13 @@ class LabRun(Runner):
         cfg = stage_config("lab-align", "align", values, kwargs, overrides=s.base_overrides)
         return run_stage_once(cfg, self.log, "base model (align, cached for later runs)", self.progress)
 
+    def val_zeroshot(self) -> tuple[dict[str, str] | None, tuple[str, ...]]:
+        """The ``lab_zeroshot`` protocol on the val split: sub-category names, the lab's templates."""
+        from mcip.eval.benchmarks.lab import LAB_TEMPLATES, subcategory_name
+
+        rows = [json.loads(line) for line in Path(self.data["val"]).read_text(encoding="utf-8").splitlines()]
+        return {r["label"]: subcategory_name(r["subcategory"]) for r in rows}, LAB_TEMPLATES
+
     def captions(self, base: Path) -> Path:
         """Pseudo-captions retrieved by the base model from the train split's caption pool."""
         from mcip.captions.retrieve import retrieve_captions

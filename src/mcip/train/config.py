@@ -132,19 +132,21 @@ class WiseConfig:
 
     alpha: float | str = "auto"
     grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-    select: Literal["combined", "i2i", "t2i"] = "combined"
+    select: Literal["combined", "i2i", "t2i", "guarded"] = "combined"
     parts: tuple[str, ...] | None = None  # None: every part the previous stage changed
     names: str | None = None  # 'label<TAB>name' file: val zero-shot top-1 on the curve
     batch_size: int = 64
+    tolerance: float = 0.5  # select=guarded: points of val T2I R@5 / zero-shot top-1 an alpha may give up
 
     def __post_init__(self) -> None:
         from mcip.models.merge import check_parts
-        from mcip.train.wise import check_grid, check_val, parse_alpha
+        from mcip.train.wise import check_grid, check_tolerance, check_val, parse_alpha
 
         object.__setattr__(self, "alpha", parse_alpha(self.alpha))
         object.__setattr__(self, "grid", check_grid(self.grid))
         object.__setattr__(self, "parts", check_parts(self.parts))
-        if self.select not in ("combined", "i2i", "t2i"):
+        object.__setattr__(self, "tolerance", check_tolerance(self.tolerance))
+        if self.select not in ("combined", "i2i", "t2i", "guarded"):
             check_val([], self.select)  # the message lists the valid values
 
 

@@ -6,7 +6,11 @@ images (its image side changes with alpha) and is validated like a training stag
 and val zero-shot top-1 where class names are given. ``combined`` is the mean of I2I mAP and T2I R@5,
 each relative to alpha = 0 (the starting model), as in stage selection. ``select`` (``combined`` |
 ``i2i`` | ``t2i``) picks the alpha with the highest value (ties: the smaller alpha, closer to the start).
-The grid always contains 0, the reference of ``combined``.
+``guarded`` picks the highest val I2I mAP among the alphas whose val T2I R@5 and val zero-shot top-1
+(when class names are given) each stay within ``tolerance`` points (default 0.5) of alpha 0: image
+search gained only where the text side is kept (the rule the guard's target states on test). Alpha 0
+always qualifies, so the start is the answer when every merge costs text quality. The grid always
+contains 0, the reference of ``combined`` and ``guarded``.
 
 Writes ``wise_curve.json`` (every alpha's numbers, the chosen alpha and why) and ``wise_curve.png``
 (:mod:`mcip.train.wise_plot`).
@@ -37,6 +41,15 @@ from mcip.train.wise_encode import FrozenText, ValImages
 
 DEFAULT_GRID = tuple(i / 10 for i in range(11))
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
+GUARD_TOLERANCE = 0.5  # points of val T2I R@5 / zero-shot top-1 that select="guarded" may give up
+GUARDED_SIDES = ("t2i_r5", "zeroshot_top1")
+WISE_SELECT_KEYS = {**SELECT_KEYS, "guarded": "i2i_map"}  # select -> the key the alpha maximises
+SELECT_WORDS = {
+    "combined": "combined (mean of val I2I mAP and val T2I R@5, each relative to alpha 0)",
+    "i2i": "val I2I mAP",
+    "t2i": "val T2I R@5",
+    "guarded": "val I2I mAP",
+}
 CURVE_JSON, CURVE_PNG = "wise_curve.json", "wise_curve.png"
 
 
@@ -103,10 +116,21 @@ def parse_grid(text: str) -> tuple[float, ...]:
     return check_grid(values)
 
 
+def check_tolerance(value: object) -> float:
+    """A finite number of points >= 0 (``select="guarded"``)."""
+    try:
+        tol = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        tol = math.nan
+    if not (math.isfinite(tol) and tol >= 0):
+        raise ConfigError(f"The guard's tolerance must be a number of points >= 0 (e.g. 0.5), got {value!r}.")
+    return tol
+
+
 def check_val(val: Sequence[ImageRecord] | None, select: str, text: bool = True) -> str:
     """The result key ``select`` picks, or an error saying what the validation data lacks."""
-    if select not in SELECT_KEYS:
-        raise ConfigError(f"select must be one of {', '.join(SELECT_KEYS)}; got {select!r}.")
+    if select not in WISE_SELECT_KEYS:
+        raise ConfigError(f"select must be one of {', '.join(WISE_SELECT_KEYS)}; got {select!r}.")
     if not val:
         raise InputError(
             "WiSE-FT picks alpha on validation images, but there are none: give a validation manifest "
@@ -122,7 +146,7 @@ def check_val(val: Sequence[ImageRecord] | None, select: str, text: bool = True)
             f"select={select} needs captions on the validation images, and none of the {len(val)} has "
             "any: give a manifest with a captions column, or use select=i2i."
         )
-    return SELECT_KEYS[select]
+    return WISE_SELECT_KEYS[select]
 
 
 def text_available(model: EmbeddingModel) -> bool:
@@ -151,16 +175,19 @@ def _selection(val, select: str, text: bool, fixed: float | None) -> tuple[str, 
     try:
         return select, check_val(val, select, text)
     except ConfigError:
-        return "i2i", SELECT_KEYS["i2i"]
+        return "i2i", WISE_SELECT_KEYS["i2i"]
 
 
 def _zeroshot(val, names: dict[str, str], templates: Sequence[str]) -> Callable:
-    classes = class_index(val)
-    labels = [names.get(label, label.replace("_", " ")) for label in classes]
+    """Val zero-shot top-1: one class per distinct name, so labels that share a name (e.g. emoji of one
+    sub-category, or a name given twice) are one class, as a text query cannot tell them apart."""
+    named = {label: names.get(label, label.replace("_", " ")) for label in class_index(val)}
+    classes = sorted(set(named.values()))
+    position = {name: i for i, name in enumerate(classes)}
 
     def top1(model: EmbeddingModel, images: torch.Tensor, rows: torch.Tensor) -> float:
-        classifier = zeroshot_classifier(model, labels, templates)
-        truth = torch.tensor([classes[val[i].label] for i in rows.tolist()])
+        classifier = zeroshot_classifier(model, classes, templates)
+        truth = torch.tensor([position[named[val[i].label]] for i in rows.tolist()])
         return evaluate_zeroshot(images, truth, classifier)["top1"]
 
     return top1
@@ -185,17 +212,33 @@ def _measure(model, pixels: ValImages, text: bool, zeroshot, gallery=None) -> di
     return results
 
 
-def _choose(points: list[dict[str, float]], metric: str, select: str) -> tuple[float, str]:
+def _kept(point: dict[str, float], start: dict[str, float], tolerance: float) -> bool:
+    """Every guarded side the start measured is within ``tolerance`` points of it at ``point``."""
+    sides = [k for k in GUARDED_SIDES if math.isfinite(start.get(k, math.nan))]
+    return all(point.get(k, -math.inf) >= start[k] - tolerance for k in sides)
+
+
+def _choose(
+    points: list[dict[str, float]], metric: str, select: str, tolerance: float = GUARD_TOLERANCE
+) -> tuple[float, str]:
     scored = [p for p in points if math.isfinite(p.get(metric, math.nan))]
     if not scored:
         raise InputError(f"No alpha could be scored on val {metric}; check the validation data.")
-    best = max(scored, key=lambda p: p[metric])  # the first maximum: the smallest alpha
     start, last = points[0], points[-1]
-    what = {
-        "combined": "combined (mean of val I2I mAP and val T2I R@5, each relative to alpha 0)",
-        "i2i": "val I2I mAP",
-        "t2i": "val T2I R@5",
-    }[select]
+    guarded = select == "guarded"
+    candidates = [p for p in scored if _kept(p, start, tolerance)] if guarded else scored
+    best = max(candidates or [start], key=lambda p: p[metric])  # the first maximum: the smallest alpha
+    what = SELECT_WORDS[select]
+    if guarded:
+        sides = " and ".join(
+            {"t2i_r5": "val T2I R@5", "zeroshot_top1": "val zero-shot top-1"}[k]
+            for k in GUARDED_SIDES
+            if math.isfinite(start.get(k, math.nan))
+        )
+        what += (
+            f" among the alphas whose {sides} stay within {tolerance:g} points of alpha 0 "
+            f"({len(candidates)} of {len(points)} do)"
+        )
     reason = (
         f"alpha {best['alpha']:g} has the highest {what}: {best[metric]:.4g}; alpha 0 (start) "
         f"{start[metric]:.4g}, alpha {last['alpha']:g} {last[metric]:.4g}"
@@ -215,13 +258,16 @@ def evaluate_curve(
     progress: bool = False,
     fixed: float | None = None,
     gallery: Sequence[ImageRecord] | None = None,
+    tolerance: float = GUARD_TOLERANCE,
 ) -> WiseCurve:
     """Validate theta(alpha) for each alpha of ``grid`` (checked: :func:`check_grid`), written into
     ``work`` (a copy of the fine-tuned model) by ``plan``; ``work`` ends at the last alpha.
 
     ``fixed``: the alpha is given, not chosen; the curve is only measured (``select`` falls back to
     ``i2i`` when the val data cannot measure it). ``gallery``: seen-class validation, as the stages do
-    under ``data.val_mode=seen_classes`` (:meth:`Validator.set_gallery`)."""
+    under ``data.val_mode=seen_classes`` (:meth:`Validator.set_gallery`). ``tolerance``: points of val
+    T2I R@5 / zero-shot top-1 that ``select="guarded"`` may give up."""
+    tolerance = check_tolerance(tolerance)
     text = text_available(work)
     select, metric = _selection(val, select, text, fixed)
     zeroshot = _zeroshot(list(val), names, templates) if names and text else None
@@ -238,10 +284,12 @@ def evaluate_curve(
     reference = {k: points[0][k] for k in COMBINED_SIDES if k in points[0]}
     for p in points:
         p["combined"] = combined_score(p, reference)
-    alpha, reason = _choose(points, metric, select)
+    alpha, reason = _choose(points, metric, select, tolerance)
     if fixed is not None:
         alpha, reason = fixed, f"alpha {fixed:g} was given (not chosen on val); {reason}"
     info = {"val_images": len(val), "val_captioned": sum(bool(r.captions) for r in val)}
+    if select == "guarded":
+        info["tolerance"] = tolerance
     return WiseCurve(points, alpha, select, metric, reason, plan.parts, info, fixed is not None)
 
 
@@ -257,12 +305,14 @@ def wise_curve(
     batch_size: int = 64,
     progress: bool = False,
     gallery: Sequence[ImageRecord] | None = None,
+    tolerance: float = GUARD_TOLERANCE,
 ) -> WiseCurve:
     """The val curve of WiSE-FT between ``start`` and ``finetuned`` and the alpha ``select`` picks (see
     the module docstring). Fails before any merging when ``val_records`` is empty or lacks what
     ``select`` needs. ``names``: label -> class name, for val zero-shot top-1; ``gallery``: seen-class
     validation (val images query these training images)."""
     grid = check_grid(grid)
+    tolerance = check_tolerance(tolerance)
     check_val(val_records, select, text_available(finetuned))
     plan = plan_merge(start, finetuned, parts)
     work = copy.deepcopy(finetuned)
@@ -277,6 +327,7 @@ def wise_curve(
         batch_size,
         progress,
         gallery=gallery,
+        tolerance=tolerance,
     )
 
 

@@ -18,8 +18,10 @@ from mcip.models.merge import check_parts, merge_record, plan_merge
 from mcip.train.wise import (
     DEFAULT_GRID,
     DEFAULT_TEMPLATES,
+    GUARD_TOLERANCE,
     WiseCurve,
     check_grid,
+    check_tolerance,
     check_val,
     class_names,
     evaluate_curve,
@@ -68,6 +70,7 @@ def wise_merge(
     extra: dict[str, Any] | None = None,
     progress: bool = False,
     gallery: Sequence[ImageRecord] | None = None,
+    tolerance: float = GUARD_TOLERANCE,
 ) -> WiseResult:
     """Merge ``finetuned`` with ``start`` (WiSE-FT) and save the result to ``out``.
 
@@ -90,6 +93,7 @@ def wise_merge(
     alpha = parse_alpha(alpha)
     grid = check_grid(grid if alpha == "auto" else (0.0, alpha, 1.0))
     parts = check_parts(parts)
+    tolerance = check_tolerance(tolerance)
     if alpha == "auto" and val is None:
         raise ConfigError(
             "alpha=auto picks alpha on validation data: give validation records "
@@ -105,7 +109,7 @@ def wise_merge(
     if val is not None:
         fixed = None if alpha == "auto" else alpha
         curve = evaluate_curve(
-            plan, work, val, grid, select, names, templates, batch_size, progress, fixed, gallery
+            plan, work, val, grid, select, names, templates, batch_size, progress, fixed, gallery, tolerance
         )
         alpha = curve.alpha
     plan.apply(work, alpha)
