@@ -250,8 +250,9 @@ class Runner:
 
     def val_zeroshot(self) -> tuple[dict[str, str] | None, tuple[str, ...]]:
         """(label -> class name of the val images, prompt templates) for val zero-shot top-1 on the
-        guard's WiSE-FT curve, so the alpha is chosen seeing zero-shot too; (None, ()) when the source
-        has no class names (the guard then keeps val T2I only)."""
+        guard's WiSE-FT curve, so the curve shows zero-shot next to I2I and T2I (the guard still selects
+        on ``combined``; ``select="guarded"`` is what would use it); (None, ()) when the source has no
+        class names (the curve then has no zero-shot column)."""
         return None, ()
 
     demo_column = "label"
