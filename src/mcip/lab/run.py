@@ -163,9 +163,10 @@ class LabRun(Runner):
 
     def val_zeroshot(self) -> tuple[dict[str, str] | None, tuple[str, ...]]:
         """The ``lab_zeroshot`` protocol on the val split: sub-category names, the lab's templates."""
+        from mcip.data.lab_manifest import read_lab_manifest
         from mcip.eval.benchmarks.lab import LAB_TEMPLATES, subcategory_name
 
-        rows = [json.loads(line) for line in Path(self.data["val"]).read_text(encoding="utf-8").splitlines()]
+        rows = read_lab_manifest(self.data["root"], "val")  # the run's subset, as lab_zeroshot reads it
         return {r["label"]: subcategory_name(r["subcategory"]) for r in rows}, LAB_TEMPLATES
 
     def captions(self, base: Path) -> Path:

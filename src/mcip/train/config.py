@@ -140,13 +140,13 @@ class WiseConfig:
 
     def __post_init__(self) -> None:
         from mcip.models.merge import check_parts
-        from mcip.train.wise import check_grid, check_tolerance, check_val, parse_alpha
+        from mcip.train.wise import WISE_SELECT_KEYS, check_grid, check_tolerance, check_val, parse_alpha
 
         object.__setattr__(self, "alpha", parse_alpha(self.alpha))
         object.__setattr__(self, "grid", check_grid(self.grid))
         object.__setattr__(self, "parts", check_parts(self.parts))
         object.__setattr__(self, "tolerance", check_tolerance(self.tolerance))
-        if self.select not in ("combined", "i2i", "t2i", "guarded"):
+        if self.select not in WISE_SELECT_KEYS:
             check_val([], self.select)  # the message lists the valid values
 
 

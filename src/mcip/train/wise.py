@@ -42,7 +42,7 @@ from mcip.train.wise_encode import FrozenText, ValImages
 DEFAULT_GRID = tuple(i / 10 for i in range(11))
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 GUARD_TOLERANCE = 0.5  # points of val T2I R@5 / zero-shot top-1 that select="guarded" may give up
-GUARDED_SIDES = ("t2i_r5", "zeroshot_top1")
+GUARDED_SIDES = {"t2i_r5": "val T2I R@5", "zeroshot_top1": "val zero-shot top-1"}  # key -> words
 WISE_SELECT_KEYS = {**SELECT_KEYS, "guarded": "i2i_map"}  # select -> the key the alpha maximises
 SELECT_WORDS = {
     "combined": "combined (mean of val I2I mAP and val T2I R@5, each relative to alpha 0)",
@@ -212,9 +212,13 @@ def _measure(model, pixels: ValImages, text: bool, zeroshot, gallery=None) -> di
     return results
 
 
-def _kept(point: dict[str, float], start: dict[str, float], tolerance: float) -> bool:
-    """Every guarded side the start measured is within ``tolerance`` points of it at ``point``."""
-    sides = [k for k in GUARDED_SIDES if math.isfinite(start.get(k, math.nan))]
+def _guarded_sides(start: dict[str, float]) -> list[str]:
+    """The guarded sides (:data:`GUARDED_SIDES`) the start measured."""
+    return [k for k in GUARDED_SIDES if math.isfinite(start.get(k, math.nan))]
+
+
+def _kept(point: dict[str, float], start: dict[str, float], sides: list[str], tolerance: float) -> bool:
+    """Every side of ``sides`` is within ``tolerance`` points of the start at ``point``."""
     return all(point.get(k, -math.inf) >= start[k] - tolerance for k in sides)
 
 
@@ -226,18 +230,14 @@ def _choose(
         raise InputError(f"No alpha could be scored on val {metric}; check the validation data.")
     start, last = points[0], points[-1]
     guarded = select == "guarded"
-    candidates = [p for p in scored if _kept(p, start, tolerance)] if guarded else scored
+    sides = _guarded_sides(start) if guarded else []
+    candidates = [p for p in scored if _kept(p, start, sides, tolerance)] if guarded else scored
     best = max(candidates or [start], key=lambda p: p[metric])  # the first maximum: the smallest alpha
     what = SELECT_WORDS[select]
     if guarded:
-        sides = " and ".join(
-            {"t2i_r5": "val T2I R@5", "zeroshot_top1": "val zero-shot top-1"}[k]
-            for k in GUARDED_SIDES
-            if math.isfinite(start.get(k, math.nan))
-        )
         what += (
-            f" among the alphas whose {sides} stay within {tolerance:g} points of alpha 0 "
-            f"({len(candidates)} of {len(points)} do)"
+            f" among the alphas whose {' and '.join(GUARDED_SIDES[k] for k in sides)} stay within "
+            f"{tolerance:g} points of alpha 0 ({len(candidates)} of {len(points)} do)"
         )
     reason = (
         f"alpha {best['alpha']:g} has the highest {what}: {best[metric]:.4g}; alpha 0 (start) "
