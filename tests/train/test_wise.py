@@ -305,6 +305,42 @@ def test_cli_merge_guarded_with_names_and_tolerance(models, data, tmp_path, caps
     assert "tolerance" in capsys.readouterr().err
 
 
+def test_cli_merge_guarded_on_messy_val_data(models, data, tmp_path, capsys):
+    """The user's path on messy val data: captions on some rows only, an unreadable image, a class of one
+    image with a non-ASCII name, a names file without every label."""
+    import csv
+    import shutil
+
+    root = tmp_path / "messy"
+    shutil.copytree(data["val"].parent, root)
+    rows = list(csv.DictReader((root / "manifest.csv").open()))
+    for k, row in enumerate(rows):
+        if k % 2:
+            row["captions"] = ""
+    (root / "broken.png").write_bytes(b"not an image")
+    rows.append({"path": "broken.png", "label": rows[0]["label"], "captions": '["a broken file"]'})
+    shutil.copy(root / rows[1]["path"], root / "einzeln.png")
+    rows.append({"path": "einzeln.png", "label": "einzelstück", "captions": ""})
+    with (root / "manifest.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "label", "captions"])
+        writer.writeheader()
+        writer.writerows(rows)
+    names = tmp_path / "names.tsv"
+    names.write_text(f"einzelstück\tEinzelstück ü\n{rows[0]['label']}\tfirst shape\n", encoding="utf-8")
+    out = tmp_path / "merged"
+    argv = ["merge", str(models["start"]), str(models["tuned"]), "--alpha", "auto", "--out", str(out)]
+    argv += ["--val", str(root / "manifest.csv"), "--grid", "0,1", "--select", "guarded"]
+    assert main([*argv, "--names", str(names), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "selected by guarded" in printed
+    curve = json.loads((out / "wise_curve.json").read_text())
+    assert curve["val_images"] == len(rows) and curve["val_captioned"] == sum(
+        bool(r["captions"]) for r in rows
+    )
+    assert all(math.isfinite(p["zeroshot_top1"]) and math.isfinite(p["t2i_r5"]) for p in curve["curve"])
+    assert curve["chosen_alpha"] == _naive_guarded(curve["curve"], 0.5)
+
+
 def test_cli_merge_fixed_alpha_without_val(models, tmp_path, capsys):
     out = tmp_path / "half"
     argv = ["merge", str(models["start"]), str(models["tuned"]), "--alpha", "0.5", "--out", str(out)]
