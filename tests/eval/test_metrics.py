@@ -79,9 +79,12 @@ def test_order_keys_follow_similarity_then_index():
     assert torch.argsort(keys, descending=True).tolist() == expected
 
 
-def test_relevant_ranks_on_every_candidate_path():
-    """Rows whose relevant items sit near the top (first topk), deeper (a need group) and everywhere
-    (every column), with ties and removed (-inf) columns, against a brute-force count."""
+@pytest.mark.parametrize("key_bits", [63, 32 + 11 + 2])
+def test_relevant_ranks_at_every_depth(monkeypatch, key_bits):
+    """Rows whose relevant items sit near the top, deeper and everywhere (every column a candidate), with
+    ties and removed (-inf) columns, against a brute-force count; also with keys too narrow for all rows
+    at once (ranked in halves)."""
+    monkeypatch.setattr(R, "_KEY_BITS", key_bits)
     g = torch.Generator().manual_seed(3)
     c, n = 30, 1100
     sim = torch.randint(0, 60, (c, n), generator=g).float()

@@ -21,13 +21,9 @@ from torch import Tensor
 
 from mcip.errors import InputError
 from mcip.eval.ranking import (  # noqa: F401 - MAX_CHUNK_ELEMENTS is part of this module's API
-    _NO_KEY,
-    _ONE,
     MAX_CHUNK_ELEMENTS,
     _best_relevant,
     _buffer,
-    _by_need,
-    _candidates,
     _check_embeddings,
     _check_index,
     _check_ks,

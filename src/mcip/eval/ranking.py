@@ -1,14 +1,14 @@
 """Exact ranks without sorting whole rows: the machinery under ``mcip.eval.metrics``.
 
 How ranks are computed (exact, and without sorting whole rows). Only the rank of each relevant item is
-needed: ``rank = 1 + #{j : s_j > s_r, or s_j == s_r and j < r}``. Each similarity is mapped to a unique
-int64 key whose order is exactly that ranking order (float bits made monotone, then the index as tie-break),
-the relevant keys of a query are sorted (R of them), and every candidate column is placed among them with a
-binary search; a histogram of those positions gives every relevant item's rank at once. Candidates are only
-the columns at least as similar as the least similar relevant item (found with ``topk``); rows where that is
-more than half the database scan every column. Queries are processed ``chunk_size`` rows at a time, and never
-more than ``MAX_CHUNK_ELEMENTS`` similarities at once, so peak memory is about 40 bytes x MAX_CHUNK_ELEMENTS
-(~0.7 GB) whatever the database size.
+needed: ``rank = 1 + #{j : s_j > s_r, or s_j == s_r and j < r}``. One comparison pass over a chunk of
+similarities keeps the candidates: the columns at least as similar as the row's least similar relevant item
+(a few percent of them on real data). Each candidate and each relevant item is mapped to a unique int64 key
+whose order is exactly the ranking order within its row (row, then float bits made monotone, then the index
+as tie-break); one binary search of every candidate among the sorted relevant keys and a histogram of the
+positions give every relevant item's rank at once. Queries are processed ``chunk_size`` rows at a time, and
+never more than ``MAX_CHUNK_ELEMENTS`` similarities at once, so peak memory is at most about 50 bytes x
+MAX_CHUNK_ELEMENTS (~0.8 GB, when every column is a candidate) whatever the database size.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from mcip.errors import InputError
 MAX_CHUNK_ELEMENTS = 1 << 24
 """Most query x database similarities held at once (a chunk has at most this many / N query rows)."""
 
-_NO_KEY = torch.iinfo(torch.int64).max  # pads sorted relevant keys; above every real key
-_ONE = torch.ones(1, 1, dtype=torch.int64)
+_KEY_BITS = 63
+"""Bits of a candidate's key (row, similarity, column); more rows than fit are ranked in halves."""
 
 
 # ---------------------------------------------------------------- validation
@@ -102,38 +102,11 @@ def _order_keys(sim: Tensor, cols: Tensor) -> Tensor:
     return keys.add_((1 << 32) - 1 - cols)  # the lower 32 bits: the smaller index, the larger key
 
 
-def _candidates(sim: Tensor, worst: Tensor, first: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    """Yield (rows, sims, cols) covering, for each row of (c, N) ``sim``, every column with sim >= worst[row].
-
-    Every row first takes its ``first`` most similar columns (``topk``), which suffices when the last of
-    them is less similar than ``worst``; the other rows go to :func:`_by_need`.
-    """
-    rows = torch.arange(len(sim))
-    if first <= sim.shape[1] // 2:
-        vals, cols = sim.topk(first, dim=1, sorted=False)
-        done = vals.min(1).values < worst
-        yield rows[done], vals[done], cols[done]
-        rows = rows[~done]
-    if len(rows):
-        yield from _by_need(sim if len(rows) == len(sim) else sim[rows], worst[rows], rows, 8 * first)
-
-
-def _by_need(sim: Tensor, worst: Tensor, rows: Tensor, limit: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    """:func:`_candidates` for rows that count the columns they need: ``topk`` in groups of similar need
-    (at most ``limit``, ``8 * limit``, ...), every column for rows needing more than half the database."""
-    n = sim.shape[1]
-    need = (sim >= worst.unsqueeze(1)).sum(1, dtype=torch.int32)
-    pending = torch.ones(len(sim), dtype=torch.bool)
-    while limit <= n // 2 and pending.any():
-        group = (pending & (need <= limit)).nonzero().squeeze(1)
-        if len(group):
-            pending[group] = False
-            vals, cols = sim[group].topk(int(need[group].max()), dim=1, sorted=False)
-            yield rows[group], vals, cols
-        limit *= 8
-    if pending.any():
-        block = sim if pending.all() else sim[pending]
-        yield rows[pending], block, torch.arange(n).unsqueeze(0)
+def _monotone_bits(sim: Tensor) -> Tensor:
+    """int64 in [0, 2**32) ordered exactly like float32 ``sim`` (-0.0 and +0.0 map to the same value)."""
+    bits = (sim + 0.0).view(torch.int32)
+    bits = bits ^ (bits >> 31).bitwise_and_(0x7FFFFFFF)  # sign-magnitude -> two's complement
+    return bits.to(torch.int64).add_(1 << 31)
 
 
 def _relevant_ranks(sim: Tensor, rel_idx: Tensor, rel_valid: Tensor) -> Tensor:
@@ -142,15 +115,36 @@ def _relevant_ranks(sim: Tensor, rel_idx: Tensor, rel_valid: Tensor) -> Tensor:
     ``sim``: (c, N) float32; columns set to -inf are removed from the ranking (never counted, never relevant).
     ``rel_idx``: (c, R) column indices, ``rel_valid``: (c, R) which of them are real (the rest is padding).
     rank(r) = 1 + #{columns j (not removed): s_j > s_r, or s_j == s_r and j < r}.
+
+    Only the candidates (columns at least as similar as the row's least similar relevant item) are touched
+    after one comparison pass. Each candidate and each relevant item gets one int64 key that orders first
+    by row, then by similarity, then by column (descending), so one ``searchsorted`` of every candidate
+    among all rows' sorted relevant keys counts, per candidate, the relevant items of its own row it ranks
+    at or above; a histogram of those counts gives every relevant item's rank.
     """
     c, r = rel_idx.shape
+    n = sim.shape[1]
+    col_bits = max((n - 1).bit_length(), 1)
+    row_shift = 32 + col_bits
+    if c > 1 and (c - 1).bit_length() + row_shift > _KEY_BITS:  # keys would overflow: fewer rows at a time
+        half = c // 2
+        return torch.cat(
+            [
+                _relevant_ranks(sim[:half], rel_idx[:half], rel_valid[:half]),
+                _relevant_ranks(sim[half:], rel_idx[half:], rel_valid[half:]),
+            ]
+        )
     rel_sim = sim.gather(1, rel_idx)
-    rel_keys = _order_keys(rel_sim, rel_idx).masked_fill(~rel_valid, _NO_KEY).sort(1).values
     worst = rel_sim.masked_fill(~rel_valid, float("inf")).min(1).values
-    counts = torch.zeros(c, r + 1, dtype=torch.int64)
-    for rows, vals, cols in _candidates(sim, worst, first=max(32, 2 * r)):
-        pos = torch.searchsorted(rel_keys[rows], _order_keys(vals, cols), right=True)  # #relevant keys <= key
-        counts[rows] = counts[rows].scatter_add_(1, pos, _ONE.expand_as(pos))
+    row_of = torch.arange(c).unsqueeze(1)
+    rel_keys = (row_of << row_shift) | (_monotone_bits(rel_sim) << col_bits) | (n - 1 - rel_idx)
+    row_end = ((row_of + 1) << row_shift) - 1  # padding: above every key of its row, below the next row
+    rel_keys = torch.where(rel_valid, rel_keys, row_end).view(-1).sort().values
+    flat = (sim >= worst.unsqueeze(1)).view(-1).nonzero().squeeze(1)
+    row = flat // n
+    keys = (row << row_shift) | (_monotone_bits(sim.view(-1)[flat]) << col_bits) | (n - 1 - (flat - row * n))
+    below = torch.searchsorted(rel_keys, keys, right=True) - row * r  # #relevant keys of its row <= key
+    counts = torch.bincount(row * (r + 1) + below, minlength=c * (r + 1)).view(c, r + 1)
     at_or_above = counts.flip(1).cumsum(1).flip(1)[:, 1:]  # [:, m] = #{keys >= m-th smallest relevant key}
     n_valid = rel_valid.sum(1, keepdim=True)
     ranks = at_or_above.double().masked_fill(torch.arange(r) >= n_valid, float("inf"))
