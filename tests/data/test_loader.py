@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -99,3 +101,49 @@ def test_worker_numpy_draws_are_reproducible_and_differ_between_workers():
     torch.manual_seed(0)
     assert _draws(loader) == first  # reproducible from torch's RNG state
     assert first[0:2] != first[2:4]  # the two workers draw different numbers
+
+
+class _PidDraws(torch.utils.data.Dataset):
+    """Each item: its index, a torch draw (what augmentation uses) and the process that made it."""
+
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, i: int) -> dict:
+        return {"index": i, "draw": float(torch.rand(())), "pid": os.getpid()}
+
+
+def _epoch(loader, epoch: int, start: int = 0, stop: int | None = None) -> tuple[list, set]:
+    items, pids = [], set()
+    for b, batch in enumerate(loader.iterate(epoch, start), start=start):
+        if stop is not None and b >= stop:
+            break  # abandoned mid-epoch, as max_steps or a stop signal does
+        items += [(it["index"], it["draw"]) for it in batch]
+        pids |= {it["pid"] for it in batch}
+    return items, pids
+
+
+def test_workers_persist_across_epochs_and_change_no_batch():
+    collate = lambda items: items  # noqa: E731
+    plain = ResumableLoader(_PidDraws(), EpochBatchSampler(12, 3, shuffle=True, seed=4), collate)
+    kept = ResumableLoader(
+        _PidDraws(), EpochBatchSampler(12, 3, shuffle=True, seed=4), collate, num_workers=2
+    )
+    expected = [_epoch(plain, e)[0] for e in range(3)]
+    got, pids = [], []
+    for e in range(3):
+        items, seen = _epoch(kept, e)
+        got.append(items)
+        pids.append(seen)
+    assert got == expected  # same indices, order and draws as loading in this process
+    assert os.getpid() not in pids[0] and len(pids[0]) == 2
+    assert pids[0] == pids[1] == pids[2]  # the same two worker processes served every epoch
+    # abandoned mid-epoch, then resumed: the tail is unchanged
+    head, _ = _epoch(kept, 1, stop=2)
+    assert head == expected[1][:6]
+    tail, tail_pids = _epoch(kept, 1, start=2)
+    assert tail == expected[1][6:] and tail_pids == pids[0]
+    kept.close()
+    after, after_pids = _epoch(kept, 0)
+    assert after == expected[0] and not after_pids & pids[0]  # close ended them; new workers start
+    kept.close()

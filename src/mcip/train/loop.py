@@ -203,6 +203,9 @@ class _Trainer:
             raise
         finally:
             self.report.bar.close()
+            close = getattr(self.data, "close", None)
+            if close is not None:  # end the data loader's worker processes (kept across epochs)
+                close()
 
     def _stopping(self) -> bool:
         return self.selection.stopped or self.pos.step >= self.total_steps or self._stop_requested()
