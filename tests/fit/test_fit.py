@@ -5,6 +5,7 @@ refusal of other settings, the dry-run plan, the recommendation rule and the bad
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -274,3 +275,24 @@ def test_recommend_picks_the_best_image_search_that_keeps_text(monkeypatch, rows
     assert recommend(reports, []) == expected
     text = fit_reading(reports, [], expected)
     assert f"Recommended model: {expected}" in text
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"guard_distill_weight": -1.0}, "guard_distill_weight must be a number >= 0"),
+        ({"guard_distill_weight": float("nan")}, "guard_distill_weight must be a number >= 0"),
+        ({"guard_select": "i2i"}, "guard_select must be one of combined, guarded"),
+    ],
+)
+def test_guard_settings_are_checked_before_anything_runs(change, message):
+    from mcip.fit.runner import RunSettings
+    from mcip.lab.run import FULL
+
+    with pytest.raises(ConfigError, match=message):
+        RunSettings(**change).validate()
+    with pytest.raises(ConfigError, match=message):
+        dataclasses.replace(FULL, **change).validate()
+    # the lab's guard as chosen on val; mcip fit keeps the MCIP row and combined
+    assert (FULL.guard_distill_weight, FULL.guard_select) == (1.0, "guarded")
+    assert (RunSettings().guard_distill_weight, RunSettings().guard_select) == (0.0, "combined")

@@ -142,7 +142,7 @@ def test_run_trains_every_row_and_writes_a_well_formed_report(lab_root, tiny_ope
         assert by_row["MCIP+Re-A"]["results"][bench]["metrics"] == by_row["MCIP"]["results"][bench]["metrics"]
     # the guarded row: WiSE-FT between the base and its MCIP stage, alpha chosen on val from the grid
     curve = json.loads((out / "runs" / "guard-wise" / "wise_curve.json").read_text())
-    assert [p["alpha"] for p in curve["curve"]] == [0.0, 0.5, 1.0] and curve["select"] == "combined"
+    assert [p["alpha"] for p in curve["curve"]] == [0.0, 0.5, 1.0] and curve["select"] == "guarded"
     assert curve["chosen_alpha"] in (0.0, 0.5, 1.0)
     # val zero-shot on the curve is the lab_zeroshot protocol on the val split: at alpha 0 (the base)
     # it equals that benchmark run on the base model
@@ -154,6 +154,10 @@ def test_run_trains_every_row_and_writes_a_well_formed_report(lab_root, tiny_ope
     )
     [zs] = report.results.values()
     assert curve["curve"][0]["zeroshot_top1"] == pytest.approx(zs.metrics["top1"], abs=1e-6)
+    import yaml
+
+    guard_mcip = yaml.safe_load((out / "runs" / "guard-mcip" / "config.yaml").read_text())
+    assert guard_mcip["loss"]["distill_weight"] == 1.0  # the lab's guard: MCIP with the drift regulariser
     guard_rea = [
         json.loads(x) for x in (out / "runs" / "guard-rea" / "metrics.jsonl").read_text().splitlines()
     ]
@@ -177,8 +181,8 @@ def test_run_trains_every_row_and_writes_a_well_formed_report(lab_root, tiny_ope
     # a second run reuses everything: no stage trains again, the base model comes from the lab cache
     logs.clear()
     again = run_lab(lab_root, out, settings=_settings(tiny_openclip), progress=False, log=logs.append)
-    # base, captions, the stages (gpr-no-proj, gpr, 2sft, mcip, mcip-rea, guard-rea), guard-wise
-    assert sum("done earlier" in line for line in logs) == 1 + 1 + 6 + 1
+    # base, captions, the stages (gpr-no-proj, gpr, 2sft, mcip, mcip-rea, guard-mcip, guard-rea), guard-wise
+    assert sum("done earlier" in line for line in logs) == 1 + 1 + 7 + 1
     assert again.table == result.table
 
     # other settings in the same folder would silently reuse the stages: refused
@@ -206,13 +210,13 @@ def test_run_resumes_after_an_interrupted_stage(lab_root, tiny_openclip, tmp_pat
         )
     stage_models = sorted(p.parent.name for p in (tmp_path / "o" / "runs").glob("*/model"))
     assert stage_models == [
-        "2sft", "gpr", "gpr-no-proj", "guard-rea", "guard-wise", "mcip", "mcip-rea"
+        "2sft", "gpr", "gpr-no-proj", "guard-mcip", "guard-rea", "guard-wise", "mcip", "mcip-rea"
     ]  # fmt: skip
     shutil.rmtree(tmp_path / "o" / "runs" / "mcip-rea")  # as if the last stage had not finished
     monkeypatch.setattr(lab_run.LabRun, "evaluate", original)
     logs: list[str] = []
     run_lab(lab_root, tmp_path / "o", settings=_settings(tiny_openclip), progress=False, log=logs.append)
-    assert sum("done earlier" in line for line in logs) == 1 + 1 + 6
+    assert sum("done earlier" in line for line in logs) == 1 + 1 + 7
     assert any("mcip-rea: training" in line for line in logs)  # the guard reuses the MCIP row's model
 
 

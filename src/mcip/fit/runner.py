@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +36,7 @@ from mcip.errors import ConfigError
 from mcip.losses.mcarcmargin import DEFAULT_HARD_CAPTION_WEIGHT
 
 LOG = Callable[[str], None]
+GUARD_SELECTS = ("combined", "guarded")  # the WiSE-FT selections the guarded row may use (mcip.train.wise)
 ModelRef = Path | str  # an mcip model folder, or a model spec (the user's starting model)
 
 
@@ -54,9 +56,13 @@ class RunSettings:
     hard_caption_weight: float = DEFAULT_HARD_CAPTION_WEIGHT
     mc_weight: float = 0.25  # MCIP: arc_weight = 1 - mc_weight
     all_rows: bool = False  # also GPR-FT without projector (ICMR'23)
-    # the guarded row: the MCIP row's model merged with the base by WiSE-FT at the alpha of this grid that
-    # maximises val "combined", then Re-A selected on "combined"
+    # the guarded row: an MCIP stage (the MCIP row's model when guard_distill_weight is 0, else one trained
+    # with that drift regulariser) merged with the base by WiSE-FT at the alpha of this grid that
+    # guard_select picks on val ("combined" or "guarded", see mcip.train.wise), then Re-A selected on
+    # "combined"
     wise_grid: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+    guard_distill_weight: float = 0.0
+    guard_select: str = "combined"
     stage_overrides: tuple[str, ...] = ()  # extra --set overrides for every stage
 
     def validate(self):
@@ -70,6 +76,16 @@ class RunSettings:
             raise ConfigError(f"mc_weight must be in [0, 1], got {self.mc_weight}.")
         if not self.wise_grid or any(not 0 <= a <= 1 for a in self.wise_grid):
             raise ConfigError(f"wise_grid must hold alphas in [0, 1], got {self.wise_grid}.")
+        if not (
+            isinstance(self.guard_distill_weight, int | float) and 0 <= self.guard_distill_weight < math.inf
+        ):
+            raise ConfigError(
+                f"guard_distill_weight must be a number >= 0, got {self.guard_distill_weight!r}."
+            )
+        if self.guard_select not in GUARD_SELECTS:
+            raise ConfigError(
+                f"guard_select must be one of {', '.join(GUARD_SELECTS)}, got {self.guard_select!r}."
+            )
         return self
 
 
@@ -109,8 +125,8 @@ ROWS: tuple[Row, ...] = (
     Row("MCIP+Re-A", "MCIP, then Re-A of the text tower", "mcip_rea", pipeline="mcip+rea"),
     Row(
         GUARDED,
-        "MCIP, WiSE-FT merge with the base (alpha picked on val combined), Re-A selected on combined: "
-        "every choice on val",
+        "MCIP (the lab: with the drift regulariser), WiSE-FT merge with the base (alpha picked on val), "
+        "Re-A selected on combined: every choice on val",
         "guarded",
         pipeline="mcip+rea",
     ),
@@ -350,17 +366,26 @@ class Runner:
         return self._stage("mcip+rea", "realign", self._model("mcip"), "mcip-rea", self.train_values())
 
     def row_guarded(self) -> Path:
-        """The MCIP row's model (selected on val I2I, the paper's choice), merged with the base by WiSE-FT at
-        the alpha that maximises val ``combined``, then Re-A selected on ``combined``. (Selecting the MCIP
-        stage itself on ``combined`` keeps the start: the text loss it sees is what WiSE-FT and Re-A
+        """An MCIP stage (selected on val I2I, the paper's choice): the MCIP row's model, or with
+        :attr:`RunSettings.guard_distill_weight` > 0 one trained with that drift regulariser
+        (``loss.distill_weight``); merged with the base by WiSE-FT at the alpha
+        :attr:`RunSettings.guard_select` picks on val, then Re-A selected on ``combined``. (Selecting the
+        MCIP stage itself on ``combined`` keeps the start: the text loss it sees is what WiSE-FT and Re-A
         recover afterwards.)"""
-        merged = self.wise(self._model("mcip"), "guard-wise")
+        weight = self.s.guard_distill_weight
+        if weight > 0:
+            values = {**self.mcip_values(), "loss.distill_weight": weight}
+            mcip = self._stage("mcip+rea", "mcip", self.base, "guard-mcip", values)
+        else:
+            mcip = self._model("mcip")
+        merged = self.wise(mcip, "guard-wise")
         extra = {**self.train_values(), "loop.select": "combined"}
         return self._stage("mcip+rea", "realign", merged, "guard-rea", extra)
 
     def wise(self, finetuned: Path, out: str) -> Path:
         """WiSE-FT of the base and ``finetuned`` at the alpha of :attr:`RunSettings.wise_grid` that
-        maximises val ``combined`` (``mcip merge --alpha auto``; the curve is written next to the model)."""
+        :attr:`RunSettings.guard_select` picks on val (``mcip merge --alpha auto --select ...``; the curve
+        is written next to the model)."""
         from mcip.data import load_records
         from mcip.train.wise import DEFAULT_TEMPLATES
         from mcip.train.wise_merge import wise_merge
@@ -378,7 +403,7 @@ class Runner:
             alpha="auto",
             val=load_records(self.data["val"]),
             grid=self.s.wise_grid,
-            select="combined",
+            select=self.s.guard_select,
             names=names,
             templates=templates or DEFAULT_TEMPLATES,
             curve_dir=folder,

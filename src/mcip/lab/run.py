@@ -62,6 +62,11 @@ class LabSettings(RunSettings):
     # both val I2I mAP and val T2I R@5
     hard_caption_weight: float = 0.0
     mc_weight: float = 0.5
+    # the guarded row: chosen on val (README, "Keep the text side"): the MCIP stage with the drift
+    # regulariser at weight 1, merged at the best val I2I among the alphas that keep val T2I R@5 and val
+    # zero-shot within 0.5 points of the base ("guarded")
+    guard_distill_weight: float = 1.0
+    guard_select: str = "guarded"
     base_spec: str = "composed:lab"
     image_size: int = 128
     subset: float = 1.0  # fraction of base emoji kept in every split (quick: a fixed smaller set)
