@@ -124,8 +124,9 @@ def main() -> None:
     d, t = rows["default"], rows["tuned"]
     print(f"RESULT sys_step_sys_user_ratio_default {d['sys'] / d['user']:.3f} target <={TARGET}")
     print(f"RESULT sys_step_sys_user_ratio_tuned {t['sys'] / t['user']:.3f} target <={TARGET}")
-    print(
-        f"RESULT sys_step_faults_per_step_default {d['minflt'] / d['steps']:.0f} target <={t['minflt'] / t['steps'] * 10:.0f}"
+    print(  # the CLI's setting must cut the faults per step at least tenfold
+        f"RESULT sys_step_faults_per_step_tuned {t['minflt'] / t['steps']:.0f} "
+        f"target <={d['minflt'] / d['steps'] / 10:.0f}"
     )
     print(
         f"RESULT sys_step_faults_ratio_tuned_vs_default {t['minflt'] / max(d['minflt'], 1):.3f} target <=0.1"
