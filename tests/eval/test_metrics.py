@@ -98,6 +98,7 @@ def test_relevant_ranks_at_every_depth(monkeypatch, key_bits):
         valid[i, 6 - i % 4 :] = False  # 6, 5, 4, 3 relevant items; row 0 keeps all
     valid[7] = False  # a row without relevant items
     got = R._relevant_ranks(sim.clone(), idx, valid)
+    assert torch.equal(R._relevant_ranks(sim.T.contiguous().T, idx, valid), got)  # a strided matrix
     for i in range(c):
         s = sim[i]
         ranks = sorted(

@@ -139,10 +139,12 @@ def _relevant_ranks(sim: Tensor, rel_idx: Tensor, rel_valid: Tensor) -> Tensor:
     row_of = torch.arange(c).unsqueeze(1)
     rel_keys = (row_of << row_shift) | (_monotone_bits(rel_sim) << col_bits) | (n - 1 - rel_idx)
     row_end = ((row_of + 1) << row_shift) - 1  # padding: above every key of its row, below the next row
-    rel_keys = torch.where(rel_valid, rel_keys, row_end).view(-1).sort().values
-    flat = (sim >= worst.unsqueeze(1)).view(-1).nonzero().squeeze(1)
+    rel_keys = torch.where(rel_valid, rel_keys, row_end).reshape(-1).sort().values
+    flat = (sim >= worst.unsqueeze(1)).reshape(-1).nonzero().squeeze(1)
     row = flat // n
-    keys = (row << row_shift) | (_monotone_bits(sim.view(-1)[flat]) << col_bits) | (n - 1 - (flat - row * n))
+    keys = (
+        (row << row_shift) | (_monotone_bits(sim.reshape(-1)[flat]) << col_bits) | (n - 1 - (flat - row * n))
+    )
     below = torch.searchsorted(rel_keys, keys, right=True) - row * r  # #relevant keys of its row <= key
     counts = torch.bincount(row * (r + 1) + below, minlength=c * (r + 1)).view(c, r + 1)
     at_or_above = counts.flip(1).cumsum(1).flip(1)[:, 1:]  # [:, m] = #{keys >= m-th smallest relevant key}
