@@ -90,23 +90,20 @@ def _similarities(queries: Tensor, database: Tensor, buffer: Tensor) -> Tensor:
     return torch.mm(queries, database.T, out=out)
 
 
+def _monotone_bits(sim: Tensor) -> Tensor:
+    """int64 in [0, 2**32) ordered exactly like float32 ``sim`` (-0.0 and +0.0 map to the same value)."""
+    bits = (sim + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0, which compare equal as floats
+    bits = bits ^ (bits >> 31).bitwise_and_(0x7FFFFFFF)  # sign-magnitude -> two's complement
+    return bits.to(torch.int64).add_(1 << 31)
+
+
 def _order_keys(sim: Tensor, cols: Tensor) -> Tensor:
     """Unique int64 keys ordered like the ranking: key_a > key_b iff s_a > s_b, or s_a == s_b and a < b.
 
     ``sim`` is float32 (any shape), ``cols`` the database index of each entry (broadcastable).
     """
-    bits = (sim + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0, which compare equal as floats
-    flip = bits >> 31  # sign-magnitude -> two's complement, so that integer order = float order
-    bits ^= flip.bitwise_and_(0x7FFFFFFF)
-    keys = bits.to(torch.int64).mul_(1 << 32)
+    keys = _monotone_bits(sim).sub_(1 << 31).mul_(1 << 32)  # signed, so that the key fits in int64
     return keys.add_((1 << 32) - 1 - cols)  # the lower 32 bits: the smaller index, the larger key
-
-
-def _monotone_bits(sim: Tensor) -> Tensor:
-    """int64 in [0, 2**32) ordered exactly like float32 ``sim`` (-0.0 and +0.0 map to the same value)."""
-    bits = (sim + 0.0).view(torch.int32)
-    bits = bits ^ (bits >> 31).bitwise_and_(0x7FFFFFFF)  # sign-magnitude -> two's complement
-    return bits.to(torch.int64).add_(1 << 31)
 
 
 def _relevant_ranks(sim: Tensor, rel_idx: Tensor, rel_valid: Tensor) -> Tensor:
