@@ -5,8 +5,9 @@ On n clustered unit vectors (default 200,000 x 512, float16 as the index stores 
 1. build time, single-query throughput and recall@10 (against exact search) of FAISS HNSW and IVF-PQ
    indexes (IVF-PQ also with exact re-ranking of the top k_factor_rf x k), next to exact Flat search;
 2. mcip's query path (``SearchIndex.search_vector``: validation, normalisation, the backend layer and the
-   hits with ids, paths and metadata) against calling FAISS's Python API directly on the same index
-   object. Target: >= 0.95x.
+   hits, built when first read) against calling FAISS's Python API directly on the same index object.
+   Target: >= 0.95x. The table also shows the path with every hit read (ids, paths, metadata), as a
+   server answering the query does.
 
 Queries are fresh points of the same clusters, searched one at a time with one FAISS thread (as a server
 does: concurrent requests, each single-threaded). Each query is timed on both paths, alternating which
@@ -14,6 +15,7 @@ goes first, so both see the same machine; q/s = 1 / median latency, the ratio is
 
     python benchmarks/index_search.py                          # n = 200,000, D = 512
     python benchmarks/index_search.py --n 1000000 --ivf IVF4096,PQ64 --nprobe 64
+    python benchmarks/index_search.py --breakdown    # also: where the time per query goes, step by step
 
 Ends with ``RESULT search_<index>_vs_faiss X target >=0.95`` per index.
 """
@@ -66,31 +68,66 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
 
 
-def compare_query_paths(index: SearchIndex, queries: np.ndarray, k: int, repeats: int) -> dict:
-    """Median single-query latency of FAISS called directly on the backend's index object and of
-    ``index.search_vector``, timed query by query in alternating order (so both see the same machine)."""
-    raw = index._backend.index  # the very faiss.Index object mcip searches
-    paths = [
-        lambda q: raw.search(q[None], k),
-        lambda q: index.search_vector(q, k),
-    ]
+def time_paths(paths: dict, queries: np.ndarray, repeats: int) -> dict[str, float]:
+    """Median seconds per query of each path, timed query by query with the order of the paths rotating
+    from one query to the next (so every path sees the same machine, and follows each other path)."""
+    names = list(paths)
     for q in queries[: max(1, len(queries) // 20)]:  # warm-up
-        for fn in paths:
+        for fn in paths.values():
             fn(q)
-    times: list[list[float]] = [[] for _ in paths]
+    times: dict[str, list[float]] = {name: [] for name in names}
     for i, q in enumerate(np.tile(queries, (repeats, 1))):
-        for j in (0, 1) if i % 2 == 0 else (1, 0):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = paths[name]
             start = time.perf_counter()
-            paths[j](q)
-            times[j].append(time.perf_counter() - start)
-    faiss_s, mcip_s = (statistics.median(t) for t in times)
+            fn(q)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def compare_query_paths(index: SearchIndex, queries: np.ndarray, k: int, repeats: int) -> dict:
+    """Median single-query latency of FAISS called directly on the backend's index object, of
+    ``index.search_vector`` (hits built when read) and of ``search_vector`` with every hit read (iterated,
+    as a server turning them into a response does)."""
+    raw = index._backend.index  # the very faiss.Index object mcip searches
+    medians = time_paths(
+        {
+            "faiss": lambda q: raw.search(q[None], k),
+            "mcip": lambda q: index.search_vector(q, k),
+            "mcip_read": lambda q: [hit for hit in index.search_vector(q, k)],
+        },
+        queries,
+        repeats,
+    )
     found = np.stack([raw.search(q[None], k)[1][0] for q in queries])
     return {
-        "faiss_qps": 1 / faiss_s,
-        "mcip_qps": 1 / mcip_s,
-        "ratio": faiss_s / mcip_s,
+        "faiss_qps": 1 / medians["faiss"],
+        "mcip_qps": 1 / medians["mcip"],
+        "mcip_read_qps": 1 / medians["mcip_read"],
+        "ratio": medians["faiss"] / medians["mcip"],
         "found": found,
     }
+
+
+def breakdown(index: SearchIndex, queries: np.ndarray, k: int, repeats: int) -> dict[str, float]:
+    """Median µs per query of the query path built up step by step (``--breakdown``): where mcip's time
+    over FAISS goes."""
+    from mcip.index.query import unit_query
+    from mcip.index.search import Hits
+
+    raw, backend = index._backend.index, index._backend
+    last = index.search_vector(queries[0], k)
+    steps = {
+        "FAISS search (Python API)": lambda q: raw.search(q[None], k),
+        "backend.search (C entry point)": lambda q: backend.search(q[None], k),
+        "+ normalise the query": lambda q: backend.search(unit_query(q)[None], k),
+        "search_vector (lazy hits)": lambda q: index.search_vector(q, k),
+        "search_vector + iterate the hits": lambda q: [hit for hit in index.search_vector(q, k)],
+        "search_vector + list(hits)": lambda q: list(index.search_vector(q, k)),
+        "iterate one query's hits alone": lambda q: [hit for hit in Hits(*last._parts())],
+    }
+    return {name: 1e6 * t for name, t in time_paths(steps, queries, repeats).items()}
 
 
 def bench_factory(database, records, queries, truth, factory, folder: Path, params, args) -> dict:
@@ -107,6 +144,8 @@ def bench_factory(database, records, queries, truth, factory, folder: Path, para
         with SearchIndex.open(folder, load_model=False) as index:
             out = compare_query_paths(index, queries, 10, args.repeats)
             out["params"] = index._backend.search_params(index._backend.index)
+            if args.breakdown:
+                out["breakdown_us"] = breakdown(index, queries, 10, args.repeats)
     finally:
         faiss.omp_set_num_threads(threads)
     out.update(factory=factory, build_s=build, recall=recall_at_k(out.pop("found"), truth))
@@ -122,15 +161,26 @@ def markdown(results: list[dict], args) -> str:
         f"{os.cpu_count()} CPU cores. q/s = 1 / median latency.",
         "",
         "| index | search params | build | recall@10 | FAISS direct | mcip search_vector | mcip / FAISS "
-        "| mcip overhead |",
-        "|---|---|---|---|---|---|---|---|",
+        "| mcip overhead | with every hit read |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['factory']} | {r['params'] or '-'} | {r['build_s']:.1f} s | {r['recall']:.3f} | "
             f"{r['faiss_qps']:,.0f} q/s | {r['mcip_qps']:,.0f} q/s | {r['ratio']:.2f}x | "
-            f"{1e6 * (1 / r['mcip_qps'] - 1 / r['faiss_qps']):.0f} µs/query |"
+            f"{1e6 * (1 / r['mcip_qps'] - 1 / r['faiss_qps']):.0f} µs/query | "
+            f"{r['mcip_read_qps']:,.0f} q/s ({r['mcip_read_qps'] / r['faiss_qps']:.2f}x) |"
         )
+    for r in results:
+        if "breakdown_us" in r:
+            lines += [
+                "",
+                f"Where the time goes, {r['factory']} (median µs per query):",
+                "",
+                "| path | µs |",
+                "|---|---|",
+            ]
+            lines += [f"| {step} | {us:.1f} |" for step, us in r["breakdown_us"].items()]
     return "\n".join(lines)
 
 
@@ -156,6 +206,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--query-threads", type=int, default=1, help="FAISS threads while querying (as in a server)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the query path step by step (FAISS, backend, normalisation, hits) per index",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 

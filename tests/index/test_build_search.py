@@ -182,7 +182,7 @@ def test_hits_equal_a_naive_reference_and_outlive_the_index(tmp_path):
     pickle."""
     import pickle
 
-    from mcip.index import Hit, IndexRecord
+    from mcip.index import Hit, Hits, IndexRecord
 
     rng = np.random.default_rng(1)
     vectors = unit(rng.normal(size=(30, 8))).astype(np.float32)
@@ -198,7 +198,7 @@ def test_hits_equal_a_naive_reference_and_outlive_the_index(tmp_path):
         hits = index.search_vector(query, k=7, exclude_id="r04")
         batch = index.search_vectors(query[None], k=7)
         expected_meta = {r.id: index.record(r.id).metadata for r in records}
-    assert isinstance(hits, list) and len(hits) == 7
+    assert isinstance(hits, Hits) and len(hits) == 7
     q = query / np.linalg.norm(query)
     order = [int(r) for r in np.argsort(-(stored @ q), kind="stable") if r != 4][:7]
     reference = [
@@ -212,3 +212,56 @@ def test_hits_equal_a_naive_reference_and_outlive_the_index(tmp_path):
     assert pickle.loads(pickle.dumps(hits)) == list(hits)
     assert [h.id for h in batch[0]] == [f"r{r:02d}" for r in np.argsort(-(stored @ q), kind="stable")[:7]]
     assert hits != [*list(hits)[:6], hits[0]] and hits != "r00"
+
+
+def test_hits_are_built_once_on_first_read_and_behave_like_a_list(tmp_path):
+    """Hits: nothing is built until read; then one list (the same Hit objects on every read), equal to
+    lists and tuples of the same hits, sliceable, reversible, falsy when empty; reading the records of a
+    closed index fails with a message while its hits stay readable."""
+    from mcip.errors import InputError
+    from mcip.index import Hits, IndexRecord
+
+    rng = np.random.default_rng(2)
+    vectors = unit(rng.normal(size=(12, 8))).astype(np.float32)
+    records = [IndexRecord(f"r{i:02d}", tmp_path / f"{i}.png", label=f"c{i % 2}") for i in range(12)]
+    index_embeddings(vectors, records, tmp_path / "index")
+    with SearchIndex.open(tmp_path / "index", load_model=False) as index:
+        hits = index.search_vector(vectors[3], k=4)
+        empty = index.search_vector(vectors[3], k=4, where=["label=none"])
+        assert hits._built is None  # not built by the search
+        first = hits[0]
+        assert hits._built is not None and hits[0] is first and next(iter(hits)) is first
+    assert isinstance(hits, Hits) and first.id == "r03" and first.rank == 1
+    assert hits == tuple(hits) and hits == list(hits) and next(reversed(hits)).rank == 4
+    assert hits[1:] == list(hits)[1:] and first in hits and hits.index(first) == 0
+    assert not empty and len(empty) == 0 and empty == [] and repr(empty) == "Hits([])"
+    with pytest.raises(TypeError):
+        hash(hits)
+    with pytest.raises(InputError, match="closed"):
+        index._stored.metadata(0)
+
+
+def test_unit_queries_are_searched_as_they_are_and_others_normalised(tmp_path):
+    """A query already of unit length (within UNIT_TOLERANCE) is used as is; a longer one gives the same
+    ranking and cosine scores as its unit vector; a zero or non-finite one is refused."""
+    from mcip.errors import InputError
+    from mcip.index import IndexRecord
+    from mcip.index.query import UNIT_TOLERANCE, unit_query
+
+    v = unit(np.random.default_rng(3).normal(size=(16,))).astype(np.float32)
+    assert unit_query(v) is v
+    long = 3 * v
+    assert abs(float(long @ long) - 1) > UNIT_TOLERANCE and np.allclose(unit_query(long), v, atol=1e-7)
+    for bad in (np.zeros(16, np.float32), np.full(16, np.nan, np.float32), np.full(16, np.inf, np.float32)):
+        with pytest.raises(InputError, match="zero length or non-finite"):
+            unit_query(bad)
+    vectors = unit(np.random.default_rng(4).normal(size=(20, 16))).astype(np.float32)
+    index_embeddings(
+        vectors, [IndexRecord(str(i), tmp_path / f"{i}.png") for i in range(20)], tmp_path / "ix"
+    )
+    with SearchIndex.open(tmp_path / "ix", load_model=False) as index:
+        a, b = index.search_vector(v, k=5), index.search_vector(long, k=5)
+        assert [h.id for h in a] == [h.id for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-6)
+        with pytest.raises(InputError, match="zero length"):
+            index.search_vector(np.zeros(16, np.float32))

@@ -4,7 +4,7 @@
 
     build_index("runs/mcip-rea/model", "photos/", "photos.index")          # FAISS Flat (exact)
     with SearchIndex.open("photos.index") as index:                         # loads the same model
-        hits = index.search(text="a red bicycle", k=10)                    # list[Hit]
+        hits = index.search(text="a red bicycle", k=10)                    # Hits: a sequence of Hit
         hits = index.search(text="at night", image="query.jpg", alpha=0.7)
 
 Layout of an index folder: ``mcip.index.store``; backends: ``mcip.index.backends``.
@@ -16,13 +16,14 @@ from mcip.index.check import check_index
 from mcip.index.lock import IndexBusyError
 from mcip.index.query import MAX_K, MAX_TEXT_CHARS
 from mcip.index.records import IndexRecord, load_index_records
-from mcip.index.search import Hit, IndexedImage, SearchIndex, UnknownId
+from mcip.index.search import Hit, Hits, IndexedImage, SearchIndex, UnknownId
 from mcip.index.store import index_info
 
 __all__ = [
     "MAX_K",
     "MAX_TEXT_CHARS",
     "Hit",
+    "Hits",
     "IndexBusyError",
     "IndexRecord",
     "IndexedImage",

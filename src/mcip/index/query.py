@@ -61,6 +61,19 @@ def open_query_image(image: Any, draft: int | None = None):
         raise InputError(f"Cannot decode {where} as an image ({type(exc).__name__}: {exc}).") from None
 
 
+UNIT_TOLERANCE = 2e-6
+"""A query whose squared length is within this of 1 is already unit: it is searched as it is (its scores
+differ from those of the renormalised vector by less than 1e-6, about 8 float32 rounding steps)."""
+
+
+def unit_query(vector: np.ndarray, what: str = "query vector") -> np.ndarray:
+    """``vector`` (D,) float32 scaled to unit length, or itself when it is unit already (the embeddings
+    of every model and index are); InputError for a zero or non-finite vector."""
+    if abs(float(np.dot(vector, vector)) - 1.0) < UNIT_TOLERANCE:  # False for nan and inf
+        return vector
+    return unit_vector(vector, what)
+
+
 def unit_vector(vector: np.ndarray, what: str) -> np.ndarray:
     norm = math.sqrt(float(np.dot(vector, vector)))
     if not math.isfinite(norm) or norm < 1e-12:

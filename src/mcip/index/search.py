@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,24 @@ from mcip.index.backends import Backend, create_backend
 from mcip.index.backends.base import UnsupportedFilter
 from mcip.index.filters import matching_rows, parse_where
 from mcip.index.identity import check_model, resolve_model
-from mcip.index.query import MAX_K, MAX_TEXT_CHARS, check_k, check_text, open_query_image, unit_vector
-from mcip.index.store import StoredIndex
+from mcip.index.query import (
+    MAX_K,
+    MAX_TEXT_CHARS,
+    UNIT_TOLERANCE,
+    check_k,
+    check_text,
+    open_query_image,
+    unit_query,
+    unit_vector,
+)
+from mcip.index.store import RowReader, StoredIndex
 from mcip.models.base import EmbeddingModel
 
-__all__ = ["MAX_K", "MAX_TEXT_CHARS", "Hit", "IndexedImage", "SearchIndex", "UnknownId"]
+__all__ = ["MAX_K", "MAX_TEXT_CHARS", "Hit", "Hits", "IndexedImage", "SearchIndex", "UnknownId"]
 FILTER_CACHE = 64  # expression sets whose matching rows are kept
 _new_object = object.__new__
 _set = object.__setattr__
+_dot = np.dot
 
 
 class UnknownId(InputError):
@@ -68,6 +79,82 @@ class Hit:
             "path": self.path,
             "metadata": self.metadata,
         }
+
+
+class Hits(Sequence):
+    """The hits of one query in rank order: a read-only sequence of :class:`Hit` that compares equal to
+    the list of the same hits. The :class:`Hit` objects are built when the sequence is first read (its
+    length included), so a query costs the search and not the Python objects of results nobody reads;
+    they stay readable after the index is closed. ``list(hits)`` gives a plain list.
+    """
+
+    __slots__ = ("_built", "_exclude", "_k", "_reader", "_rows", "_scores")
+
+    def __init__(self, scores: np.ndarray, rows: np.ndarray, k: int, exclude: int, reader: RowReader) -> None:
+        """``scores``, ``rows``: the backend's results for one query, (k',) or (1, k') (row -1: none), at
+        most ``k`` kept, ``exclude``: a row to leave out (-1: none)."""
+        self._scores, self._rows, self._k, self._exclude, self._reader = scores, rows, k, exclude, reader
+        self._built: list[Hit] | None = None
+
+    def _parts(self) -> tuple:
+        """The arguments this sequence was made from (benchmarks rebuild hits from them)."""
+        return self._scores, self._rows, self._k, self._exclude, self._reader
+
+    def _list(self) -> list[Hit]:
+        built = self._built
+        if built is None:
+            built = self._built = _build_hits(self._scores, self._rows, self._k, self._exclude, self._reader)
+        return built
+
+    def __len__(self) -> int:
+        return len(self._list())
+
+    def __getitem__(self, i):
+        return self._list()[i]
+
+    def __iter__(self) -> Iterator[Hit]:
+        return iter(self._list())
+
+    def __reversed__(self) -> Iterator[Hit]:
+        return reversed(self._list())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Hits):
+            other = other._list()
+        if isinstance(other, list | tuple):
+            return self._list() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, which are unhashable
+
+    def __repr__(self) -> str:
+        return f"Hits({self._list()!r})"
+
+    def __reduce__(self):
+        return list, (self._list(),)  # pickles (and copies) as the plain list of its hits
+
+
+def _build_hits(scores: np.ndarray, rows: np.ndarray, k: int, exclude: int, reader: RowReader) -> list[Hit]:
+    """Hits for backend results: rows -1 (none) and ``exclude`` left out, at most ``k``. Plain rows take
+    their metadata from memory; Hit objects skip ``__init__`` (frozen dataclass: no setattr per field)."""
+    hits: list[Hit] = []
+    append, rank = hits.append, 0
+    ids, paths, labels, plain = reader.ids, reader.paths, reader.labels, reader.plain
+    for score, row in zip(scores.reshape(-1).tolist(), rows.reshape(-1).tolist(), strict=True):
+        if row < 0 or row == exclude:
+            continue
+        rank += 1
+        meta = {"label": labels[row], "captions": []} if plain[row] else reader.metadata(row)
+        hit = _new_object(Hit)
+        _set(
+            hit,
+            "__dict__",
+            {"id": ids[row], "path": paths[row], "score": score, "rank": rank, "metadata": meta},
+        )
+        append(hit)
+        if rank == k:
+            break
+    return hits
 
 
 def _open_model(model, manifest: dict, index_dir, device: str) -> tuple[EmbeddingModel, bool]:
@@ -257,7 +344,7 @@ class SearchIndex:
         alpha: float = 0.5,
         k: int = 10,
         where: str | list[str] | tuple[str, ...] | None = None,
-    ) -> list[Hit]:
+    ) -> Hits:
         """The ``k`` images nearest to a text, an image, or their alpha-weighted mixture (among the images
         that match ``where``)."""
         check_k(k)
@@ -295,58 +382,43 @@ class SearchIndex:
 
     def search_vector(
         self, vector: np.ndarray, k: int = 10, exclude_id: str | None = None, where=None
-    ) -> list[Hit]:
+    ) -> Hits:
         """The ``k`` images nearest to ``vector`` (D,) (normalised here), optionally without ``exclude_id``
         and among the images matching ``where`` only. The hot path of every query: a float32 vector of
-        the right shape and a plain int ``k`` skip straight to the checks that matter."""
+        the right shape and a plain int ``k`` skip straight to the checks that matter, and the hits are
+        built when first read (:class:`Hits`)."""
         if type(k) is not int or not 1 <= k <= MAX_K:
             check_k(k)
-        if type(vector) is np.ndarray and vector.dtype == np.float32 and vector.shape == (self.dim,):
-            q = vector
-        else:
-            q = np.asarray(vector, dtype=np.float32).reshape(-1)
-            if q.shape[0] != self.dim:
-                raise InputError(
-                    f"The query vector has {q.shape[0]} dimensions; this index holds {self.dim}."
-                )
-        q = unit_vector(q, "query vector")
-        rows = self.filter_rows(where) if where else None
+        if type(vector) is not np.ndarray or vector.dtype != np.float32 or vector.shape != (self.dim,):
+            vector = self._as_query(vector)
+        if not abs(float(_dot(vector, vector)) - 1.0) < UNIT_TOLERANCE:  # unit_query, inlined
+            vector = unit_vector(vector, "query vector")
+        if exclude_id is None and not where:
+            scores, found = self._backend.search(vector[None], k)
+            return Hits(scores, found, k, -1, self._stored.reader)
         exclude = self._row(exclude_id) if exclude_id is not None else -1
         fetch = min(k + (exclude >= 0), len(self._stored))
-        scores, found = self._search_rows(q[None], fetch, rows)
-        return self._hits(scores[0], found[0], k, exclude)
+        scores, found = self._search_rows(vector[None], fetch, self.filter_rows(where) if where else None)
+        return Hits(scores, found, k, exclude, self._stored.reader)
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 10, where=None) -> list[list[Hit]]:
+    def _as_query(self, vector) -> np.ndarray:
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self.dim:
+            raise InputError(f"The query vector has {q.shape[0]} dimensions; this index holds {self.dim}.")
+        return q
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 10, where=None) -> list[Hits]:
         """:meth:`search_vector` for Q queries (Q, D) at once (one backend call)."""
         check_k(k)
         q = np.asarray(vectors, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise InputError(f"Expected queries of shape (Q, {self.dim}), got {tuple(q.shape)}.")
-        q = np.stack([unit_vector(v, "query vector") for v in q]) if len(q) else q
+        q = np.stack([unit_query(v) for v in q]) if len(q) else q
         scores, rows = self._search_rows(np.ascontiguousarray(q), min(k, len(self)), self.filter_rows(where))
-        return [self._hits(s, r, k, -1) for s, r in zip(scores, rows, strict=True)]
+        reader = self._stored.reader
+        return [Hits(s, r, k, -1, reader) for s, r in zip(scores, rows, strict=True)]
 
-    def search_by_id(self, id: str, k: int = 10, exclude_self: bool = False, where=None) -> list[Hit]:
+    def search_by_id(self, id: str, k: int = 10, exclude_self: bool = False, where=None) -> Hits:
         """The ``k`` images nearest to indexed image ``id`` (its stored embedding); itself first unless
         excluded (or filtered out by ``where``)."""
         return self.search_vector(self.embedding(id), k, exclude_id=id if exclude_self else None, where=where)
-
-    def _hits(self, scores: np.ndarray, rows: np.ndarray, k: int, exclude: int) -> list[Hit]:
-        """Hits for backend results (row -1: none; ``exclude``: a row to leave out), at most ``k``.
-        The hot path of every query: plain rows take their metadata from memory, Hits skip ``__init__``."""
-        stored, hits = self._stored, []
-        ids, paths, labels, plain = stored.ids, stored.paths, stored.labels, stored.plain
-        for score, row in zip(scores.tolist(), rows.tolist(), strict=True):
-            if row < 0 or row == exclude:
-                continue
-            meta = {"label": labels[row], "captions": []} if plain[row] else stored.metadata(row)
-            hit = _new_object(Hit)
-            _set(
-                hit,
-                "__dict__",
-                {"id": ids[row], "path": paths[row], "score": score, "rank": len(hits) + 1, "metadata": meta},
-            )
-            hits.append(hit)
-            if len(hits) == k:
-                break
-        return hits

@@ -149,6 +149,33 @@ def write_records(folder: Path, records: Iterable[IndexRecord], copy_from: Path 
     return columns["ids"]
 
 
+class RowReader:
+    """What a search hit reads from an index's records: the id, path and label columns in memory, and
+    the lines of ``records.jsonl`` (memory-mapped; a line is parsed only for rows with captions or extra
+    fields). Hits built after their index closed keep it alive: the map closes with its last reader."""
+
+    __slots__ = ("_offsets", "_records", "ids", "labels", "paths", "plain")
+
+    def __init__(self, ids: list, paths: list, labels: list, plain: list, offsets: list, records) -> None:
+        self.ids, self.paths, self.labels, self.plain = ids, paths, labels, plain
+        self._offsets, self._records = offsets, records
+
+    def row_json(self, row: int) -> dict:
+        """The JSON object of ``row``: ``{"id", "path", "label", "captions", ...}`` (a fresh dict)."""
+        lo, hi = self._offsets[row], self._offsets[row + 1]
+        return _raw_decode(self._records[lo:hi].decode())[0]
+
+    def metadata(self, row: int) -> dict:
+        """``{"label", "captions", ...extras}`` of ``row`` (a fresh dict)."""
+        if self.plain[row]:
+            return {"label": self.labels[row], "captions": []}
+        meta = self.row_json(row)
+        del meta["id"], meta["path"]
+        meta.pop(HASH_FIELD, None)
+        meta.pop(STAT_FIELD, None)
+        return meta
+
+
 class StoredIndex:
     """The read side of an index folder: manifest, embeddings (memory-mapped), ids, lazily parsed records.
 
@@ -165,7 +192,6 @@ class StoredIndex:
         self.labels: list[str] = [sys.intern(label) for label in columns["labels"]]
         self.plain: list[bool] = columns["plain"]
         self.offsets = np.load(self.dir / OFFSETS)
-        self._offsets = self.offsets.tolist()  # Python ints: no numpy scalar per lookup
         self.row_of = {rec_id: row for row, rec_id in enumerate(self.ids)}
         self._columns: dict[str, list] = {}
         count = int(self.manifest["count"])
@@ -176,7 +202,9 @@ class StoredIndex:
             )
         with open(self.dir / RECORDS, "rb") as f:  # the map keeps its own handle
             size = os.fstat(f.fileno()).st_size
-            self._records = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            records = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        # Python ints as offsets: no numpy scalar per lookup
+        self.reader = RowReader(self.ids, self.paths, self.labels, self.plain, self.offsets.tolist(), records)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -187,18 +215,16 @@ class StoredIndex:
 
     def row_json(self, row: int) -> dict:
         """The JSON object of ``row``: ``{"id", "path", "label", "captions", ...}`` (a fresh dict)."""
-        lo, hi = self._offsets[row], self._offsets[row + 1]
-        return _raw_decode(self._records[lo:hi].decode())[0]
+        return self._open_reader().row_json(row)
 
     def metadata(self, row: int) -> dict:
         """``{"label", "captions", ...extras}`` of ``row`` (a fresh dict; lines are parsed only when needed)."""
-        if self.plain[row]:
-            return {"label": self.labels[row], "captions": []}
-        meta = self.row_json(row)
-        del meta["id"], meta["path"]
-        meta.pop(HASH_FIELD, None)
-        meta.pop(STAT_FIELD, None)
-        return meta
+        return self._open_reader().metadata(row)
+
+    def _open_reader(self) -> RowReader:
+        if self.reader is None:
+            raise InputError(f"The index {self.dir} was closed; open it again to read its records.")
+        return self.reader
 
     def column(self, key: str) -> list:
         """The value of field ``key`` per row (None where a row lacks it), for metadata filters; built once
@@ -225,8 +251,9 @@ class StoredIndex:
         return np.asarray(self.embeddings[rows], dtype=np.float32)
 
     def close(self) -> None:
-        if isinstance(self._records, mmap.mmap):
-            self._records.close()
+        """Let go of the records: the memory map closes now, or with the last search hits still reading
+        it (hits are built when first read, possibly after the index closed)."""
+        self.reader = None
 
 
 def write_embeddings(path: Path, n: int, dim: int, chunks: Iterable[np.ndarray]) -> None:
