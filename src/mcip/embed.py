@@ -243,7 +243,9 @@ def cached_image_features(
                 pixels.append(decoded)
                 rows.append(row)
         if pixels:
-            feats = model.image_features(torch.stack(pixels).to(model.device))
+            feats = model.image_features(
+                torch.stack(pixels).to(model.device, memory_format=model.pixel_format)
+            )
             out[rows] = feats.float().cpu().numpy()
         return out
 
