@@ -77,7 +77,12 @@ def test_encode_benchmark_runs(tiny_openclip, tmp_path, capsys):
     args = ["--images", str(tmp_path / "img"), "--model", f"openclip:{tiny_openclip}", "--n", "8"]
     assert bench.main([*args, "--batch", "4", "--workers", "0"]) == 0
     out = capsys.readouterr().out
-    for name in ("encode_vs_limit", "encode_index_build_vs_limit", "encode_bf16_min_cosine"):
+    for name in (
+        "encode_vs_limit",
+        "encode_index_build_vs_limit",
+        "encode_bf16_min_cosine",
+        "encode_layout_min_cosine",
+    ):
         assert f"RESULT {name} " in out
     for name in ("encode_workers_vs_serial_bound", "encode_jpeg_draft_decode_speedup"):
         assert f"RESULT {name} " in out
@@ -95,11 +100,11 @@ def test_encode_benchmark_default_images_are_jpeg_photos(tmp_path):
 
 
 def test_sys_time_benchmark_child_measures_a_training_step(model_specs):
-    """benchmarks/sys_time.py's child (both malloc settings) trains the image tower and reports CPU
+    """benchmarks/sys_time.py's child (both malloc settings, and the tuned one in the default layout) trains the image tower and reports CPU
     times and faults; a tiny Hugging Face model stands in for the lab's."""
     bench = _load("sys_time")
     spec = model_specs["hf-clip"]["spec"]
-    for mode in ("default", "tuned"):
+    for mode in ("default", "tuned", "tuned-contiguous"):
         out = bench.run_child(mode, 1, 1, 2, model=spec, image_size=32)
         assert out["steps"] == 1 and out["user"] >= 0 and out["minflt"] >= 0
-        assert out["tuned"] is (mode == "tuned")
+        assert out["tuned"] is mode.startswith("tuned")

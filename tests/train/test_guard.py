@@ -288,3 +288,49 @@ def test_val_captions_are_capped_round_robin():
     caps = [["a1", "a2", "a3"], [], ["c1"], ["d1", "d2"]]
     assert _round_robin(caps, 10) == [(0, "a1"), (0, "a2"), (0, "a3"), (2, "c1"), (3, "d1"), (3, "d2")]
     assert _round_robin(caps, 4) == [(0, "a1"), (0, "a2"), (2, "c1"), (3, "d1")]  # firsts before seconds
+
+
+@pytest.mark.parametrize("name", ["composed", "openclip"])
+def test_realign_validation_on_cached_val_text_states_equals_the_full_tower(
+    name, model_specs, messy, tmp_path
+):
+    """Re-A's validator with the val captions' lower-block states cached gives the T2I of the full text
+    tower, before and after the unlocked block moves (as in training), without running the lower blocks
+    again; the val captions of images without captions or unreadable stay out as before."""
+    from mcip.data import load_records
+    from mcip.models import unlock_last_text_blocks
+    from mcip.train.validate import encode_records
+
+    kwargs = dict(model_specs[name])
+    torch.manual_seed(0)
+    model = mcip.load_model(kwargs.pop("spec"), **kwargs)
+    unlock_last_text_blocks(model, 1)
+    val = load_records(messy["val"])
+    images, rows = encode_records(model, val)
+    cache = torch.full((len(val), images.shape[1]), float("nan"))
+    cache[rows] = images
+    full = Validator(model, val, image_cache=cache.numpy())
+    cached = Validator(model, val, image_cache=cache.numpy())
+    cached.cache_text_hidden(1, tmp_path / "cache")
+    assert cached.text_hidden is not None and len(cached.text_hidden) == len(cached.texts) > 0
+    below = model.text_hidden_below
+    calls = []
+    model.text_hidden_below = lambda *a, **k: calls.append(1) or below(*a, **k)
+    texts = [c for _, c in cached.texts]
+    for _ in range(2):
+        model.eval()
+        with torch.no_grad():  # the embeddings themselves, not only the coarse recalls
+            expected = model.encode_text(texts)
+            assert torch.allclose(
+                cached.text_hidden.encode(model, list(range(len(texts)))), expected, atol=1e-5
+            )
+        want, got = full(), cached()
+        assert {k: got[k] for k in want if k.startswith("t2i")} == pytest.approx(
+            {k: want[k] for k in want if k.startswith("t2i")}, abs=1e-9
+        )
+        with torch.no_grad():  # move the unlocked block and the projector, as a training step would
+            last = model.text_block_prefixes()[-1]
+            for n, p in model.net.named_parameters():
+                if n.startswith(last + ".") or model.part_of(n) == "text_projector":
+                    p.add_(0.05 * torch.randn_like(p))
+    assert not calls  # the frozen lower blocks never ran again

@@ -22,6 +22,7 @@ from mcip.models.base import EmbeddingModel
 from mcip.models.projector import match_text_width, text_matches_image
 from mcip.train.distributed import DistInfo
 from mcip.train.features import (
+    _rank0_first,
     caption_embeddings,
     default_cache_dir,
     frozen_image_features,
@@ -172,7 +173,10 @@ def prepare_realign(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared
     task = RealignTask(model, features, contrastive_loss(cfg, model).to(dist.device), hidden)
     val = inputs.val
     val_features = image_embeddings(model, val, cache_dir(cfg)) if val else None
-    return Prepared(task, data, (), validator(model, val, image_cache=val_features))
+    checker = validator(model, val, image_cache=val_features)
+    if checker is not None and hidden is not None:  # validations run only the unlocked blocks too
+        _rank0_first(lambda: checker.cache_text_hidden(cfg.unlock_text_blocks, cache_dir(cfg)))
+    return Prepared(task, data, (), checker)
 
 
 @register_stage(

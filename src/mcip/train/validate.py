@@ -109,7 +109,9 @@ class Validator:
     apply) for ``model`` on the ``val`` records.
 
     ``image_cache`` (N_val, D): precomputed image embeddings of ``val`` (NaN rows: unreadable), used when
-    the image side does not train (Re-A) instead of encoding the images again; ``shards``: read the val
+    the image side does not train (Re-A) instead of encoding the images again. :meth:`cache_text_hidden`
+    (Re-A) runs the frozen lower text blocks over the val captions once, so each validation runs only
+    the unlocked ones, as the training steps do. ``shards``: read the val
     images from tar shards. ``text=False`` skips the text side (no captions, no text tower, or an
     embedding without a matching text projector). Set ``reference`` (e.g. from :meth:`calibrate` on the
     starting model) to get ``combined``.
@@ -132,6 +134,17 @@ class Validator:
         self.reference: dict[str, float] | None = None
         self._frozen_i2i: dict[str, float] | None = None
         self.gallery: list[ImageRecord] | None = None
+        self.text_hidden = None  # a TextHiddenCache of the captions in self.texts, in that order
+
+    def cache_text_hidden(self, n_last: int, cache_dir) -> None:
+        """Keep the states of the val captions below the last ``n_last`` text blocks (float32: the same
+        embeddings as the full tower to float rounding), computed once and cached on disk like Re-A's
+        training captions; valid while only those blocks (and what follows them) train."""
+        from mcip.train.text_cache import cached_text_hidden
+
+        if self.texts:
+            texts = [c for _, c in self.texts]
+            self.text_hidden = cached_text_hidden(self.model, texts, n_last, cache_dir, dtype="float32")
 
     def set_gallery(self, records: Sequence[ImageRecord]) -> None:
         """Seen-class validation: val images query these (training) images instead of each other; a
@@ -213,15 +226,19 @@ class Validator:
         position = {int(r): k for k, r in enumerate(rows.tolist())}
         keep = [position[i] for i in self.captioned if i in position]
         where = {i: k for k, i in enumerate(i for i in self.captioned if i in position)}
-        usable = [(where[self.captioned[k]], c) for k, c in self.texts if self.captioned[k] in where]
+        usable = [
+            (j, where[self.captioned[k]], c)
+            for j, (k, c) in enumerate(self.texts)
+            if self.captioned[k] in where
+        ]
         if not usable:
             return {}
-        text = torch.cat(
-            [
-                self.model.encode_text([c for _, c in usable[s : s + 256]]).float().cpu()
-                for s in range(0, len(usable), 256)
-            ]
-        )
-        owner = torch.tensor([p for p, _ in usable])
+        chunks = [usable[s : s + 256] for s in range(0, len(usable), 256)]
+        if self.text_hidden is not None:
+            encoded = [self.text_hidden.encode(self.model, [j for j, _, _ in chunk]) for chunk in chunks]
+        else:
+            encoded = [self.model.encode_text([c for _, _, c in chunk]) for chunk in chunks]
+        text = torch.cat([e.float().cpu() for e in encoded])
+        owner = torch.tensor([p for _, p, _ in usable])
         recall = text_to_image_recall(text, images[keep], owner, ks=(1, 5, 10))
         return {f"t2i_r{k}": 100 * v for k, v in recall.items()}
