@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -134,4 +135,7 @@ def test_realign_on_the_cache_under_torchrun_with_two_cpu_ranks(model_specs, syn
     assert torch.equal(trained.net.transformer.resblocks[0].attn.in_proj_weight,
                        start.net.transformer.resblocks[0].attn.in_proj_weight)  # fmt: skip
     hidden = [p for p in (tmp_path / "cache").iterdir() if (p / "offsets.npy").is_file()]
-    assert len(hidden) == 1
+    # one folder for the training captions (float16) and one for the val captions (float32), each
+    # written once by rank 0 and read by rank 1
+    dtypes = sorted(str(np.load(p / "features.npy", mmap_mode="r").dtype) for p in hidden)
+    assert dtypes == ["float16", "float32"]

@@ -83,9 +83,9 @@ class Hit:
 
 class Hits(Sequence):
     """The hits of one query in rank order: a read-only sequence of :class:`Hit` that compares equal to
-    the list of the same hits. The :class:`Hit` objects are built when the sequence is first read (its
-    length included), so a query costs the search and not the Python objects of results nobody reads;
-    they stay readable after the index is closed. ``list(hits)`` gives a plain list.
+    the list (or tuple) of the same hits. The :class:`Hit` objects are built when the sequence is first
+    read (its length included), so a query costs the search and not the Python objects of results nobody
+    reads; they stay readable after the index is closed. ``list(hits)`` gives a plain list.
     """
 
     __slots__ = ("_built", "_exclude", "_k", "_reader", "_rows", "_scores")
