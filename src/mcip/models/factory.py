@@ -94,8 +94,8 @@ CHANNELS_LAST_ENV = "MCIP_CHANNELS_LAST"
 
 def channels_last_wanted() -> bool:
     """Whether loaded models keep convolutional image towers channels-last (``$MCIP_CHANNELS_LAST``, on
-    unless set to 0: 1.6x faster training steps and 1.3x faster encoding for the lab's EfficientNet on
-    CPU, ``python benchmarks/encode.py``)."""
+    unless set to 0). On this project's 2-core CPU the lab's EfficientNet-Lite0 trained 1.62x and ran its
+    forward pass 1.66x faster channels-last (``benchmarks/sys_time.py``, ``benchmarks/encode.py``)."""
     value = os.environ.get(CHANNELS_LAST_ENV, "1").strip().lower()
     if value not in ("0", "1", "false", "true", "no", "yes", "off", "on"):
         raise ConfigError(f"${CHANNELS_LAST_ENV} must be 1 or 0, got {value!r}.")
