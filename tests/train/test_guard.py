@@ -305,8 +305,14 @@ def test_realign_validation_on_cached_val_text_states_equals_the_full_tower(
     torch.manual_seed(0)
     model = mcip.load_model(kwargs.pop("spec"), **kwargs)
     unlock_last_text_blocks(model, 1)
+    import dataclasses
+
     val = load_records(messy["val"])
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")  # unreadable, but captioned: its captions must stay out
+    val.insert(1, dataclasses.replace(val[1], id="broken", path=broken, captions=("a broken caption",)))
     images, rows = encode_records(model, val)
+    assert 1 not in rows.tolist()
     cache = torch.full((len(val), images.shape[1]), float("nan"))
     cache[rows] = images
     full = Validator(model, val, image_cache=cache.numpy())

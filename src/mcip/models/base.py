@@ -136,23 +136,27 @@ class EmbeddingModel(nn.Module, ABC):
         return torch.full((ids.shape[0],), ids.shape[1], dtype=torch.long, device=ids.device)
 
     # ----------------------------------------------------------------- shared behaviour
+    def _image_convs(self) -> list[nn.Conv2d]:
+        return [
+            m
+            for name, m in self.net.named_modules()
+            if isinstance(m, nn.Conv2d) and self.part_of(f"{name}.weight") == "image_encoder"
+        ]
+
     def image_conv_layers(self) -> int:
         """How many 2-D convolutions the image tower has (1 for a ViT's patch embedding)."""
-        return sum(
-            isinstance(m, nn.Conv2d) and self.part_of(f"{name}.weight") == "image_encoder"
-            for name, m in self.net.named_modules()
-        )
+        return len(self._image_convs())
 
     def use_channels_last(self, enable: bool = True) -> bool:
         """Keep the image tower's convolutions and its input batches in the channels-last (NHWC) memory
         format, which oneDNN's CPU convolutions (and cuDNN's under mixed precision) run fastest in. Same
         computation, other kernels: embeddings agree with the default format to float rounding. Only
         for convolutional towers (more than one Conv2d; a ViT is left as is). Returns whether it is on."""
-        enable = enable and self.image_conv_layers() > 1
+        convs = self._image_convs()
+        enable = enable and len(convs) > 1
         fmt = torch.channels_last if enable else torch.contiguous_format
-        for name, m in self.net.named_modules():
-            if isinstance(m, nn.Conv2d) and self.part_of(f"{name}.weight") == "image_encoder":
-                m.to(memory_format=fmt)
+        for m in convs:
+            m.to(memory_format=fmt)
         self.pixel_format = fmt
         return enable
 
