@@ -70,6 +70,16 @@ def build_word_tokenizer(out_dir: Path, bos: str = "[BOS]", eos: str = "[EOS]"):
     return fast, vocab
 
 
+@pytest.fixture(autouse=True)
+def _worker_start_method_per_test():
+    """A test that runs the command line in-process switches this process's DataLoader workers to the fork
+    server (mcip.data.workers); the next test starts from the interpreter's default again."""
+    yield
+    from mcip.data.workers import use_forkserver
+
+    use_forkserver(False)
+
+
 @pytest.fixture(scope="session")
 def tiny_openclip(tmp_path_factory) -> str:
     """Registers a 2-layer ViT / 2-layer text open_clip config and returns its architecture name."""

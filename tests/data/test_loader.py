@@ -93,9 +93,18 @@ def _draws(loader) -> list[float]:
     return [d for batch in loader.iterate(0) for d in batch]
 
 
-def test_worker_numpy_draws_are_reproducible_and_differ_between_workers():
-    collate = lambda items: [it["draw"] for it in items]  # noqa: E731
-    loader = ResumableLoader(_NumpyDraws(), EpochBatchSampler(8, 2, shuffle=False), collate, num_workers=2)
+def _draws_of(items: list[dict]) -> list[float]:
+    return [it["draw"] for it in items]
+
+
+def _as_list(items: list) -> list:
+    return items
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_worker_numpy_draws_are_reproducible_and_differ_between_workers(method, monkeypatch):
+    monkeypatch.setenv("MCIP_WORKER_START", method)
+    loader = ResumableLoader(_NumpyDraws(), EpochBatchSampler(8, 2, shuffle=False), _draws_of, num_workers=2)
     torch.manual_seed(0)
     first = _draws(loader)
     torch.manual_seed(0)
@@ -110,7 +119,7 @@ class _PidDraws(torch.utils.data.Dataset):
         return 12
 
     def __getitem__(self, i: int) -> dict:
-        return {"index": i, "draw": float(torch.rand(())), "pid": os.getpid()}
+        return {"index": i, "draw": float(torch.rand(())), "pid": os.getpid(), "parent": os.getppid()}
 
 
 def _epoch(loader, epoch: int, start: int = 0, stop: int | None = None) -> tuple[list, set]:
@@ -123,11 +132,12 @@ def _epoch(loader, epoch: int, start: int = 0, stop: int | None = None) -> tuple
     return items, pids
 
 
-def test_workers_persist_across_epochs_and_change_no_batch():
-    collate = lambda items: items  # noqa: E731
-    plain = ResumableLoader(_PidDraws(), EpochBatchSampler(12, 3, shuffle=True, seed=4), collate)
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_workers_persist_across_epochs_and_change_no_batch(method, monkeypatch):
+    monkeypatch.setenv("MCIP_WORKER_START", method)
+    plain = ResumableLoader(_PidDraws(), EpochBatchSampler(12, 3, shuffle=True, seed=4), _as_list)
     kept = ResumableLoader(
-        _PidDraws(), EpochBatchSampler(12, 3, shuffle=True, seed=4), collate, num_workers=2
+        _PidDraws(), EpochBatchSampler(12, 3, shuffle=True, seed=4), _as_list, num_workers=2
     )
     expected = [_epoch(plain, e)[0] for e in range(3)]
     got, pids = [], []
@@ -137,6 +147,9 @@ def test_workers_persist_across_epochs_and_change_no_batch():
         pids.append(seen)
     assert got == expected  # same indices, order and draws as loading in this process
     assert os.getpid() not in pids[0] and len(pids[0]) == 2
+    parents = {it["parent"] for batch in kept.iterate(0) for it in batch}
+    # fork: the workers are children of this process (sharing its pages); forkserver: of the fork server
+    assert (parents == {os.getpid()}) == (method == "fork") and len(parents) == 1
     assert pids[0] == pids[1] == pids[2]  # the same two worker processes served every epoch
     # abandoned mid-epoch, then resumed: the tail is unchanged
     head, _ = _epoch(kept, 1, stop=2)

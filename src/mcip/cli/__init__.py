@@ -53,8 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     from mcip._alloc import tune_malloc
+    from mcip.data.workers import use_forkserver
 
     tune_malloc()  # before any tensor exists: reuse freed blocks instead of mmap/munmap every step
+    use_forkserver()  # DataLoader workers share no pages with the training process (mcip.data.workers)
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.command is None:

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mcip.data.seeding import SeededBatches, SeededItems, item_seeds
 from mcip.data.webdataset import ShardDataset
+from mcip.data.workers import worker_context
 from mcip.errors import ConfigError
 
 
@@ -88,7 +89,8 @@ class ResumableLoader:
         The worker processes are started once and kept for every epoch (``persistent_workers``) until
         :meth:`close`: forking them again each epoch cost the kernel a fresh copy of every page the
         training process wrote while they lived (copy-on-write), a large share of a short run's system time.
-        Items carry their own seeds (module docstring), so reusing workers changes no batch."""
+        Items carry their own seeds (module docstring), so reusing workers changes no batch. How the
+        workers start (fork, forkserver): :mod:`mcip.data.workers`."""
         _check_start(start_batch, self.batches_per_epoch)
         self.batch_sampler.set_epoch(epoch)
         self.batch_sampler.set_start(start_batch)
@@ -103,6 +105,7 @@ class ResumableLoader:
                 persistent_workers=self.num_workers > 0,
                 worker_init_fn=seed_worker if self.num_workers else None,
                 generator=epoch_generator(self.seed, 0),  # never draws from torch's global generator
+                multiprocessing_context=worker_context(self.num_workers),
             )
         yield from self._loader
 
@@ -167,6 +170,7 @@ class ResumableShardLoader:
             persistent_workers=False,
             worker_init_fn=seed_worker if self.num_workers else None,
             generator=epoch_generator(self.dataset.seed, epoch),
+            multiprocessing_context=worker_context(self.num_workers),
         )
         remaining = self.batches_per_epoch - start_batch
         if remaining <= 0:
