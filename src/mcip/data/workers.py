@@ -6,10 +6,10 @@ process writes while the workers live is copied by the kernel first (a page faul
 TLB flush on every core the process's threads run on). A training process's heap is large (the model, the
 optimizer state, the activations of a batch, reused from step to step) and it is rewritten every step, so
 the first steps after the workers start pay for a copy of all of it, once per loader. Measured on
-``mcip lab run --quick`` (2 cores; ``benchmarks/sys_time.py --lab-quick``): with ``fork``, 26 s of the
-training process's 29 s of system time and 1.5 million of its 2.1 million minor faults fell in the image
-towers' forward passes, the first writes after the workers of a stage started; with ``forkserver``, 6 s
-and 0.7 million.
+``mcip lab run --quick`` (2 cores; the training process's ``getrusage`` sampled every 0.5 s with its
+stack): with ``fork``, 17 of its 26 s of system time and 1.4 of its 2.1 million minor faults fell in the
+image towers' forward passes after each stage's workers started; with ``forkserver``, 6 s and 0.7 million
+in all (``benchmarks/sys_time.py --lab-quick``, whole run with workers: system / user 0.184 -> 0.043).
 
 ``forkserver`` starts one clean server process once (it imports torch and mcip's datasets,
 :data:`PRELOAD`), and every worker is forked from it, sharing nothing with the training process; the
