@@ -283,6 +283,9 @@ def test_recommend_picks_the_best_image_search_that_keeps_text(monkeypatch, rows
         ({"guard_distill_weight": -1.0}, "guard_distill_weight must be a number >= 0"),
         ({"guard_distill_weight": float("nan")}, "guard_distill_weight must be a number >= 0"),
         ({"guard_select": "i2i"}, "guard_select must be one of combined, guarded"),
+        ({"guard_sides": ()}, "guard_sides must be one or both of t2i, zeroshot"),
+        ({"guard_sides": ("i2i",)}, "guard_sides must be one or both of t2i, zeroshot"),
+        ({"guard_sides": "zeroshot"}, "guard_sides must be one or both of t2i, zeroshot"),
     ],
 )
 def test_guard_settings_are_checked_before_anything_runs(change, message):
@@ -294,5 +297,6 @@ def test_guard_settings_are_checked_before_anything_runs(change, message):
     with pytest.raises(ConfigError, match=message):
         dataclasses.replace(FULL, **change).validate()
     # the lab's guard as chosen on val; mcip fit keeps the MCIP row and combined
-    assert (FULL.guard_distill_weight, FULL.guard_select) == (1.0, "guarded")
-    assert (RunSettings().guard_distill_weight, RunSettings().guard_select) == (0.0, "combined")
+    assert (FULL.guard_distill_weight, FULL.guard_select, FULL.guard_sides) == (3.0, "guarded", ("zeroshot",))
+    plain = RunSettings()
+    assert (plain.guard_distill_weight, plain.guard_select, plain.guard_sides) == (0.0, "combined", ("t2i", "zeroshot"))

@@ -143,7 +143,8 @@ def test_run_trains_every_row_and_writes_a_well_formed_report(lab_root, tiny_ope
     # the guarded row: WiSE-FT between the base and its MCIP stage, alpha chosen on val from the grid
     curve = json.loads((out / "runs" / "guard-wise" / "wise_curve.json").read_text())
     assert [p["alpha"] for p in curve["curve"]] == [0.0, 0.5, 1.0] and curve["select"] == "guarded"
-    assert curve["chosen_alpha"] in (0.0, 0.5, 1.0)
+    assert curve["chosen_alpha"] in (0.0, 0.5, 1.0) and curve["guard"] == ["zeroshot"]
+    assert "zero-shot" in curve["reason"] and "T2I" not in curve["reason"]  # Re-A follows: T2I is its job
     # val zero-shot on the curve is the lab_zeroshot protocol on the val split: at alpha 0 (the base)
     # it equals that benchmark run on the base model
     from mcip.eval.benchmarks import resolve_benchmarks
@@ -157,7 +158,7 @@ def test_run_trains_every_row_and_writes_a_well_formed_report(lab_root, tiny_ope
     import yaml
 
     guard_mcip = yaml.safe_load((out / "runs" / "guard-mcip" / "config.yaml").read_text())
-    assert guard_mcip["loss"]["distill_weight"] == 1.0  # the lab's guard: MCIP with the drift regulariser
+    assert guard_mcip["loss"]["distill_weight"] == 3.0  # the lab's guard: MCIP with the drift regulariser
     guard_rea = [
         json.loads(x) for x in (out / "runs" / "guard-rea" / "metrics.jsonl").read_text().splitlines()
     ]

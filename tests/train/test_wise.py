@@ -17,7 +17,15 @@ from mcip.models import IMAGE_PARTS
 from mcip.train.config import load_config, plan
 from mcip.train.stages import run
 from mcip.train.validate import Validator, encode_records
-from mcip.train.wise import _choose, check_grid, check_tolerance, parse_alpha, wise_curve, write_curve
+from mcip.train.wise import (
+    _choose,
+    check_grid,
+    check_guard,
+    check_tolerance,
+    parse_alpha,
+    wise_curve,
+    write_curve,
+)
 from tests.train.synth import make_dataset
 from tests.train.test_stages import FAST
 
@@ -182,11 +190,11 @@ def _point(alpha, i2i, t2i, zs=None):
     return p if zs is None else {**p, "zeroshot_top1": zs}
 
 
-def _naive_guarded(points, tol):
+def _naive_guarded(points, tol, sides=("t2i", "zeroshot")):
     start, best = points[0], points[0]
     for p in points:
-        kept = p["t2i_r5"] >= start["t2i_r5"] - tol
-        if "zeroshot_top1" in start:
+        kept = p["t2i_r5"] >= start["t2i_r5"] - tol if "t2i" in sides else True
+        if "zeroshot_top1" in start and "zeroshot" in sides:
             kept = kept and p["zeroshot_top1"] >= start["zeroshot_top1"] - tol
         if kept and p["i2i_map"] > best["i2i_map"]:
             best = p
@@ -204,6 +212,32 @@ def test_guarded_picks_the_best_i2i_that_keeps_the_text_side(seed):
         alpha, reason = _choose(points, "i2i_map", "guarded", tol)
         assert alpha == _naive_guarded(points, tol)
         assert f"within {tol:g} points" in reason and ("zero-shot" in reason) == with_zs
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_zero_shot_guard_lets_an_alpha_give_up_text_search(seed):
+    """guard=("zeroshot",): what a merge followed by Re-A holds; T2I may drop (Re-A re-aligns it)."""
+    g = torch.Generator().manual_seed(seed)
+    i2i, t2i, zs = (torch.rand(3, 9, generator=g) * 4 + 30).tolist()
+    points = [_point(a / 8, i2i[a], t2i[a], zs[a]) for a in range(9)]
+    for tol in (0.0, 0.5, 2.0):
+        alpha, reason = _choose(points, "i2i_map", "guarded", tol, ("zeroshot",))
+        assert alpha == _naive_guarded(points, tol, ("zeroshot",))
+        assert "zero-shot" in reason and "T2I" not in reason
+        assert _choose(points, "i2i_map", "guarded", tol, ("t2i",))[0] == _naive_guarded(points, tol, ("t2i",))
+
+
+def test_the_guard_names_its_sides_and_needs_data_for_them():
+    points = [_point(0, 30, 40, 20), _point(0.5, 35, 30, 20), _point(1, 38, 20, 19.6)]
+    assert _choose(points, "i2i_map", "guarded", 0.5)[0] == 0  # T2I held: every merge drops it
+    assert _choose(points, "i2i_map", "guarded", 0.5, ("zeroshot",))[0] == 1  # zero-shot within 0.4
+    assert check_guard("zeroshot, T2I") == ("t2i", "zeroshot") and check_guard(["t2i"]) == ("t2i",)
+    for bad in ("", (), "i2i", ["t2i", "knn"]):
+        with pytest.raises(ConfigError, match="one or both, e.g. t2i,zeroshot"):
+            check_guard(bad)
+    no_names = [_point(0, 30, 40), _point(1, 38, 20)]
+    with pytest.raises(InputError, match="give class names"):
+        _choose(no_names, "i2i_map", "guarded", 0.5, ("zeroshot",))
 
 
 def test_guarded_keeps_the_start_when_every_merge_costs_text():
@@ -303,6 +337,12 @@ def test_cli_merge_guarded_with_names_and_tolerance(models, data, tmp_path, caps
     assert curve["chosen_alpha"] == _naive_guarded(curve["curve"], 2.0)
     assert main([*argv, "--tolerance", "-1", "--quiet"]) == 2
     assert "tolerance" in capsys.readouterr().err
+    assert main([*argv, "--tolerance", "2", "--guard", "zeroshot", "--quiet"]) == 0
+    curve = json.loads((out / "wise_curve.json").read_text())
+    assert curve["guard"] == ["zeroshot"] and "T2I" not in curve["reason"]
+    assert curve["chosen_alpha"] == _naive_guarded(curve["curve"], 2.0, ("zeroshot",))
+    assert main([*argv, "--guard", "knn", "--quiet"]) == 2
+    assert "t2i,zeroshot" in capsys.readouterr().err
 
 
 def test_cli_merge_guarded_on_messy_val_data(models, data, tmp_path, capsys):
@@ -441,3 +481,7 @@ def test_wise_alone_and_bad_wise_settings_are_refused():
     assert wise_cfg.wise.select == "guarded" and wise_cfg.wise.tolerance == 1
     with pytest.raises(ConfigError, match="tolerance"):
         plan(load_config(None, [*guarded, "wise.tolerance=-2"]))
+    _, wise_cfg, _ = plan(load_config(None, [*guarded, "wise.guard=[zeroshot]"]))
+    assert wise_cfg.wise.guard == ("zeroshot",)
+    with pytest.raises(ConfigError, match="one or both, e.g. t2i,zeroshot"):
+        plan(load_config(None, [*guarded, "wise.guard=[knn]"]))

@@ -33,6 +33,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         names=args.names,
         batch_size=args.batch_size,
         tolerance=args.tolerance,
+        guard=args.guard,
         device=args.device,
         start_drop_projector=args.drop_projector,
         progress=not args.quiet,
@@ -106,6 +107,12 @@ def _add_validation_args(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.5,
         help="--select guarded: points of val T2I R@5 / zero-shot top-1 an A may give up (default 0.5)",
+    )
+    p.add_argument(
+        "--guard",
+        default="t2i,zeroshot",
+        help="--select guarded: the sides held, t2i and/or zeroshot (default both; 'zeroshot' when Re-A "
+        "follows the merge and will re-align text search)",
     )
     p.add_argument(
         "--names",

@@ -37,6 +37,7 @@ from mcip.losses.mcarcmargin import DEFAULT_HARD_CAPTION_WEIGHT
 
 LOG = Callable[[str], None]
 GUARD_SELECTS = ("combined", "guarded")  # the WiSE-FT selections the guarded row may use (mcip.train.wise)
+GUARD_SIDES = ("t2i", "zeroshot")  # what "guarded" may hold (mcip.train.wise.GUARD_NAMES)
 ModelRef = Path | str  # an mcip model folder, or a model spec (the user's starting model)
 
 
@@ -58,11 +59,12 @@ class RunSettings:
     all_rows: bool = False  # also GPR-FT without projector (ICMR'23)
     # the guarded row: an MCIP stage (the MCIP row's model when guard_distill_weight is 0, else one trained
     # with that drift regulariser) merged with the base by WiSE-FT at the alpha of this grid that
-    # guard_select picks on val ("combined" or "guarded", see mcip.train.wise), then Re-A selected on
-    # "combined"
+    # guard_select picks on val ("combined" or "guarded", holding the guard_sides, see mcip.train.wise),
+    # then Re-A selected on "combined"
     wise_grid: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
     guard_distill_weight: float = 0.0
     guard_select: str = "combined"
+    guard_sides: tuple[str, ...] = GUARD_SIDES
     stage_overrides: tuple[str, ...] = ()  # extra --set overrides for every stage
 
     def validate(self):
@@ -85,6 +87,11 @@ class RunSettings:
         if self.guard_select not in GUARD_SELECTS:
             raise ConfigError(
                 f"guard_select must be one of {', '.join(GUARD_SELECTS)}, got {self.guard_select!r}."
+            )
+        sides = tuple(self.guard_sides) if isinstance(self.guard_sides, list | tuple) else ()
+        if not sides or not set(sides) <= set(GUARD_SIDES):
+            raise ConfigError(
+                f"guard_sides must be one or both of {', '.join(GUARD_SIDES)}, got {self.guard_sides!r}."
             )
         return self
 
@@ -404,6 +411,7 @@ class Runner:
             val=load_records(self.data["val"]),
             grid=self.s.wise_grid,
             select=self.s.guard_select,
+            guard=self.s.guard_sides,
             names=names,
             templates=templates or DEFAULT_TEMPLATES,
             curve_dir=folder,

@@ -137,15 +137,27 @@ class WiseConfig:
     names: str | None = None  # 'label<TAB>name' file: val zero-shot top-1 on the curve
     batch_size: int = 64
     tolerance: float = 0.5  # select=guarded: points of val T2I R@5 / zero-shot top-1 an alpha may give up
+    guard: tuple[str, ...] = (
+        "t2i",
+        "zeroshot",
+    )  # select=guarded: the sides held (zeroshot alone: Re-A follows)
 
     def __post_init__(self) -> None:
         from mcip.models.merge import check_parts
-        from mcip.train.wise import WISE_SELECT_KEYS, check_grid, check_tolerance, check_val, parse_alpha
+        from mcip.train.wise import (
+            WISE_SELECT_KEYS,
+            check_grid,
+            check_guard,
+            check_tolerance,
+            check_val,
+            parse_alpha,
+        )
 
         object.__setattr__(self, "alpha", parse_alpha(self.alpha))
         object.__setattr__(self, "grid", check_grid(self.grid))
         object.__setattr__(self, "parts", check_parts(self.parts))
         object.__setattr__(self, "tolerance", check_tolerance(self.tolerance))
+        object.__setattr__(self, "guard", check_guard(self.guard))
         if self.select not in WISE_SELECT_KEYS:
             check_val([], self.select)  # the message lists the valid values
 

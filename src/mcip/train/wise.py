@@ -8,8 +8,10 @@ each relative to alpha = 0 (the starting model), as in stage selection. ``select
 ``i2i`` | ``t2i``) picks the alpha with the highest value (ties: the smaller alpha, closer to the start).
 ``guarded`` picks the highest val I2I mAP among the alphas whose val T2I R@5 and val zero-shot top-1
 (when class names are given) each stay within ``tolerance`` points (default 0.5) of alpha 0: image
-search gained only where the text side is kept (the rule the guard's target states on test). Alpha 0
-always qualifies, so the start is the answer when every merge costs text quality. The grid always
+search gained only where the text side is kept (the rule the guard's target states on test). ``guard``
+names the sides held (default both; ``("zeroshot",)`` when Re-A follows the merge: re-aligning the text
+tower to the merged image tower is Re-A's job, so an alpha is not refused for the T2I it will recover,
+while val zero-shot is held). Alpha 0 always qualifies, so the start is the answer when every merge costs text quality. The grid always
 contains 0, the reference of ``combined`` and ``guarded``.
 
 Writes ``wise_curve.json`` (every alpha's numbers, the chosen alpha and why) and ``wise_curve.png``
@@ -43,6 +45,8 @@ DEFAULT_GRID = tuple(i / 10 for i in range(11))
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 GUARD_TOLERANCE = 0.5  # points of val T2I R@5 / zero-shot top-1 that select="guarded" may give up
 GUARDED_SIDES = {"t2i_r5": "val T2I R@5", "zeroshot_top1": "val zero-shot top-1"}  # key -> words
+GUARD_NAMES = {"t2i": "t2i_r5", "zeroshot": "zeroshot_top1"}  # the names ``guard`` takes -> keys
+DEFAULT_GUARD = ("t2i", "zeroshot")
 WISE_SELECT_KEYS = {**SELECT_KEYS, "guarded": "i2i_map"}  # select -> the key the alpha maximises
 SELECT_WORDS = {
     "combined": "combined (mean of val I2I mAP and val T2I R@5, each relative to alpha 0)",
@@ -125,6 +129,19 @@ def check_tolerance(value: object) -> float:
     if not (math.isfinite(tol) and tol >= 0):
         raise ConfigError(f"The guard's tolerance must be a number of points >= 0 (e.g. 0.5), got {value!r}.")
     return tol
+
+
+def check_guard(value: object) -> tuple[str, ...]:
+    """The sides ``select="guarded"`` holds: a non-empty subset of :data:`GUARD_NAMES`, as names or a
+    comma-separated string (``"t2i,zeroshot"``)."""
+    names = value.split(",") if isinstance(value, str) else list(value or ())  # type: ignore[call-overload]
+    names = [str(n).strip().lower() for n in names if str(n).strip()]
+    unknown = sorted(set(names) - set(GUARD_NAMES))
+    if not names or unknown:
+        raise ConfigError(
+            f"The guard holds {', '.join(GUARD_NAMES)} (one or both, e.g. t2i,zeroshot); got {value!r}."
+        )
+    return tuple(n for n in GUARD_NAMES if n in names)
 
 
 def check_val(val: Sequence[ImageRecord] | None, select: str, text: bool = True) -> str:
@@ -212,9 +229,18 @@ def _measure(model, pixels: ValImages, text: bool, zeroshot, gallery=None) -> di
     return results
 
 
-def _guarded_sides(start: dict[str, float]) -> list[str]:
-    """The guarded sides (:data:`GUARDED_SIDES`) the start measured."""
-    return [k for k in GUARDED_SIDES if math.isfinite(start.get(k, math.nan))]
+def _guarded_sides(start: dict[str, float], guard: Sequence[str] = DEFAULT_GUARD) -> list[str]:
+    """The sides of ``guard`` (keys of :data:`GUARDED_SIDES`) the start measured; fails when it measured
+    none of them (e.g. a zero-shot guard without class names)."""
+    sides = [GUARD_NAMES[g] for g in guard]
+    measured = [k for k in sides if math.isfinite(start.get(k, math.nan))]
+    if not measured:
+        raise InputError(
+            f"select=guarded holds {' and '.join(GUARDED_SIDES[k] for k in sides)}, which the val data "
+            "cannot measure: give class names (--names / wise.names) for zero-shot, val images with "
+            "captions for T2I, or guard a side the data has (--guard / wise.guard)."
+        )
+    return measured
 
 
 def _kept(point: dict[str, float], start: dict[str, float], sides: list[str], tolerance: float) -> bool:
@@ -223,14 +249,18 @@ def _kept(point: dict[str, float], start: dict[str, float], sides: list[str], to
 
 
 def _choose(
-    points: list[dict[str, float]], metric: str, select: str, tolerance: float = GUARD_TOLERANCE
+    points: list[dict[str, float]],
+    metric: str,
+    select: str,
+    tolerance: float = GUARD_TOLERANCE,
+    guard: Sequence[str] = DEFAULT_GUARD,
 ) -> tuple[float, str]:
     scored = [p for p in points if math.isfinite(p.get(metric, math.nan))]
     if not scored:
         raise InputError(f"No alpha could be scored on val {metric}; check the validation data.")
     start, last = points[0], points[-1]
     guarded = select == "guarded"
-    sides = _guarded_sides(start) if guarded else []
+    sides = _guarded_sides(start, guard) if guarded else []
     candidates = [p for p in scored if _kept(p, start, sides, tolerance)] if guarded else scored
     best = max(candidates or [start], key=lambda p: p[metric])  # the first maximum: the smallest alpha
     what = SELECT_WORDS[select]
@@ -259,6 +289,7 @@ def evaluate_curve(
     fixed: float | None = None,
     gallery: Sequence[ImageRecord] | None = None,
     tolerance: float = GUARD_TOLERANCE,
+    guard: Sequence[str] = DEFAULT_GUARD,
 ) -> WiseCurve:
     """Validate theta(alpha) for each alpha of ``grid`` (checked: :func:`check_grid`), written into
     ``work`` (a copy of the fine-tuned model) by ``plan``; ``work`` ends at the last alpha.
@@ -266,8 +297,8 @@ def evaluate_curve(
     ``fixed``: the alpha is given, not chosen; the curve is only measured (``select`` falls back to
     ``i2i`` when the val data cannot measure it). ``gallery``: seen-class validation, as the stages do
     under ``data.val_mode=seen_classes`` (:meth:`Validator.set_gallery`). ``tolerance``: points of val
-    T2I R@5 / zero-shot top-1 that ``select="guarded"`` may give up."""
-    tolerance = check_tolerance(tolerance)
+    T2I R@5 / zero-shot top-1 that ``select="guarded"`` may give up; ``guard``: which of the two it holds."""
+    tolerance, guard = check_tolerance(tolerance), check_guard(guard)
     text = text_available(work)
     select, metric = _selection(val, select, text, fixed)
     zeroshot = _zeroshot(list(val), names, templates) if names and text else None
@@ -284,12 +315,12 @@ def evaluate_curve(
     reference = {k: points[0][k] for k in COMBINED_SIDES if k in points[0]}
     for p in points:
         p["combined"] = combined_score(p, reference)
-    alpha, reason = _choose(points, metric, select, tolerance)
+    alpha, reason = _choose(points, metric, select, tolerance, guard)
     if fixed is not None:
         alpha, reason = fixed, f"alpha {fixed:g} was given (not chosen on val); {reason}"
     info = {"val_images": len(val), "val_captioned": sum(bool(r.captions) for r in val)}
     if select == "guarded":
-        info["tolerance"] = tolerance
+        info |= {"tolerance": tolerance, "guard": list(guard)}
     return WiseCurve(points, alpha, select, metric, reason, plan.parts, info, fixed is not None)
 
 
@@ -306,13 +337,14 @@ def wise_curve(
     progress: bool = False,
     gallery: Sequence[ImageRecord] | None = None,
     tolerance: float = GUARD_TOLERANCE,
+    guard: Sequence[str] = DEFAULT_GUARD,
 ) -> WiseCurve:
     """The val curve of WiSE-FT between ``start`` and ``finetuned`` and the alpha ``select`` picks (see
     the module docstring). Fails before any merging when ``val_records`` is empty or lacks what
     ``select`` needs. ``names``: label -> class name, for val zero-shot top-1; ``gallery``: seen-class
     validation (val images query these training images)."""
     grid = check_grid(grid)
-    tolerance = check_tolerance(tolerance)
+    tolerance, guard = check_tolerance(tolerance), check_guard(guard)
     check_val(val_records, select, text_available(finetuned))
     plan = plan_merge(start, finetuned, parts)
     work = copy.deepcopy(finetuned)
@@ -328,6 +360,7 @@ def wise_curve(
         progress,
         gallery=gallery,
         tolerance=tolerance,
+        guard=guard,
     )
 
 

@@ -17,10 +17,12 @@ from mcip.models.base import EmbeddingModel
 from mcip.models.merge import check_parts, merge_record, plan_merge
 from mcip.train.wise import (
     DEFAULT_GRID,
+    DEFAULT_GUARD,
     DEFAULT_TEMPLATES,
     GUARD_TOLERANCE,
     WiseCurve,
     check_grid,
+    check_guard,
     check_tolerance,
     check_val,
     class_names,
@@ -71,6 +73,7 @@ def wise_merge(
     progress: bool = False,
     gallery: Sequence[ImageRecord] | None = None,
     tolerance: float = GUARD_TOLERANCE,
+    guard: Sequence[str] = DEFAULT_GUARD,
 ) -> WiseResult:
     """Merge ``finetuned`` with ``start`` (WiSE-FT) and save the result to ``out``.
 
@@ -86,6 +89,8 @@ def wise_merge(
         extra: more metadata for the saved model (next to ``extra["wise"]``).
         gallery: seen-class validation: val images query these training images (as the stages do
             under ``data.val_mode=seen_classes``); None: val images query each other.
+        tolerance, guard: ``select="guarded"``: the points of val T2I R@5 / zero-shot top-1 an alpha may
+            give up, and which of the two it holds (``("t2i", "zeroshot")``; see :mod:`mcip.train.wise`).
 
     Everything that can be checked without the models (alpha, grid, parts, val, names) is checked
     before they are loaded; the models' compatibility before any merging.
@@ -93,7 +98,7 @@ def wise_merge(
     alpha = parse_alpha(alpha)
     grid = check_grid(grid if alpha == "auto" else (0.0, alpha, 1.0))
     parts = check_parts(parts)
-    tolerance = check_tolerance(tolerance)
+    tolerance, guard = check_tolerance(tolerance), check_guard(guard)
     if alpha == "auto" and val is None:
         raise ConfigError(
             "alpha=auto picks alpha on validation data: give validation records "
@@ -109,7 +114,19 @@ def wise_merge(
     if val is not None:
         fixed = None if alpha == "auto" else alpha
         curve = evaluate_curve(
-            plan, work, val, grid, select, names, templates, batch_size, progress, fixed, gallery, tolerance
+            plan,
+            work,
+            val,
+            grid,
+            select,
+            names,
+            templates,
+            batch_size,
+            progress,
+            fixed,
+            gallery,
+            tolerance,
+            guard,
         )
         alpha = curve.alpha
     plan.apply(work, alpha)

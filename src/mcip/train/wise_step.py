@@ -90,7 +90,7 @@ class WiseStep:
         result = wise_merge(
             start, finetuned, run_dir / "model", w.alpha, self.val or None, w.grid, w.select, w.parts,
             w.names, batch_size=w.batch_size, curve_dir=run_dir, extra=extra, gallery=self.gallery,
-            tolerance=w.tolerance,
+            tolerance=w.tolerance, guard=w.guard,
         )  # fmt: skip
         if progress:
             print(summary_line(result))
