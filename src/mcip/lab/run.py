@@ -10,8 +10,9 @@ Steps (each is skipped when its output already exists, so an interrupted run con
    base model over the train split's caption pool;
 4. the rows (:data:`ROWS`): GPR-FT, 2SFT (GPR-FT + Re-A), MCIP, MCIP+Re-A (``lab-2sft.yaml``,
    ``lab-mcip+rea.yaml``; the paper's selection: val I2I for the image stages, val T2I for Re-A, which
-   runs until val stops improving), the guarded row (the MCIP row's model merged with the base by WiSE-FT
-   at the alpha picked on val ``combined``, then Re-A selected on ``combined``) and, with ``all_rows``, GPR-FT
+   runs until val stops improving), the guarded row (an MCIP stage with the drift regulariser merged with
+   the base by WiSE-FT at the alpha ``guarded`` picks on val, holding val zero-shot; then Re-A selected on
+   ``combined``; see :class:`LabSettings`) and, with ``all_rows``, GPR-FT
    without projector (ICMR'23); every choice is made on the val split;
 5. evaluation on the test split (emoji never seen in training) with the ``lab_*`` benchmarks, and the
    report: ``OUT/results/{table1.md,results.json,table1.csv,teaser.png,reading.md}``;
