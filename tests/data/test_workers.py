@@ -51,7 +51,9 @@ def test_the_fork_server_is_told_what_to_preload(monkeypatch):
     told = []
     monkeypatch.setitem(workers._state, "preloaded", False)
     monkeypatch.setattr(
-        multiprocessing.context.ForkServerContext, "set_forkserver_preload", lambda self, names: told.append(names)
+        multiprocessing.context.ForkServerContext,
+        "set_forkserver_preload",
+        lambda self, names: told.append(names),
     )
     workers.use_forkserver()
     workers.worker_context(2)

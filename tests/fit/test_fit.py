@@ -299,4 +299,8 @@ def test_guard_settings_are_checked_before_anything_runs(change, message):
     # the lab's guard as chosen on val; mcip fit keeps the MCIP row and combined
     assert (FULL.guard_distill_weight, FULL.guard_select, FULL.guard_sides) == (3.0, "guarded", ("zeroshot",))
     plain = RunSettings()
-    assert (plain.guard_distill_weight, plain.guard_select, plain.guard_sides) == (0.0, "combined", ("t2i", "zeroshot"))
+    assert (plain.guard_distill_weight, plain.guard_select, plain.guard_sides) == (
+        0.0,
+        "combined",
+        ("t2i", "zeroshot"),
+    )

@@ -224,7 +224,9 @@ def test_a_zero_shot_guard_lets_an_alpha_give_up_text_search(seed):
         alpha, reason = _choose(points, "i2i_map", "guarded", tol, ("zeroshot",))
         assert alpha == _naive_guarded(points, tol, ("zeroshot",))
         assert "zero-shot" in reason and "T2I" not in reason
-        assert _choose(points, "i2i_map", "guarded", tol, ("t2i",))[0] == _naive_guarded(points, tol, ("t2i",))
+        assert _choose(points, "i2i_map", "guarded", tol, ("t2i",))[0] == _naive_guarded(
+            points, tol, ("t2i",)
+        )
 
 
 def test_the_guard_names_its_sides_and_needs_data_for_them():
@@ -233,11 +235,29 @@ def test_the_guard_names_its_sides_and_needs_data_for_them():
     assert _choose(points, "i2i_map", "guarded", 0.5, ("zeroshot",))[0] == 1  # zero-shot within 0.4
     assert check_guard("zeroshot, T2I") == ("t2i", "zeroshot") and check_guard(["t2i"]) == ("t2i",)
     for bad in ("", (), "i2i", ["t2i", "knn"]):
-        with pytest.raises(ConfigError, match="one or both, e.g. t2i,zeroshot"):
+        with pytest.raises(ConfigError, match=r"one or both, e\.g\. t2i,zeroshot"):
             check_guard(bad)
     no_names = [_point(0, 30, 40), _point(1, 38, 20)]
     with pytest.raises(InputError, match="give class names"):
         _choose(no_names, "i2i_map", "guarded", 0.5, ("zeroshot",))
+
+
+def test_a_zero_shot_guard_without_names_fails_before_any_merging(models, data, tmp_path, monkeypatch):
+    import mcip.train.wise as wise
+    import mcip.train.wise_merge as wise_merge_module
+
+    monkeypatch.setattr(wise, "plan_merge", lambda *a, **k: pytest.fail("merged before checking names"))
+    monkeypatch.setattr(
+        wise_merge_module, "_load", lambda *a, **k: pytest.fail("loaded before checking names")
+    )
+    start, tuned = _load(models)
+    val = mcip.data.load_records(data["val"])
+    with pytest.raises(ConfigError, match="needs class names"):
+        wise_curve(start, tuned, val, select="guarded", guard=("zeroshot",))
+    with pytest.raises(ConfigError, match="needs class names"):
+        wise_merge_module.wise_merge(
+            models["start"], models["tuned"], tmp_path / "m", "auto", val, select="guarded", guard="zeroshot"
+        )
 
 
 def test_guarded_keeps_the_start_when_every_merge_costs_text():
@@ -483,5 +503,5 @@ def test_wise_alone_and_bad_wise_settings_are_refused():
         plan(load_config(None, [*guarded, "wise.tolerance=-2"]))
     _, wise_cfg, _ = plan(load_config(None, [*guarded, "wise.guard=[zeroshot]"]))
     assert wise_cfg.wise.guard == ("zeroshot",)
-    with pytest.raises(ConfigError, match="one or both, e.g. t2i,zeroshot"):
+    with pytest.raises(ConfigError, match=r"one or both, e\.g\. t2i,zeroshot"):
         plan(load_config(None, [*guarded, "wise.guard=[knn]"]))

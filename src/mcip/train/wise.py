@@ -11,8 +11,8 @@ each relative to alpha = 0 (the starting model), as in stage selection. ``select
 search gained only where the text side is kept (the rule the guard's target states on test). ``guard``
 names the sides held (default both; ``("zeroshot",)`` when Re-A follows the merge: re-aligning the text
 tower to the merged image tower is Re-A's job, so an alpha is not refused for the T2I it will recover,
-while val zero-shot is held). Alpha 0 always qualifies, so the start is the answer when every merge costs text quality. The grid always
-contains 0, the reference of ``combined`` and ``guarded``.
+while val zero-shot is held). Alpha 0 always qualifies, so the start is the answer when every merge
+costs text quality. The grid always contains 0, the reference of ``combined`` and ``guarded``.
 
 Writes ``wise_curve.json`` (every alpha's numbers, the chosen alpha and why) and ``wise_curve.png``
 (:mod:`mcip.train.wise_plot`).
@@ -142,6 +142,16 @@ def check_guard(value: object) -> tuple[str, ...]:
             f"The guard holds {', '.join(GUARD_NAMES)} (one or both, e.g. t2i,zeroshot); got {value!r}."
         )
     return tuple(n for n in GUARD_NAMES if n in names)
+
+
+def check_guard_data(select: str, guard: Sequence[str], has_names: bool) -> None:
+    """Before any merging: a guard that holds only zero-shot needs class names (``select="guarded"``
+    already needs captions, so T2I is always measurable)."""
+    if select == "guarded" and tuple(guard) == ("zeroshot",) and not has_names:
+        raise ConfigError(
+            "select=guarded with guard zeroshot holds val zero-shot top-1, which needs class names: give "
+            "--names (wise.names: a 'label<TAB>name' file), or guard t2i as well."
+        )
 
 
 def check_val(val: Sequence[ImageRecord] | None, select: str, text: bool = True) -> str:
@@ -346,6 +356,7 @@ def wise_curve(
     grid = check_grid(grid)
     tolerance, guard = check_tolerance(tolerance), check_guard(guard)
     check_val(val_records, select, text_available(finetuned))
+    check_guard_data(select, guard, bool(names))
     plan = plan_merge(start, finetuned, parts)
     work = copy.deepcopy(finetuned)
     return evaluate_curve(

@@ -23,6 +23,7 @@ from mcip.train.wise import (
     WiseCurve,
     check_grid,
     check_guard,
+    check_guard_data,
     check_tolerance,
     check_val,
     class_names,
@@ -107,6 +108,8 @@ def wise_merge(
     if val is not None:
         check_val(val, select if alpha == "auto" else "i2i")
     names = class_names(names, val)
+    if alpha == "auto":
+        check_guard_data(select, guard, bool(names))
     start, finetuned = _load(start, device, start_drop_projector), _load(finetuned, device)
     plan = plan_merge(start, finetuned, parts)
     work = copy.deepcopy(finetuned)

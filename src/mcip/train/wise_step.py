@@ -20,7 +20,7 @@ from mcip.train.checkpoint import seed_everything
 from mcip.train.config import IMAGE_STAGES, TrainConfig, save_resolved
 from mcip.train.distributed import init_distributed, run_on_main
 from mcip.train.progress import TrainResult
-from mcip.train.wise import check_val
+from mcip.train.wise import check_guard_data, check_val
 from mcip.train.wise_merge import WiseResult, wise_merge
 
 
@@ -72,6 +72,8 @@ class WiseStep:
             )
         if w.alpha == "auto" or self.val:
             check_val(self.val, w.select if w.alpha == "auto" else "i2i", text=not start.drop_projector)
+        if w.alpha == "auto":
+            check_guard_data(w.select, w.guard, bool(w.names))
 
     def run(self, cfg: TrainConfig, progress: bool = True) -> TrainResult:
         """Merge ``cfg.model.spec`` (the previous stage's model) with the start into ``cfg.out/model``."""
