@@ -15,7 +15,6 @@ from tqdm.auto import tqdm
 
 from mcip.data.dataset import decode_image
 from mcip.data.images import eval_decoding
-from mcip.data.workers import worker_context
 from mcip.models.base import EmbeddingModel
 
 
@@ -63,7 +62,6 @@ def _decoded_batches(paths: Sequence[Path], transform, batch_size: int, num_work
         num_workers=num_workers,
         collate_fn=list,
         prefetch_factor=2,
-        multiprocessing_context=worker_context(num_workers),
     )
     yield from loader
 

@@ -16,8 +16,13 @@ in all (``benchmarks/sys_time.py --lab-quick``, whole run with workers: system /
 dataset and collate function are pickled to each worker once (the loaders keep their workers for every
 epoch). ``spawn`` starts every worker as a fresh interpreter (macOS's and Windows's default).
 
-The ``mcip`` command line uses ``forkserver`` where the platform has it (:func:`use_forkserver`; Python 3.14
-made it Linux's default too); code that calls mcip's functions keeps its interpreter's default, because
+The ``mcip`` command line uses ``forkserver`` for the training loaders (:mod:`mcip.data.loader`) where the
+platform has it (:func:`use_forkserver`; Python 3.14 made it Linux's default too). The encoders'
+decoding workers (``mcip encode``, ``mcip index build``) keep the interpreter's default: their process
+does not rewrite a large heap every step, and starting the server (a fresh interpreter importing torch)
+cost more than it saved: ``benchmarks/encode.py --n 256`` under ``MCIP_WORKER_START=forkserver`` gave
+``mcip encode`` 24 img/s against 43 with ``fork``, index build 38 against 46 (one run each, this
+machine). Code that calls mcip's functions keeps its interpreter's default, because
 ``forkserver`` and ``spawn`` import the calling script's main module in every worker (a script needs an
 ``if __name__ == "__main__":`` guard). ``MCIP_WORKER_START=fork|forkserver|spawn`` overrides both.
 """
@@ -33,14 +38,7 @@ from mcip.errors import ConfigError
 ENV = "MCIP_WORKER_START"
 METHODS = ("fork", "forkserver", "spawn")
 # imported once by the fork server, so that a worker forked from it starts with them loaded
-PRELOAD = (
-    "torch",
-    "PIL.Image",
-    "torchvision.transforms",
-    "mcip.data.loader",
-    "mcip.embed",
-    "mcip.index.encode",
-)
+PRELOAD = ("torch", "PIL.Image", "torchvision.transforms", "mcip.data.loader")
 _state: dict[str, object] = {"default": None, "preloaded": False}
 
 

@@ -29,7 +29,6 @@ from mcip._io import atomic_write_text
 from mcip.data.cache import cache_key
 from mcip.data.dataset import decode_image
 from mcip.data.images import eval_decoding
-from mcip.data.workers import worker_context
 from mcip.index.records import IndexRecord, file_hash, file_stat
 from mcip.index.store import write_json
 from mcip.models.base import EmbeddingModel
@@ -172,7 +171,6 @@ def encode_records(
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
-        multiprocessing_context=worker_context(num_workers),
     )
     with (
         tqdm(
