@@ -469,6 +469,9 @@ def test_pipeline_checks_the_wise_step_before_the_first_stage_trains(models, dat
     raw = _raw(models, data, tmp_path, "mcip+wise+rea", f"data.val={bare}")
     with pytest.raises(ConfigError, match="needs captions"):
         run(raw, progress=False)
+    raw = _raw(models, data, tmp_path, "mcip+wise+rea", "wise.select=guarded", "wise.guard=[zeroshot]")
+    with pytest.raises(ConfigError, match="needs class names"):  # a zero-shot guard without wise.names
+        run(raw, progress=False)
 
 
 def test_a_random_weight_spec_is_rebuilt_with_the_first_stages_seed(tiny_openclip, data, tmp_path):

@@ -137,10 +137,8 @@ class WiseConfig:
     names: str | None = None  # 'label<TAB>name' file: val zero-shot top-1 on the curve
     batch_size: int = 64
     tolerance: float = 0.5  # select=guarded: points of val T2I R@5 / zero-shot top-1 an alpha may give up
-    guard: tuple[str, ...] = (
-        "t2i",
-        "zeroshot",
-    )  # select=guarded: the sides held (zeroshot alone: Re-A follows)
+    # select=guarded: the sides held (zeroshot alone when Re-A follows the merge)
+    guard: tuple[str, ...] = ("t2i", "zeroshot")
 
     def __post_init__(self) -> None:
         from mcip.models.merge import check_parts
