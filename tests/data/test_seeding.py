@@ -123,3 +123,20 @@ def test_shard_resume_without_workers_augments_the_same(tmp_path, image_folder) 
     tail = list(loader.iterate(1, start_batch=4))
     for a, b in zip(full[4:], tail, strict=True):
         assert torch.equal(a["index"], b["index"]) and torch.equal(a["pixels"], b["pixels"])
+
+
+def test_a_batched_fetch_gives_the_items_of_single_fetches() -> None:
+    from mcip.data.seeding import SeededItems
+
+    items = SeededItems(RandomItems())
+    batch = [(i, (4, 0, 7, j, i)) for j, i in enumerate([3, 1, 3, 0])]
+    torch.manual_seed(5), random.seed(5), np.random.seed(5)
+    expected = torch.rand(2), random.random(), np.random.rand()
+    torch.manual_seed(5), random.seed(5), np.random.seed(5)
+    together = items.__getitems__(batch)
+    assert (torch.rand(2).tolist(), random.random(), np.random.rand()) == (
+        expected[0].tolist(),
+        *expected[1:],
+    )
+    assert together == [items[t] for t in batch]
+    assert together[0] != together[2]  # index 3 twice, at two positions: two draws

@@ -197,3 +197,73 @@ def test_an_interrupted_cache_resumes_where_it_stopped(model_specs, tmp_path, mo
     np.testing.assert_array_equal(np.asarray(resumed.tokens.features), np.asarray(reference.tokens.features))
     with pytest.raises(mcip.InputError, match="No captions"):
         cached_text_hidden(model, [], 1, tmp_path)
+
+
+def _partitions(items: list[int]):
+    """Every set partition of ``items`` (a naive recursion; Bell(n) of them)."""
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for part in _partitions(rest):
+        yield [[first], *part]
+        for k in range(len(part)):
+            yield [*part[:k], [first, *part[k]], *part[k + 1 :]]
+
+
+def _chunk_cost(lengths, chunks, row_cost) -> int:
+    return sum(len(c) * max(lengths[i] for i in c) + row_cost for c in chunks)
+
+
+@pytest.mark.parametrize("row_cost", [0, 3, 10, 1000])
+def test_length_chunks_are_the_cheapest_split_of_all_partitions(row_cost):
+    rng = np.random.default_rng(row_cost)
+    for _ in range(25):
+        lengths = rng.integers(1, 12, size=int(rng.integers(1, 8))).tolist()
+        chunks = text_cache.length_chunks(lengths, row_cost)
+        flat = np.concatenate(chunks)
+        assert sorted(flat.tolist()) == list(range(len(lengths)))  # each position exactly once
+        assert all(np.all(np.diff(c) > 0) for c in chunks)
+        best = min(_chunk_cost(lengths, p, row_cost) for p in _partitions(list(range(len(lengths)))))
+        assert _chunk_cost(lengths, [c.tolist() for c in chunks], row_cost) == best
+    assert [c.tolist() for c in text_cache.length_chunks([], 5)] == [[]]
+    assert len(text_cache.length_chunks([3, 3, 20, 3], 10**6)) == 1  # chunks too dear: the whole batch
+
+
+@pytest.mark.parametrize("name", BACKEND_CASES)
+def test_chunked_batches_have_the_loss_and_gradients_of_the_whole_batch(
+    model_specs, name, tmp_path, monkeypatch
+):
+    model = _model(model_specs, name)  # eval mode: no dropout, so chunks and whole batch compute alike
+    unlock_last_text_blocks(model, 1)
+    records = _records()
+    rng = np.random.default_rng(1)
+    images = rng.standard_normal((len(records), model.embed_dim)).astype(np.float32)
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    cache = cached_text_hidden(model, _texts(records), 1, tmp_path, dtype="float32")
+    batch = {k: v for k, v in _batch(model, records).items() if k != "tokens"}
+    distinct = len(set(cache.lengths(batch["caption_index"]).tolist()))  # 1: SigLIP pads to a fixed length
+    task = RealignTask(model, images, InfoNCELoss(), cache)
+    whole_encode, chunks = cache.encode, []
+    monkeypatch.setattr(cache, "encode", lambda m, index: whole_encode(m, index, chunked=False))
+    ref_loss, ref_grads = _loss_and_grads(task, batch)
+    monkeypatch.setattr(cache, "encode", whole_encode)
+    monkeypatch.setitem(text_cache.CHUNK_ROW_COST, "cpu", 0)  # free chunks: one per distinct length
+    from_hidden = model.text_features_from_hidden
+
+    def counted(hidden, tokens, n_last):
+        chunks.append(hidden.shape)
+        return from_hidden(hidden, tokens, n_last)
+
+    monkeypatch.setattr(model, "text_features_from_hidden", counted)
+    loss, grads = _loss_and_grads(task, batch)
+    assert len(chunks) == distinct and sum(s[0] for s in chunks) == len(batch["caption_index"])
+    assert distinct > 2 or name == "hf-siglip"
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == ref_grads.keys()
+    for n, g in grads.items():
+        torch.testing.assert_close(g, ref_grads[n], rtol=1e-4, atol=1e-6, msg=n)
+    emb = cache.encode(model, batch["caption_index"])  # the rows come back in the batch's order
+    torch.testing.assert_close(
+        emb, whole_encode(model, batch["caption_index"], chunked=False), atol=1e-5, rtol=0
+    )

@@ -34,22 +34,33 @@ def item_seeds(*key: int) -> tuple[int, int, list[int]]:
     return (w[0] << 32) | w[1], (w[2] << 32) | w[3], w[2:]
 
 
-@contextmanager
-def seeded_rngs(*key: int) -> Iterator[None]:
-    """Run the body with torch's CPU generator, ``random`` and numpy's global generator seeded from
-    ``key`` (see :func:`item_seeds`); their previous states come back afterwards. CUDA generators are
-    neither touched nor needed (augmentation runs on the CPU)."""
-    saved = torch.get_rng_state(), random.getstate(), np.random.get_state()
+def _seed(*key: int) -> None:
     torch_seed, python_seed, numpy_seed = item_seeds(*key)
     torch.default_generator.manual_seed(torch_seed)
     random.seed(python_seed)
     np.random.seed(numpy_seed)
+
+
+@contextmanager
+def _restored_rngs() -> Iterator[None]:
+    """The body may reseed torch's CPU generator, ``random`` and numpy's; their states come back after."""
+    saved = torch.get_rng_state(), random.getstate(), np.random.get_state()
     try:
         yield
     finally:
         torch.set_rng_state(saved[0])
         random.setstate(saved[1])
         np.random.set_state(saved[2])
+
+
+@contextmanager
+def seeded_rngs(*key: int) -> Iterator[None]:
+    """Run the body with torch's CPU generator, ``random`` and numpy's global generator seeded from
+    ``key`` (see :func:`item_seeds`); their previous states come back afterwards. CUDA generators are
+    neither touched nor needed (augmentation runs on the CPU)."""
+    with _restored_rngs():
+        _seed(*key)
+        yield
 
 
 class SeededItems(Dataset):
@@ -66,6 +77,18 @@ class SeededItems(Dataset):
         index, key = tagged
         with seeded_rngs(*key):
             return self.dataset[index]
+
+    def __getitems__(self, batch: Sequence[tuple[int, Sequence[int]]]) -> list[Any]:
+        """A whole batch (the DataLoader's batched fetch): the items :meth:`__getitem__` gives one by
+        one, with the caller's generator states saved and restored once per batch instead of once per
+        item (saving and restoring them cost ~140 us, seeding ~40 us; Re-A batches of 256 cached
+        captions spent 8% of the stage there, measured with py-spy on the lab)."""
+        out = []
+        with _restored_rngs():
+            for index, key in batch:
+                _seed(*key)
+                out.append(self.dataset[index])
+        return out
 
 
 class SeededBatches:

@@ -20,7 +20,12 @@ Size on disk: (caption tokens in total) x F_hidden x 2 bytes, e.g. 1M captions o
 it pays off on runs longer than that, and on every later run with the same tower, captions and unlocked
 count (other learning rates, ``--resume``, the next stage of a sweep), which read it back.
 
-A batch re-pads its rows with zeros to its longest caption. Storage is float16 by default: on the lab
+A batch re-pads its rows with zeros to its longest caption; on the CPU it runs in chunks of similar
+length (:func:`length_chunks`), each padded to its own longest, when that saves more padded rows than the
+extra chunks cost (short captions pad a lot: on the lab's pseudo-captions, mean 4 tokens, three in four
+rows of a 256-caption batch are padding). The chunks give every caption the same result as the whole
+batch (the blocks mask padded keys; float rounding aside) except for dropout, whose masks are drawn per
+chunk. Storage is float16 by default: on the lab
 model (composed:lab, 256 emoji captions, 1 of 6 blocks unlocked) float16 instead of float32 changed the
 Re-A loss by 4e-7 and the gradients by 3e-4 (relative: |difference| / |float32|), while float32 storage
 matches the full tower to float rounding (loss 0, gradients 3e-7); benchmarks/realign_step.py measures
@@ -48,6 +53,35 @@ from mcip.models.fingerprint import model_fingerprint
 log = logging.getLogger(__name__)
 
 CHUNK_CAPTIONS = 256  # captions per forward pass of the lower blocks
+# What one more chunk of a batch costs through the unlocked blocks, in padded token rows, by device type.
+# CPU: composed:lab's unlocked block (width 384) took 5.5 ms + 85 us per token row forward + backward on
+# 2 AMD EPYC cores (e.g. 256 x 4 rows 86 ms, 16 x 4 rows 10.5 ms), so a chunk costs about 64 rows. Other
+# devices are not measured (no GPU here): their batches run whole, as before.
+CHUNK_ROW_COST = {"cpu": 64}
+
+
+def length_chunks(lengths: Sequence[int] | np.ndarray, row_cost: int) -> list[np.ndarray]:
+    """Positions ``0..B-1`` of a batch with caption ``lengths`` (B,) split into chunks of similar length
+    that minimise ``sum over chunks (size x longest) + row_cost x chunks``: the padded token rows the
+    blocks run plus each chunk's overhead. Chunks are runs of the length-sorted order (an optimal split
+    never interleaves lengths), found exactly by dynamic programming over the K distinct lengths
+    (O(K^2)); shortest chunk first, positions ascending within a chunk."""
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    if len(lengths) == 0:
+        return [np.arange(0)]
+    values, counts = np.unique(lengths, return_counts=True)
+    before = np.concatenate([[0], np.cumsum(counts)])  # captions shorter than values[k]
+    best = [0] + [0] * len(values)  # best[j]: cost of the first j distinct lengths
+    cut = [0] * (len(values) + 1)
+    for j in range(1, len(values) + 1):
+        options = [best[i] + (before[j] - before[i]) * values[j - 1] + row_cost for i in range(j)]
+        cut[j] = int(np.argmin(options))
+        best[j] = options[cut[j]]
+    bounds, j = [], len(values)
+    while j > 0:
+        bounds.append((cut[j], j))
+        j = cut[j]
+    return [np.flatnonzero((lengths >= values[i]) & (lengths <= values[j - 1])) for i, j in bounds[::-1]]
 
 
 def no_tokens(texts: list[str]) -> dict:
@@ -91,11 +125,28 @@ class TextHiddenCache:
     def _half(self) -> bool:
         return self.hidden.features.dtype == np.float16
 
-    def encode(self, model: EmbeddingModel, index: Tensor | Sequence[int]) -> Tensor:
-        """Captions ``index`` (B,) -> (B, D) L2-normalised text embeddings through the unlocked blocks."""
-        hidden, tokens = self.batch(index, model.device, model.dtype)
-        features = model.text_features_from_hidden(hidden, tokens, self.n_last)
-        return F.normalize(model.project_text(features), dim=-1)
+    def lengths(self, index: Tensor | Sequence[int]) -> np.ndarray:
+        """(B,) the stored positions of captions ``index``."""
+        idx = torch.as_tensor(index).cpu().numpy().astype(np.int64).reshape(-1)
+        return self.hidden.offsets[idx + 1] - self.hidden.offsets[idx]
+
+    def encode(self, model: EmbeddingModel, index: Tensor | Sequence[int], chunked: bool = True) -> Tensor:
+        """Captions ``index`` (B,) -> (B, D) L2-normalised text embeddings through the unlocked blocks;
+        in chunks of similar length where :data:`CHUNK_ROW_COST` says it pays (``chunked=False``: the
+        whole batch at once)."""
+        idx = torch.as_tensor(index).cpu().reshape(-1)
+        cost = CHUNK_ROW_COST.get(torch.device(model.device).type) if chunked else None
+        parts = [np.arange(len(idx))] if cost is None else length_chunks(self.lengths(idx), cost)
+        features = []
+        for part in parts:
+            hidden, tokens = self.batch(idx[torch.from_numpy(part)], model.device, model.dtype)
+            features.append(model.text_features_from_hidden(hidden, tokens, self.n_last))
+        if len(parts) == 1:
+            out = features[0]
+        else:  # back to the batch's order
+            order = torch.from_numpy(np.argsort(np.concatenate(parts), kind="stable")).to(model.device)
+            out = torch.cat(features).index_select(0, order)
+        return F.normalize(model.project_text(out), dim=-1)
 
 
 # ------------------------------------------------------------------ building
