@@ -24,8 +24,8 @@ from mcip.data import ImageRecord
 from mcip.data.pairs import CollatePairs, SampledCaptionDataset
 from mcip.losses import InfoNCELoss
 from mcip.models import unlock_last_text_blocks
-from mcip.train.task import RealignTask
 from mcip.train import text_cache
+from mcip.train.task import RealignTask
 from mcip.train.text_cache import cached_text_hidden, no_tokens
 
 CHUNK_TARGET = 1.0  # length chunks never slower than whole batches (they are chosen only when they save rows)
