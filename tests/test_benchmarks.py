@@ -84,7 +84,11 @@ def test_encode_benchmark_runs(tiny_openclip, tmp_path, capsys):
         "encode_layout_min_cosine",
     ):
         assert f"RESULT {name} " in out
-    for name in ("encode_workers_vs_serial_bound", "encode_jpeg_draft_decode_speedup"):
+    for name in (
+        "encode_workers_vs_serial_bound",
+        "encode_jpeg_draft_decode_speedup",
+        "encode_compiled_min_cosine",
+    ):
         assert f"RESULT {name} " in out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mcip.cli._common import add_model_args, default_workers
+from mcip.cli._common import COMPILE_HELP, add_model_args, default_workers
 from mcip.errors import ConfigError
 
 
@@ -22,8 +22,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
         args.model, device=args.device, drop_projector=args.drop_projector, precision=args.precision
     )
     result = encode_images(
-        model, paths, batch_size=args.batch_size, progress=not args.quiet, num_workers=args.workers
-    )
+        model, paths, batch_size=args.batch_size, progress=not args.quiet, num_workers=args.workers,
+        compile=args.compile,
+    )  # fmt: skip
     summary = write_encoded(result, args.out, root, model.spec)
     names = [str(p.relative_to(root)) for p in result.paths]
     if args.neighbours and len(names) > 1:
@@ -73,6 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"image-decoding processes (default {default_workers()}: one core left to the model, at most 4; "
         "0 decodes in this process)",
     )
+    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(p)
     p.set_defaults(func=cmd_encode)

@@ -7,7 +7,7 @@ import json
 import math
 import sys
 
-from mcip.cli._common import add_device_arg, add_model_args, default_workers
+from mcip.cli._common import COMPILE_HELP, add_device_arg, add_model_args, default_workers
 
 MAX_LISTED = 5
 
@@ -62,7 +62,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
             args.model, args.images, args.out, factory=args.factory, backend=args.backend,
             batch_size=args.batch_size, progress=not args.quiet, root=args.root, device=args.device,
             num_workers=args.workers, model_options=options, wait=args.wait, encoding=args.encoding,
-            dim=args.dim, **backend_options,
+            dim=args.dim, compile=args.compile, **backend_options,
         )  # fmt: skip
     except KeyboardInterrupt:
         _resume_hint(args.out)
@@ -82,7 +82,7 @@ def cmd_index_add(args: argparse.Namespace) -> int:
         summary = add_to_index(
             args.index, args.images, model=args.model, batch_size=args.batch_size, progress=not args.quiet,
             root=args.root, device=args.device, num_workers=args.workers, wait=args.wait,
-            encoding=args.encoding, **qdrant_options(args),
+            encoding=args.encoding, compile=args.compile, **qdrant_options(args),
         )  # fmt: skip
     except KeyboardInterrupt:
         _resume_hint(args.index)
@@ -233,6 +233,7 @@ def _encode_args(p: argparse.ArgumentParser) -> None:
     _wait_arg(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=default_workers(), help="image-decoding processes")
+    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 

@@ -87,10 +87,11 @@ def _new_backend(backend: str, factory: str | None, options: dict) -> Backend:
 
 
 def _encode(
-    model, records, index_dir: Path, image_fp: str, batch_size, num_workers, progress
+    model, records, index_dir: Path, image_fp: str, batch_size, num_workers, progress, compile=False
 ) -> tuple[Encoded, np.ndarray]:
     key = plan_key(image_fp, model.embed_dim, records)
-    encoded = encode_records(model, records, staging_dir(index_dir), key, batch_size, num_workers, progress)
+    staging = staging_dir(index_dir)
+    encoded = encode_records(model, records, staging, key, batch_size, num_workers, progress, compile)
     return encoded, encoded.readable
 
 
@@ -137,6 +138,7 @@ def build_index(
     encoding: str | None = None,
     lineage: dict | None = None,
     dim: int | None = None,
+    compile: bool = False,
     **backend_options: Any,
 ) -> dict:
     """Encode the images of ``source`` with ``model`` and write a new index to ``out_dir`` (replacing one).
@@ -152,6 +154,8 @@ def build_index(
         backend: ``faiss`` or ``qdrant``; ``backend_options`` go to it (FAISS: ``search_params``,
             ``train_size``, ``seed``; Qdrant: ``url``, ``api_key``, ``collection``, ``prefer_grpc``, ``timeout``).
         num_workers: DataLoader processes decoding images (0: in this process).
+        compile: run the image tower through ``torch.compile`` (:mod:`mcip.models.compiled`: tens of
+            seconds to compile, then a faster forward pass; for large collections).
         wait: seconds to wait while another process writes ``out_dir`` (``math.inf``: no limit); then
             :class:`~mcip.index.lock.IndexBusyError` naming the writer. Every writer holds the lock.
         lineage: when this build is a new version of an index (``rebuild_index``): its history and
@@ -184,8 +188,9 @@ def build_index(
         store.check(model.embed_dim)
         identity = model_identity(model, {k: v for k, v in options.items() if k not in _LOAD_OPTIONS})
         encoded, ok = _encode(
-            model, records, index_dir, identity["image_fingerprint"], batch_size, num_workers, progress
-        )
+            model, records, index_dir, identity["image_fingerprint"], batch_size, num_workers, progress,
+            compile,
+        )  # fmt: skip
         kept = _with_hashes(records, ok, encoded)
         if not kept:
             raise _nothing_readable(encoded, len(records))
@@ -250,13 +255,14 @@ def add_to_index(
     num_workers: int = 0,
     wait: float = 0.0,
     encoding: str | None = None,
+    compile: bool = False,
     **backend_options: Any,
 ) -> dict:
     """Append the images of ``source`` whose ids the index lacks (the others are counted as duplicates).
 
     ``model`` defaults to the one the index was built with; another model is refused unless its image
     tower is the same. ``backend_options`` override the stored ones for this run (e.g. ``api_key``).
-    ``wait`` and ``encoding``: as in :func:`build_index` (the lock is held from reading the index to
+    ``wait``, ``encoding`` and ``compile``: as in :func:`build_index` (the lock is held from reading the index to
     swapping in the new version, so concurrent adds queue and none is lost). Returns the summary of
     :func:`build_index`.
     """
@@ -267,7 +273,7 @@ def add_to_index(
     records = load_index_records(source, root, encoding)
     with index_lock(index_dir, wait):
         return _add_locked(index_dir, records, model, batch_size, progress, device, num_workers,
-                           backend_options, start)  # fmt: skip
+                           backend_options, start, compile)  # fmt: skip
 
 
 def _with_hashes(records, ok: np.ndarray, encoded: Encoded) -> list[IndexRecord]:
@@ -306,8 +312,9 @@ def _changed(stored: StoredIndex, records) -> list:
 
 
 def _add_locked(
-    index_dir: Path, records, model, batch_size, progress, device, num_workers, backend_options, start
-) -> dict:
+    index_dir: Path, records, model, batch_size, progress, device, num_workers, backend_options, start,
+    compile=False,
+) -> dict:  # fmt: skip
     stored = StoredIndex(index_dir)
     encoded, kept, replaced = None, [], []
     try:
@@ -323,7 +330,7 @@ def _add_locked(
         store = create_backend(manifest["backend"], **{**manifest["backend_options"], **backend_options})
         store.state = dict(manifest.get("backend_state", {}))
         encoded, ok = _encode(
-            model, new, index_dir, manifest["image_fingerprint"], batch_size, num_workers, progress
+            model, new, index_dir, manifest["image_fingerprint"], batch_size, num_workers, progress, compile
         )
         kept = _with_hashes(new, ok, encoded)
         replaced = [r for r in kept if r.id in changed_ids]

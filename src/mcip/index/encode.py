@@ -158,9 +158,14 @@ def encode_records(
     batch_size: int = 64,
     num_workers: int = 0,
     progress: bool = True,
+    compile: bool = False,
 ) -> Encoded:
-    """Encode ``records`` into ``staging`` (resuming a plan with the same ``key``); see the module docstring."""
+    """Encode ``records`` into ``staging`` (resuming a plan with the same ``key``); see the module docstring.
+    ``compile``: the image tower runs through ``torch.compile`` (:mod:`mcip.models.compiled`)."""
+    from mcip.models.compiled import image_encoder
+
     start = time.perf_counter()
+    encode = image_encoder(model, compile, batch_size)
     plan = {"key": key, "n": len(records), "dim": int(model.embed_dim)}
     done = _rows_done(staging, plan)
     out = np.lib.format.open_memmap(staging / "features.npy", mode="r+")
@@ -181,7 +186,7 @@ def encode_records(
     ):
         for rows, kept, pixels, errors, batch_hashes in loader:
             if pixels is not None:
-                out[kept] = model.encode_image(pixels).float().cpu().numpy()
+                out[kept] = encode(pixels).float().cpu().numpy()
             for row, error in errors.items():
                 out[row] = np.nan
                 path = str(records[row].path)
