@@ -118,4 +118,8 @@ def test_encode_compile_gives_the_embeddings_of_the_plain_model(model_specs, tmp
     assert main([*args, "--batch-size", "4", "--workers", "0", "--quiet", "--compile"]) == 0
     manifest = json.loads((index / "manifest.json").read_text())
     assert manifest["count"] == 7
+    args = ["index", "rebuild", "--index", str(index), "--model", spec, "--out", str(tmp_path / "again")]
+    assert main([*args, "--batch-size", "4", "--workers", "0", "--quiet", "--compile"]) == 0
+    again = np.load(tmp_path / "again" / "embeddings.f16.npy")
+    np.testing.assert_allclose(again, np.load(index / "embeddings.f16.npy"), atol=2e-3, rtol=0)
     assert "encoding without it" not in caplog.text  # compiled for real, no fallback

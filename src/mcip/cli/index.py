@@ -147,7 +147,7 @@ def cmd_index_rebuild(args: argparse.Namespace) -> int:
     try:
         summary = rebuild_index(
             args.index, args.model, out=args.out, batch_size=args.batch_size, progress=not args.quiet,
-            device=args.device, num_workers=args.workers, wait=args.wait,
+            device=args.device, num_workers=args.workers, wait=args.wait, compile=args.compile,
             model_options={"precision": args.precision, "drop_projector": args.drop_projector},
         )  # fmt: skip
     except KeyboardInterrupt:
@@ -279,6 +279,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _wait_arg(q)
     q.add_argument("--batch-size", type=int, default=64)
     q.add_argument("--workers", type=int, default=default_workers(), help="image-decoding processes")
+    q.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     index_model_args(q, model_required=True)

@@ -104,10 +104,12 @@ def rebuild_index(
     num_workers: int = 0,
     model_options: dict[str, Any] | None = None,
     wait: float = 0.0,
+    compile: bool = False,
 ) -> dict:
     """Re-encode every image of ``index_dir`` with ``model`` (a spec, model folder or EmbeddingModel) into
     ``out`` (default: in place), with the same backend, factory and options; the new manifest's history
-    continues the old one with a ``rebuild`` entry naming both models. Returns the build summary."""
+    continues the old one with a ``rebuild`` entry naming both models. ``compile``: as in
+    :func:`~mcip.index.build.build_index`. Returns the build summary."""
     from mcip.index.build import build_index
 
     index_dir = Path(index_dir)
@@ -145,6 +147,7 @@ def rebuild_index(
             model_options=model_options,
             wait=wait,
             lineage=lineage,
+            compile=compile,
             **{k: v for k, v in manifest.get("backend_options", {}).items() if k != "factory"},
         )
     return {**summary, "previous_model": manifest.get("model")}
