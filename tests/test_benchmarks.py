@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 import mcip
@@ -68,15 +69,23 @@ def test_eval_map_benchmark_prints_its_ratios(capsys):
     assert "RESULT eval_map_vs_matmul " in out and "target <=1.5" in out
 
 
-def test_encode_benchmark_runs(tiny_openclip, tmp_path, capsys):
-    """benchmarks/encode.py on a few PNGs with the tiny open_clip model: every RESULT line is printed."""
+@pytest.mark.parametrize("compiled", [pytest.param(True, marks=pytest.mark.slow), False])
+def test_encode_benchmark_runs(tiny_openclip, tmp_path, capsys, compiled):
+    """benchmarks/encode.py on a few PNGs with the tiny open_clip model: every RESULT line is printed (the
+    torch.compile ones unless --no-compile)."""
     from tests.index.helpers import write_pngs
 
     bench = _load("encode")
     write_pngs(tmp_path / "img", [f"{i}.png" for i in range(8)])
     args = ["--images", str(tmp_path / "img"), "--model", f"openclip:{tiny_openclip}", "--n", "8"]
-    assert bench.main([*args, "--batch", "4", "--workers", "0"]) == 0
+    assert bench.main([*args, "--batch", "4", "--workers", "0", *([] if compiled else ["--no-compile"])]) == 0
     out = capsys.readouterr().out
+    compiled_lines = (
+        "encode_compiled_forward_speedup",
+        "encode_compiled_workers_speedup",
+        "encode_compiled_min_cosine",
+    )
+    assert all((f"RESULT {name} " in out) == compiled for name in compiled_lines)
     for name in (
         "encode_vs_limit",
         "encode_index_build_vs_limit",
@@ -87,7 +96,6 @@ def test_encode_benchmark_runs(tiny_openclip, tmp_path, capsys):
     for name in (
         "encode_workers_vs_serial_bound",
         "encode_jpeg_draft_decode_speedup",
-        "encode_compiled_min_cosine",
     ):
         assert f"RESULT {name} " in out
 

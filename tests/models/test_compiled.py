@@ -91,7 +91,42 @@ def test_a_failing_compiler_falls_back_once_and_a_later_failure_is_raised(model_
             encode(pixels[4:])
 
 
+def test_a_platform_that_refuses_compile_falls_back_and_odd_inputs_run_uncompiled(
+    model_specs, monkeypatch, caplog
+):
+    model = _model(model_specs)
+
+    def refuse(fn, dynamic=None):
+        raise RuntimeError("torch.compile is not supported on Python 3.99+")
+
+    monkeypatch.setattr(compiled.torch, "compile", refuse)
+    with caplog.at_level(logging.WARNING, logger="mcip.models.compiled"):
+        encode = compiled.image_encoder(model, compile=True, batch_size=4)  # refused at construction
+    assert encode.compiled is None and "not supported on Python 3.99+" in caplog.text
+    pixels = random_images(3, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(encode(pixels), model.encode_image(pixels), atol=1e-6, rtol=0)
+    recorder = Recorder()
+    monkeypatch.setattr(compiled.torch, "compile", recorder)
+    encode = compiled.image_encoder(model, compile=True, batch_size=4)
+    images = [Image.new("RGB", (40, 30), (200, 10, 10)), Image.new("RGB", (30, 40), (10, 10, 200))]
+    with torch.no_grad():
+        torch.testing.assert_close(encode(images), model.encode_image(images), atol=1e-6, rtol=0)
+        with pytest.raises(
+            mcip.InputError, match="expects a"
+        ):  # input errors are the caller's, not compile's
+            encode(torch.zeros(2, 1, 32, 32))
+    assert encode.compiled is not None  # PIL images ran uncompiled; the wrong shape did not disable it
+
+
+def _has_cxx() -> bool:
+    import shutil
+
+    return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(not _has_cxx(), reason="torch.compile on the CPU needs a C++ compiler (g++ or clang++)")
 def test_encode_compile_gives_the_embeddings_of_the_plain_model(model_specs, tmp_path, caplog):
     """`mcip encode --compile` and `mcip index build --compile` as the README shows them, with real
     torch.compile, on a messy folder."""

@@ -16,9 +16,9 @@ Command = Callable[[argparse.Namespace], int]
 PRECISIONS = list(WEIGHT_PRECISIONS)  # a model's weights dtype: fp32, bf16, fp16
 DEVICE_HELP = "torch device, e.g. cpu or cuda (default: cpu)"
 COMPILE_HELP = (
-    "run the image tower through torch.compile: tens of seconds to compile first, then a faster forward "
-    "pass (1.28x for the lab's model on 2 CPU cores); for large collections. Falls back to the plain "
-    "model, with a warning, where compiling fails"
+    "run the image tower through torch.compile: 10 to 40 s to compile first, then a faster forward pass "
+    "(1.73x for the lab's model on 2 CPU cores, where decoding still bounds the whole job); for large "
+    "collections. Falls back to the plain model, with a warning, where compiling fails"
 )
 
 

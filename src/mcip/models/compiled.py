@@ -3,11 +3,13 @@
 :func:`image_encoder` gives the function an encoder calls on each batch of pixels: ``model.encode_image``
 itself, or a :class:`CompiledImageEncoder`. The compiled one pads every batch to one size (the last,
 partial batch repeats its last image and drops the extra rows), so the network compiles once for a whole
-job instead of once more for the last batch. Compiling costs tens of seconds before the first batch (34 s
-for the lab's EfficientNet-Lite0 at 128 px on 2 CPU cores) and made its forward pass 1.28x faster there
-with embeddings equal to float rounding (least cosine 0.99999988): it pays off on tens of thousands of
-images (``benchmarks/encode.py`` measures it). When compilation fails (no C++ compiler for the CPU
-backend, an operator the compiler does not support) the job says why once and goes on uncompiled.
+job instead of once more for the last batch. Compiling costs seconds to tens of seconds before the first
+batch (the lab's EfficientNet-Lite0 at 128 px on 2 CPU cores: 34 s in a fresh process, 10 s with
+inductor's on-disk cache warm); its forward pass then ran 1.73x faster there, embeddings equal to float
+rounding (``benchmarks/encode.py``: least cosine 1.000000). It pays off on large collections, where the
+network and not decoding is the bottleneck. When compiling fails (a Python or platform torch.compile
+does not support, no C++ compiler for the CPU backend, an operator the compiler cannot handle) the job
+says why in one line and goes on uncompiled.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mcip.errors import ConfigError
+from mcip.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from mcip.models.base import EmbeddingModel
@@ -26,38 +28,50 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class CompiledImageEncoder:
-    """``model.encode_image`` compiled for batches of exactly ``batch_size`` (smaller ones are padded).
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else 'no message'}"
 
-    Falls back to the uncompiled ``model.encode_image`` (logged once) when compiling or running the
-    compiled function raises on the first batch; a failure after a first success is re-raised."""
+
+class CompiledImageEncoder:
+    """``model.encode_image`` compiled for (B, 3, S, S) batches of exactly ``batch_size`` (smaller ones
+    are padded); anything else (a list of PIL images, a larger batch) runs uncompiled.
+
+    Falls back to the uncompiled ``model.encode_image`` (logged once) when ``torch.compile`` refuses, or
+    when compiling or running the compiled function raises on the first batch; a failure after a first
+    success is raised, as are mcip's input errors."""
 
     def __init__(self, model: EmbeddingModel, batch_size: int) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be 1 or more, got {batch_size}.")
         self.model, self.batch_size = model, batch_size
-        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = torch.compile(
-            model.encode_image, dynamic=False
-        )
         self._proven = False
+        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        try:  # some platforms refuse here already (torch's check_if_dynamo_supported)
+            self.compiled = torch.compile(model.encode_image, dynamic=False)
+        except Exception as exc:
+            self._give_up(exc)
+
+    def _give_up(self, exc: BaseException) -> None:
+        log.warning(
+            "torch.compile could not compile the image tower (%s); encoding without it.", _reason(exc)
+        )
+        self.compiled = None
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         n = len(pixels)
-        if self.compiled is None or n > self.batch_size or n == 0:
+        if self.compiled is None or not torch.is_tensor(pixels) or n > self.batch_size or n == 0:
             return self.model.encode_image(pixels)
         if n < self.batch_size:  # one shape for the whole job: pad with copies of the last image
             pixels = torch.cat([pixels, pixels[-1:].expand(self.batch_size - n, *pixels.shape[1:])])
         try:
             out = self.compiled(pixels)
+        except InputError:
+            raise
         except Exception as exc:
             if self._proven:
                 raise
-            log.warning(
-                "torch.compile could not compile the image tower (%s: %s); encoding without it.",
-                type(exc).__name__,
-                str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "no message",
-            )
-            self.compiled = None
+            self._give_up(exc)
             return self.model.encode_image(pixels[:n])
         self._proven = True
         return out[:n]
