@@ -178,7 +178,8 @@ def measure(model, paths, args) -> int:
     if args.compile:
         compile_s, forward_compiled, compiled_emb = compiled_forward(model, pixels, args.batch)
         compiled_cosine = float(torch.nn.functional.cosine_similarity(compiled_emb, reference).min())
-        start = time.perf_counter()  # mcip encode --compile, its own compilation included (no_grad, not inference_mode: a second graph)
+        # mcip encode --compile, its own compilation included (no_grad, not inference_mode: a second graph)
+        start = time.perf_counter()
         encode_images(
             model, paths, batch_size=args.batch, progress=False, num_workers=args.workers, compile=True
         )
