@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import warnings
@@ -9,9 +10,27 @@ from pathlib import Path
 from typing import IO
 
 from mcip.data.limits import ImageFormatRefused, ImageLimits, ImageRefused, check_size, default_image_limits
+from mcip.data.shard_ref import read_member, split_member_ref
 from mcip.errors import InputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+_MEMBER_EXTS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+
+
+def read_image_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file, or of the image member a shard reference ``SHARD.tar#KEY`` names
+    (:mod:`mcip.data.shard_ref`). Raises OSError (``FileNotFoundError`` when absent)."""
+    ref = split_member_ref(path)
+    if ref is None:
+        return Path(path).read_bytes()
+    return read_member(*ref, _MEMBER_EXTS)[1]
+
+
+def image_source(path: str | os.PathLike | IO[bytes]) -> str | os.PathLike | IO[bytes]:
+    """What Pillow opens for ``path``: the path itself, or the bytes of a shard member as a file object."""
+    if split_member_ref(path) is None:
+        return path
+    return io.BytesIO(read_image_bytes(path))
 
 
 def find_images(root: str | os.PathLike) -> list[Path]:
@@ -51,7 +70,8 @@ def eval_decoding() -> str:
 def open_image(
     path: str | os.PathLike | IO[bytes], limits: ImageLimits | None = None, draft: int | None = None
 ):
-    """Decode ``path`` (a file or a binary file object) fully: truncated files fail here, not later.
+    """Decode ``path`` (a file, a shard member ``SHARD.tar#KEY`` or a binary file object) fully: truncated
+    files fail here, not later.
 
     ``draft``: a JPEG is decoded at the smallest of 1/8, 1/4, 1/2 or full scale that keeps both sides at
     least ``draft`` pixels (libjpeg's DCT scaling: a 4000 x 3000 photo decodes at 500 x 375 for
@@ -66,7 +86,7 @@ def open_image(
     ValueError or SyntaxError.
     """
     limits = limits or default_image_limits()
-    with _open_header(path, limits) as img:
+    with _open_header(image_source(path), limits) as img:
         check_size(img.size, limits)
         if draft and img.format == "JPEG":
             img.draft(None, (draft, draft))

@@ -157,7 +157,8 @@ def load_records(
 ) -> list[ImageRecord]:
     """Records from a manifest file, an image folder or webdataset shards (``shards-{0000..0099}.tar``).
 
-    For shards, each record's ``path`` is the shard holding the sample (see ``read_shard_records``).
+    For shards, each record's ``path`` is ``SHARD#KEY``, the sample inside its shard
+    (see ``read_shard_records``).
     ``encoding``: of a CSV / JSONL manifest (default: detected, see ``mcip.data.textfile``).
     """
     path = Path(source)

@@ -21,7 +21,8 @@ class ImageRecord:
     Attributes:
         id: unique key of the image (the manifest's ``id`` column, the path relative to the dataset
             root, or the webdataset sample key); caption sidecars are keyed by it.
-        path: the image file; for a record read from webdataset shards, the ``.tar`` shard holding it.
+        path: the image file; for a record read from webdataset shards, ``SHARD.tar#KEY`` (the sample
+            inside its shard, see :mod:`mcip.data.shard_ref`), which opens like a file.
         label: class name, kept as a string; :func:`class_index` maps labels to ``0..C-1``.
         captions: caption texts, in order of preference (may be empty).
     """

@@ -2,7 +2,8 @@
 
 A shard is a tar file in which the files of one sample share a key and sit next to each other:
 ``KEY.jpg`` (or png, webp, ...) and ``KEY.json`` with ``{"label": ..., "captions": [...], "id": ...}``.
-The key is the member name up to the first dot of its base name (webdataset's rule).
+The key is the member name up to the first dot of its base name (webdataset's rule). A record read
+from shards has ``path = SHARD#KEY`` (:mod:`mcip.data.shard_ref`), which opens like an image file.
 """
 
 from __future__ import annotations
@@ -17,19 +18,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from mcip._io import atomic_open
-from mcip.data.images import IMAGE_EXTENSIONS
+from mcip.data.images import IMAGE_EXTENSIONS, read_image_bytes
 from mcip.data.records import ImageRecord, check_unique_ids, parse_captions
+from mcip.data.shard_ref import member_ref, split_key
 from mcip.errors import ConfigError, InputError
 
 IMAGE_EXTS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
 _TAR_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError)
-
-
-def split_key(name: str) -> tuple[str, str]:
-    """``"dir/000001.seg.json"`` -> ``("dir/000001", "seg.json")``."""
-    folder, _, base = name.rpartition("/")
-    stem, _, ext = base.partition(".")
-    return (f"{folder}/{stem}" if folder else stem), ext.lower()
 
 
 def iter_tar_samples(shard: str | os.PathLike, images: bool = True) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -70,7 +65,8 @@ def parse_meta(key: str, files: dict[str, bytes], where: str) -> dict | str:
 
 
 def read_shard_records(shards: Sequence[str | os.PathLike]) -> list[ImageRecord]:
-    """Records (``path`` = the shard) from the JSON files only, without decoding images.
+    """Records (``path`` = ``SHARD#KEY``, the sample's image inside its shard) from the JSON files only,
+    without decoding images, in shard order and tar order within a shard.
 
     Samples without an image or a valid label are left out with one warning; an unreadable shard
     is an error (listing records should be exact).
@@ -85,7 +81,9 @@ def read_shard_records(shards: Sequence[str | os.PathLike]) -> list[ImageRecord]
                 if isinstance(meta, str):
                     bad, first = bad + 1, first or meta
                     continue
-                records.append(ImageRecord(meta["id"], Path(shard), meta["label"], meta["captions"]))
+                records.append(
+                    ImageRecord(meta["id"], member_ref(shard, key), meta["label"], meta["captions"])
+                )
         except _TAR_ERRORS as exc:
             raise InputError(f"Cannot read shard {shard}: {exc}; re-create or remove it.") from exc
     if bad:
@@ -102,22 +100,29 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _write_shard(path: Path, records: Sequence[ImageRecord], first_key: int) -> int:
-    """Write one shard atomically; returns the number of samples whose image could be read."""
-    written = 0
+def _write_shard(
+    path: Path, records: Sequence[ImageRecord], first_key: int
+) -> tuple[list[str], list[tuple[ImageRecord, str]]]:
+    """Write one shard atomically: ``(keys written, [(record, reason) whose image could not be read])``.
+
+    Sample ``i`` gets the key ``first_key + i`` (nine digits); a skipped record leaves its key unused.
+    """
+    keys, skipped = [], []
     with atomic_open(path) as handle, tarfile.open(fileobj=handle, mode="w") as tar:
         for i, rec in enumerate(records):
             try:
-                data = rec.path.read_bytes()
-            except OSError:
+                data = read_image_bytes(rec.path)
+            except OSError as exc:
+                skipped.append((rec, f"{type(exc).__name__}: {exc}"))
                 continue
             key = f"{first_key + i:09d}"
             ext = rec.path.suffix.lower().lstrip(".") or "jpg"
+            ext = ext if ext in IMAGE_EXTS else "jpg"
             meta = {"id": rec.id, "label": rec.label, "captions": list(rec.captions)}
             _add(tar, f"{key}.{ext}", data)
             _add(tar, f"{key}.json", json.dumps(meta, ensure_ascii=False).encode())
-            written += 1
-    return written
+            keys.append(key)
+    return keys, skipped
 
 
 def write_shards(
@@ -143,7 +148,7 @@ def write_shards(
     paths, written = [], 0
     for s, start in enumerate(range(0, len(order), per_shard)):
         path = out / f"{prefix}-{s:06d}.tar"
-        written += _write_shard(path, order[start : start + per_shard], start)
+        written += len(_write_shard(path, order[start : start + per_shard], start)[0])
         paths.append(path)
     if written < len(order):
         warnings.warn(
