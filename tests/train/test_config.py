@@ -93,3 +93,58 @@ def test_the_command_line_wins_over_a_stage_section():
         load_config("2sft-vit-l-14-336", [*REQUIRED, "optim.lr=3e-6", "stages.realign.optim.lr=2e-5"])
     )
     assert (gpr.optim.lr, realign.optim.lr) == (3e-6, 2e-5)
+
+
+# ---------------------------------------------------------------- precedence: file < code's values < --set
+# fit-mcip+rea.yaml (written by hand here): loss.mc_weight 0.25 at the top level, stages.mcip.optim.lr 1e-5,
+# stages.realign.optim.lr 1e-5, stages.realign.data.batch_size 256.
+FIT_REQUIRED = [*REQUIRED, "model.spec=composed:lab"]
+
+
+def _stages(values=None, overrides=()):
+    mcip, realign = plan(load_config("fit-mcip+rea", [*FIT_REQUIRED, *overrides], values))
+    return mcip, realign
+
+
+def test_precedence_file_level():
+    mcip, realign = _stages()
+    assert (mcip.loss.mc_weight, mcip.optim.lr, realign.optim.lr, realign.data.batch_size) == (
+        0.25,
+        1e-5,
+        1e-5,
+        256,
+    )
+
+
+def test_precedence_code_values_over_file():
+    values = {"loss.mc_weight": 0.5, "optim.lr": 3e-4, "stages.realign.data.batch_size": 40}
+    mcip, realign = _stages(values)
+    assert mcip.loss.mc_weight == 0.5
+    assert mcip.optim.lr == 3e-4 and realign.optim.lr == 3e-4  # a plain key replaces the file's stage keys
+    assert realign.data.batch_size == 40
+
+
+@pytest.mark.parametrize(
+    "override, read, expected",
+    [
+        ("loss.mc_weight=0.1", lambda m, r: m.loss.mc_weight, 0.1),
+        ("loss.hard_caption_weight=0.0", lambda m, r: m.loss.hard_caption_weight, 0.0),
+        ("optim.lr=2e-6", lambda m, r: (m.optim.lr, r.optim.lr), (2e-6, 2e-6)),
+        ("stages.mcip.optim.lr=7e-6", lambda m, r: (m.optim.lr, r.optim.lr), (7e-6, 3e-4)),
+        ("data.batch_size=16", lambda m, r: (m.data.batch_size, r.data.batch_size), (16, 16)),
+        ("data.num_workers=0", lambda m, r: m.data.num_workers, 0),
+    ],
+)
+def test_precedence_user_set_wins_over_code_values(override, read, expected):
+    """What mcip fit / the lab set in code (``values``) never replaces the user's ``--set``, including a
+    per-stage value the code set (``stages.realign.data.batch_size``) against the user's plain key."""
+    values = {
+        "loss.mc_weight": 0.5,
+        "loss.hard_caption_weight": 0.1,
+        "optim.lr": 3e-4,
+        "data.batch_size": 64,
+        "data.num_workers": 4,
+        "stages.realign.data.batch_size": 40,
+    }
+    mcip, realign = _stages(values, [override])
+    assert read(mcip, realign) == expected

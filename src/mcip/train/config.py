@@ -342,17 +342,29 @@ def load_config(
     The command line wins over the file everywhere: an override such as ``optim.lr=1e-5`` also replaces
     that key in the file's per-stage sections (``stages: {realign: {optim: {lr: ...}}}``), which would
     otherwise take precedence in :func:`resolve_stage`; ``stages.realign.optim.lr=...`` sets one stage only.
-    ``values`` are typed overrides from code (dotted keys, see :func:`nest`), applied after ``overrides``.
+    ``values`` are typed settings from code (dotted keys, see :func:`nest`: what ``mcip fit`` and the lab
+    decide for a stage); the user's ``overrides`` win over them, key by key. Precedence, lowest first:
+    built-in and per-stage defaults, the file (its ``stages:`` sections over its top level), ``values``,
+    ``overrides`` (a plain key also replaces that key in every per-stage section).
     """
     raw = read_config_file(path_or_name) if path_or_name else {}
-    given = merge(parse_overrides(overrides), nest(values))
-    sections = raw.get("stages")
-    if isinstance(sections, dict):
-        for path in _leaf_paths({k: v for k, v in given.items() if k != "stages"}):
-            for section in sections.values():
-                if isinstance(section, dict):
-                    _drop_path(section, path)
-    return merge(raw, given)
+    typed, user = nest(values), parse_overrides(overrides)
+    _drop_from_stages(raw, typed)
+    _drop_from_stages(raw, user)
+    _drop_from_stages(typed, user)
+    return merge(merge(raw, typed), user)
+
+
+def _drop_from_stages(lower: dict[str, Any], higher: dict[str, Any]) -> None:
+    """Remove from ``lower``'s per-stage sections every plain (not ``stages.``) key that ``higher`` sets, so
+    that ``higher`` wins in every stage (a per-stage key would otherwise win in :func:`resolve_stage`)."""
+    sections = lower.get("stages")
+    if not isinstance(sections, dict):
+        return
+    for path in _leaf_paths({k: v for k, v in higher.items() if k != "stages"}):
+        for section in sections.values():
+            if isinstance(section, dict):
+                _drop_path(section, path)
 
 
 def plan(raw: dict[str, Any]) -> list[TrainConfig]:
