@@ -133,6 +133,26 @@ def test_early_stopping(tmp_path) -> None:
     assert load_state(result.last_checkpoint)["batch_in_epoch"] == 3
 
 
+def test_on_validate_sees_every_validation_and_can_stop_the_run(tmp_path) -> None:
+    """The hook gets (epoch, step, results) of each validation; True stops there like early stopping,
+    keeping the best checkpoint so far (the search prunes a trial this way)."""
+    scores = iter([0.1, 0.6, 0.2, 0.9, 0.95])
+    validate = lambda task: {"score": next(scores)}  # noqa: E731
+    seen: list[tuple[float, int, float]] = []
+
+    def hook(epoch, step, results):
+        seen.append((epoch, step, results["score"]))
+        return step == 3  # stop after the third validation
+
+    loop = _loop(val_every=1, checkpoint_every=100)
+    result = train(make_task(), ToyData(n=64), OPTIM, loop, tmp_path, validate=validate, val_metric="score",
+                   progress=False, on_validate=hook)  # fmt: skip
+    # ToyData(n=64) has 8 batches of 8 per epoch: step s ends at epoch s / 8
+    assert seen == [(0.125, 1, 0.1), (0.25, 2, 0.6), (0.375, 3, 0.2)]
+    assert (result.steps, result.stopped_early, result.best_step, result.best_metric) == (3, True, 2, 0.6)
+    assert load_state(result.best_checkpoint)["step"] == 2
+
+
 class Unreadable:
     """Batches of 2 readable and 6 unreadable items."""
 

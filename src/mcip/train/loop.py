@@ -42,6 +42,7 @@ __all__ = ["PRECISIONS", "DataSource", "LoopConfig", "TrainResult", "resolve_pre
 log = logging.getLogger(__name__)
 
 SELECT_CHOICES = ("auto", "i2i", "t2i", "combined")
+ValidationHook = Callable[[float, int, dict[str, float]], bool]  # (epoch, step, val results) -> stop now
 
 
 def _check_int(name: str, value: Any, optional: bool = False) -> None:
@@ -139,6 +140,7 @@ class _Trainer:
         self.selection = Selection(self.val_metric, cfg.early_stopping_patience)
         self.initial_val: dict[str, float] | None = kw.get("initial_val")
         self.start_candidate: bool = kw.get("start_candidate", False)
+        self.on_validate: ValidationHook | None = kw.get("on_validate")
         self.synced = False
 
     def _resume(self, path: str) -> None:
@@ -315,7 +317,10 @@ class _Trainer:
         self.pos.last_val_step = self.pos.step
         results = D.run_on_main(lambda: run_validation(self.validate_fn, self.task), self.dist)
         self.report.val_record(self.pos.step, self._epoch(), results)
-        return self.selection.update(results, self.pos.step)
+        improved = self.selection.update(results, self.pos.step)
+        if self.on_validate is not None and self.on_validate(self._epoch(), self.pos.step, results):
+            self.selection.stopped = True  # the caller stops the run (e.g. a pruned search trial)
+        return improved
 
     def _checkpoint(self, metric: float | None = None, gather: bool = True) -> None:
         """Save the run at the last finished step (``gather=False``: this rank's RNG only, no collective)."""
@@ -389,6 +394,7 @@ def train(
     progress: bool = True,
     initial_val: dict[str, float] | None = None,
     start_candidate: bool = False,
+    on_validate: ValidationHook | None = None,
 ) -> TrainResult:
     """Train ``task`` (``task(batch) -> {"loss": scalar, **scalar logs}``) on ``data``.
 
@@ -404,10 +410,13 @@ def train(
     summary on rank 0. ``initial_val``: the validation results of the model before training (see
     :class:`mcip.train.validate.Validator`); a fresh run logs them at step 0, and with
     ``start_candidate`` counts them as a candidate for the best checkpoint (checkpointed at step 0).
+    ``on_validate(epoch, step, results)`` is called after every validation of the run (with the same
+    results on every rank; ``epoch`` fractional as in the logs); when it returns True the run stops there
+    as early stopping would (the best checkpoint so far is kept): a recipe search prunes trials with it.
     """
     head_params = list(head_params)
     _check_args(task, head_params, data, loop_cfg, validate, val_metric)
     kw = dict(run_dir=run_dir, head_params=head_params, validate=validate, val_metric=val_metric)
-    kw |= {"initial_val": initial_val, "start_candidate": start_candidate}
+    kw |= {"initial_val": initial_val, "start_candidate": start_candidate, "on_validate": on_validate}
     trainer = _Trainer(task, data, optim_cfg, loop_cfg, dist=dist, progress=progress, **kw)
     return trainer.run(resume)

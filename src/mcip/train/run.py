@@ -83,8 +83,11 @@ def _preflight(prepared: Prepared, cfg: TrainConfig, dist: DistInfo, progress: b
     return val_metric, initial
 
 
-def run_stage(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> StageResult:
-    """Run one stage described by a resolved config; returns where the trained model was written."""
+def run_stage(
+    cfg: TrainConfig, resume: bool = False, progress: bool = True, on_validate=None
+) -> StageResult:
+    """Run one stage described by a resolved config; returns where the trained model was written.
+    ``on_validate``: see :func:`mcip.train.loop.train` (called after each validation; True stops)."""
     spec = STAGE_REGISTRY.get(cfg.stage)
     if spec.builder is None:
         raise ConfigError(f"'{cfg.stage}' is a pipeline step, not a stage; run it in a pipeline.")
@@ -119,6 +122,7 @@ def run_stage(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
         progress=progress,
         initial_val=initial,
         start_candidate=cfg.loop.select == "combined",  # the guard: never end worse than the start
+        on_validate=on_validate,
     )
     best = result.best_checkpoint or result.last_checkpoint
     if best is not None:
