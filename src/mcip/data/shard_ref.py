@@ -93,9 +93,16 @@ def read_member(shard: str | os.PathLike, key: str, exts: Sequence[str]) -> tupl
     """``(ext, bytes)`` of sample ``key``'s first member whose extension is in ``exts``.
 
     Raises ``FileNotFoundError`` when the shard or the sample (or a member with one of ``exts``) is
-    absent, ``tarfile.TarError`` / ``OSError`` on a damaged shard.
+    absent, ``OSError`` on a damaged shard (so decoding counts it as an unreadable image).
     """
     shard = os.fspath(shard)
+    try:
+        return _read(shard, key, exts)
+    except (tarfile.TarError, EOFError) as exc:
+        raise OSError(f"{shard}: unreadable shard: {type(exc).__name__}: {exc}") from exc
+
+
+def _read(shard: str, key: str, exts: Sequence[str]) -> tuple[str, bytes]:
     compressed, members = _shard_members(shard)
     files = members.get(key)
     if files is None:
