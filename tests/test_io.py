@@ -147,6 +147,35 @@ def test_replace_dir_keeps_the_previous_version_at_old_until_the_swap(tmp_path, 
     assert (dst / "v").read_text() == "2" and not old.exists() and not src.exists()
 
 
+def test_a_symlink_is_never_replaced_by_a_folder(tmp_path):
+    """``link -> real``: the swap replaces the folder the link points to; the link stays a link (twice, so
+    that nothing the first swap left, such as a ``.link.old`` symlink, breaks the second)."""
+    real, link = tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    (real / "v").write_text("1")
+    os.symlink("real", link)
+    for version in ("2", "3"):
+        src = tmp_path / f"new{version}"
+        src.mkdir()
+        (src / "v").write_text(version)
+        _io.replace_dir(src, link)
+        assert link.is_symlink() and os.readlink(link) == "real" and (real / "v").read_text() == version
+    with _io.atomic_dir(link) as tmp:
+        (tmp / "v").write_text("4")
+    assert link.is_symlink() and (real / "v").read_text() == "4"
+    assert _entries(tmp_path) == ["link", "real"]
+
+
+def test_a_file_or_symlink_left_at_old_does_not_stop_the_swap(tmp_path):
+    src, dst, old = tmp_path / "new", tmp_path / "cur", tmp_path / ".cur.old"
+    for folder, version in ((src, "2"), (dst, "1")):
+        folder.mkdir()
+        (folder / "v").write_text(version)
+    os.symlink("cur", old)  # what an earlier version left when it swapped a symlink away
+    _io.replace_dir(src, dst, old)
+    assert (dst / "v").read_text() == "2" and not os.path.lexists(old)
+
+
 def test_unknown_encoding_leaves_nothing(tmp_path):
     with pytest.raises(LookupError):
         _io.atomic_write_text(tmp_path / "f.txt", "x", encoding="no-such-codec")

@@ -124,19 +124,32 @@ def replace_dir(src: str | os.PathLike, dst: str | os.PathLike, old: str | os.Pa
 
     An existing ``dst`` is first renamed to ``old`` (default: the hidden sibling ``.NAME.old``), then
     removed once ``src`` is in place; a crash between the two renames leaves the previous version at
-    ``old``, complete. ``src`` and ``dst`` must be on one file system (siblings are).
+    ``old``, complete. ``src`` and ``dst`` must be on one file system (siblings are). A symlink at
+    ``dst`` is never replaced: the folder it points to is (resolve ``dst`` before building ``src``, so
+    that ``src`` sits next to the real folder).
     """
     src, dst = Path(src), Path(dst)
+    if dst.is_symlink():
+        dst = Path(os.path.realpath(dst))
     fsync_tree(src)
     if dst.exists():
         old = Path(old) if old is not None else dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
         os.replace(dst, old)
         os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     else:
         os.replace(src, dst)
     fsync_dir(dst.parent)
+
+
+def _remove(path: Path) -> None:
+    """Delete ``path`` if anything is there: a folder with its contents, or a file or symlink itself."""
+    if path.is_symlink() or path.is_file():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def temp_dir_for(path: str | os.PathLike) -> Path:
@@ -162,7 +175,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     >>> with atomic_dir(out / "model") as tmp:  # doctest: +SKIP
     ...     (tmp / "weights.bin").write_bytes(data)
     """
-    path = Path(path)
+    path = Path(os.path.realpath(path))  # a symlink stays: the folder it points to is replaced
     tmp = temp_dir_for(path)
     try:
         yield tmp

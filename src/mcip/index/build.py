@@ -22,7 +22,7 @@ from mcip.errors import ConfigError, InputError
 from mcip.index.backends import Backend, create_backend
 from mcip.index.encode import Encoded, encode_records, plan_key
 from mcip.index.identity import check_model, model_identity, resolve_model
-from mcip.index.lock import index_lock
+from mcip.index.lock import index_lock, real_index_dir
 from mcip.index.records import HASH_FIELD, STAT_FIELD, IndexRecord, file_hash, file_stat, load_index_records
 from mcip.index.store import MANIFEST, StoredIndex, read_manifest, recover, staging_dir
 from mcip.index.write import (
@@ -176,7 +176,7 @@ def build_index(
             raise ConfigError(f"dim is a FAISS transform; the {backend} backend stores full vectors.")
         check_reduced_dim(dim)
         backend_options = {**backend_options, "dim": dim}
-    index_dir = Path(out_dir)
+    index_dir = real_index_dir(out_dir)  # once: a symlink or a .. spelling names the same index
     store = _new_backend(backend, factory, backend_options)
     records = load_index_records(source, root, encoding)
     _check_out_dir(index_dir)  # before a lock file is created next to a folder that is not an index
@@ -237,10 +237,11 @@ def index_embeddings(
         }
     identity["dim"] = int(embeddings.shape[1])
     chunks = (embeddings[lo : lo + 65_536] for lo in range(0, len(records), 65_536))
-    with index_lock(out_dir, wait):
-        _check_out_dir(Path(out_dir))
-        manifest = write_new_index(Path(out_dir), store, records, chunks, identity, {}, start)
-    return _summary(Path(out_dir), manifest, len(records), None, 0, start)
+    index_dir = real_index_dir(out_dir)
+    with index_lock(index_dir, wait):
+        _check_out_dir(index_dir)
+        manifest = write_new_index(index_dir, store, records, chunks, identity, {}, start)
+    return _summary(index_dir, manifest, len(records), None, 0, start)
 
 
 def add_to_index(
@@ -268,7 +269,7 @@ def add_to_index(
     """
     start = time.perf_counter()
     _check_args(batch_size, num_workers)
-    index_dir = Path(index_dir)
+    index_dir = real_index_dir(index_dir)
     read_manifest(index_dir)  # not an index: fail before creating a lock file next to it
     records = load_index_records(source, root, encoding)
     with index_lock(index_dir, wait):

@@ -17,6 +17,10 @@ recorded pid is gone, a child the writer forked (an image-decoding worker) still
 the message says so, and the lock frees itself when that child exits (``--wait`` rides it out).
 ``flock`` on network file systems depends on the server; keep indexes that several hosts write on a
 local disk, or serialise the writers yourself.
+
+One index, one name: every path is resolved first (:func:`real_index_dir`: symlinks and ``..`` followed),
+so ``link.index -> base.index`` and ``sub/../base.index`` lock ``.base.index.lock``, stage in
+``.base.index.staging`` and swap ``base.index`` itself (the symlink stays a symlink).
 """
 
 from __future__ import annotations
@@ -45,15 +49,21 @@ class IndexBusyError(MCIPError, RuntimeError):
     """Another process is writing the index; the message names it and how to wait for it."""
 
 
+def real_index_dir(index_dir: str | os.PathLike) -> Path:
+    """``index_dir`` with every symlink and ``..`` resolved (``os.path.realpath``; it need not exist):
+    the one name under which an index is locked, staged and swapped, whichever spelling reached it."""
+    return Path(os.path.realpath(index_dir))
+
+
 def lock_path(index_dir: str | os.PathLike) -> Path:
-    """``.NAME.lock`` in the folder holding the index ``NAME``."""
-    index_dir = Path(index_dir)
+    """``.NAME.lock`` in the folder holding the index ``NAME`` (after :func:`real_index_dir`)."""
+    index_dir = real_index_dir(index_dir)
     return index_dir.with_name(f".{index_dir.name}.lock")
 
 
 def holds_lock(index_dir: str | os.PathLike) -> bool:
-    """True if the calling thread holds the write lock of ``index_dir``."""
-    entry = _held.get(str(lock_path(index_dir).absolute()))
+    """True if the calling thread holds the write lock of ``index_dir`` (under any of its spellings)."""
+    entry = _held.get(str(lock_path(index_dir)))
     return entry is not None and entry[0] == threading.get_ident()
 
 
@@ -172,7 +182,7 @@ def index_lock(index_dir: str | os.PathLike, wait: float = 0.0, command: str | N
     if not (wait >= 0):  # also refuses NaN
         raise ConfigError(f"wait must be a number of seconds >= 0 (or inf), got {wait!r}.")
     path = lock_path(index_dir)
-    key = str(path.absolute())
+    key = str(path)
     if holds_lock(index_dir):
         yield from _reenter(key, path)
         return

@@ -27,7 +27,7 @@ import numpy as np
 from mcip.errors import ConfigError, InputError
 from mcip.index.backends import create_backend
 from mcip.index.filters import matching_rows, parse_where
-from mcip.index.lock import index_lock
+from mcip.index.lock import index_lock, real_index_dir
 from mcip.index.store import StoredIndex, read_manifest
 from mcip.index.write import IDENTITY_KEYS, write_new_index
 
@@ -49,7 +49,7 @@ def remove_from_index(
     conditions = parse_where(list(where) if where is not None else None)
     if not ids and not conditions:
         raise ConfigError("Say what to remove: ids (--id / --ids FILE) and/or filters (--where KEY=VALUE).")
-    index_dir = Path(index_dir)
+    index_dir = real_index_dir(index_dir)  # once: a symlink or a .. spelling names the same index
     read_manifest(index_dir)  # not an index: fail before a lock file is created next to it
     with index_lock(index_dir, wait, command="mcip index remove"):
         stored = StoredIndex(index_dir)
@@ -112,8 +112,8 @@ def rebuild_index(
     :func:`~mcip.index.build.build_index`. Returns the build summary."""
     from mcip.index.build import build_index
 
-    index_dir = Path(index_dir)
-    target = Path(out) if out is not None else index_dir
+    index_dir = real_index_dir(index_dir)
+    target = real_index_dir(out) if out is not None else index_dir
     read_manifest(index_dir)
     with index_lock(index_dir, wait, command="mcip index rebuild"):
         stored = StoredIndex(index_dir)
@@ -132,8 +132,8 @@ def rebuild_index(
             "op": "rebuild",
         }
         lineage["entry"] = entry
-        if target.resolve() != index_dir.resolve():
-            lineage["entry"] = {**entry, "source": str(index_dir.resolve())}
+        if target != index_dir:
+            lineage["entry"] = {**entry, "source": str(index_dir)}
         summary = build_index(
             model,
             records,

@@ -33,7 +33,7 @@ import numpy as np
 
 from mcip._io import atomic_write_json, replace_dir, temp_dir_for
 from mcip.errors import InputError
-from mcip.index.lock import IndexBusyError, holds_lock, index_lock
+from mcip.index.lock import IndexBusyError, holds_lock, index_lock, real_index_dir
 from mcip.index.records import HASH_FIELD, STAT_FIELD, IndexRecord
 
 _raw_decode = json.JSONDecoder().raw_decode
@@ -47,18 +47,20 @@ COLUMNS = "columns.json"
 RECOVER_WAIT_SECONDS = 10.0
 
 
-def _old_dir(index_dir: Path) -> Path:
+def _old_dir(index_dir: str | os.PathLike) -> Path:
+    index_dir = real_index_dir(index_dir)
     return index_dir.with_name(f".{index_dir.name}.old")
 
 
 def staging_dir(index_dir: str | os.PathLike) -> Path:
-    """Where an interrupted build or add keeps its encoded rows (next to the index, found again on resume)."""
-    index_dir = Path(index_dir)
+    """Where an interrupted build or add keeps its encoded rows (next to the index, found again on resume;
+    symlinks resolved, like the lock: ``mcip.index.lock.real_index_dir``)."""
+    index_dir = real_index_dir(index_dir)
     return index_dir.with_name(f".{index_dir.name}.staging")
 
 
 def _needs_recovery(index_dir: Path) -> bool:
-    return not index_dir.exists() and (_old_dir(index_dir) / MANIFEST).is_file()
+    return not real_index_dir(index_dir).exists() and (_old_dir(index_dir) / MANIFEST).is_file()
 
 
 def recover(index_dir: str | os.PathLike, wait: float = RECOVER_WAIT_SECONDS) -> None:
@@ -72,14 +74,14 @@ def recover(index_dir: str | os.PathLike, wait: float = RECOVER_WAIT_SECONDS) ->
     if not _needs_recovery(index_dir):
         return
     if holds_lock(index_dir):
-        os.replace(_old_dir(index_dir), index_dir)
+        os.replace(_old_dir(index_dir), real_index_dir(index_dir))
         return
     deadline = time.monotonic() + wait
     while _needs_recovery(index_dir):
         try:
             with index_lock(index_dir, command="recover an interrupted index write"):
                 if _needs_recovery(index_dir):
-                    os.replace(_old_dir(index_dir), index_dir)
+                    os.replace(_old_dir(index_dir), real_index_dir(index_dir))
             return
         except IndexBusyError:
             if time.monotonic() >= deadline:
@@ -90,6 +92,7 @@ def recover(index_dir: str | os.PathLike, wait: float = RECOVER_WAIT_SECONDS) ->
 def new_temp_dir(index_dir: Path) -> Path:
     """An empty sibling folder for the next version of ``index_dir`` (same file system: rename works).
     Leftovers of crashed writes are removed first (the caller holds the write lock: no other writer's)."""
+    index_dir = real_index_dir(index_dir)
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     for leftover in index_dir.parent.glob(f".{index_dir.name}.tmp-*"):
         shutil.rmtree(leftover, ignore_errors=True)
@@ -97,8 +100,9 @@ def new_temp_dir(index_dir: Path) -> Path:
 
 
 def swap_into_place(tmp: Path, index_dir: Path) -> None:
-    """Replace ``index_dir`` by ``tmp`` (two renames; :func:`recover` repairs a crash in between)."""
-    replace_dir(tmp, index_dir, _old_dir(index_dir))
+    """Replace ``index_dir`` (its real folder: a symlink to it stays) by ``tmp`` (two renames;
+    :func:`recover` repairs a crash in between)."""
+    replace_dir(tmp, real_index_dir(index_dir), _old_dir(index_dir))
 
 
 def write_json(path: Path, data: dict) -> None:
