@@ -1,9 +1,12 @@
 """open_clip backend: ``openclip:ARCH[/PRETRAINED_TAG_OR_PATH]``.
 
 - ``openclip:ViT-B-32/openai``          architecture + pretrained tag (downloads through open_clip)
-- ``openclip:ViT-SO400M-14-SigLIP-384/MCIP-ViT-SO400M-14-SigLIP-384.pt``  architecture + a local full
-  state dict (the authors' released checkpoint), loaded strictly
-  (the paper's released checkpoints are such files)
+- ``openclip:ViT-SO400M-14-SigLIP-384/MCIP-ViT-SO400M-14-SigLIP-384.pth``  architecture + a local full
+  state dict, loaded strictly (``.pth`` or ``.pt``, plain, wrapped in ``{"state_dict": ...}`` or with DDP's
+  ``module.`` prefix); the authors released two such files, ``MCIP-ViT-L-14-336.pth`` (``ViT-L-14-336``,
+  tag ``openai``) and ``MCIP-ViT-SO400M-14-SigLIP-384.pth`` (``ViT-SO400M-14-SigLIP-384``, tag ``webli``).
+  The image normalisation is the one every pretrained tag of the architecture shares (webli's mean and std
+  0.5 for the SigLIP file), as when the model is created with its tag and the file loaded over it
 - ``openclip:ViT-B-32``                 architecture with random weights
 - ``openclip:hf-hub:org/repo`` / ``openclip:local-dir:/path``  open_clip's own schemas
 """
@@ -86,8 +89,28 @@ def load_openclip_state_dict(net: nn.Module, path: str | Path) -> None:
         raise ModelLoadError(
             f"The checkpoint {path} does not match this architecture ({type(net).__name__}). "
             f"{_summarise_load_error(msg)} Check that the architecture in the spec is the one the "
-            "checkpoint was trained with (e.g. MCIP-ViT-SO400M-14-SigLIP-384.pt needs openclip:ViT-SO400M-14-SigLIP-384/...)."
+            "checkpoint was trained with (MCIP-ViT-SO400M-14-SigLIP-384.pth needs "
+            "openclip:ViT-SO400M-14-SigLIP-384/..., MCIP-ViT-L-14-336.pth openclip:ViT-L-14-336/...)."
         ) from exc
+
+
+_PREPROCESS_KEYS = ("mean", "std", "interpolation")
+
+
+def shared_tag_preprocess(arch: str) -> dict[str, Any]:
+    """The image preprocessing (mean, std, interpolation) that every pretrained tag of ``arch`` shares, or
+    {} when it has no tags or they disagree. A state dict loaded from a file is a fine-tune of one of those
+    weights (``MCIP-ViT-SO400M-14-SigLIP-384.pth`` of ``webli``: mean and std 0.5), while open_clip gives a
+    model built without a tag OpenAI's normalisation."""
+    open_clip = _open_clip()
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    picked = [
+        {k: cfg[k] for k in _PREPROCESS_KEYS if k in cfg}
+        for cfg in (open_clip.get_pretrained_cfg(arch, tag) or {} for tag in tags)
+    ]
+    if not picked or any(p != picked[0] for p in picked):
+        return {}
+    return picked[0]
 
 
 def _summarise_load_error(msg: str, limit: int = 600) -> str:
@@ -119,6 +142,9 @@ class OpenCLIPModel(EmbeddingModel):
             _check_arch(arch)
         kind = _check_pretrained(arch, pretrained) if pretrained and not schema else None
         open_clip = _open_clip()
+        preprocess = shared_tag_preprocess(arch) if kind == "file" else {}
+        if preprocess and "force_preprocess_cfg" not in kwargs:
+            kwargs = {**kwargs, "force_preprocess_cfg": preprocess}
         try:
             net = open_clip.create_model(
                 arch, pretrained=pretrained if kind == "tag" else None, pretrained_text=False, **kwargs
