@@ -169,3 +169,44 @@ def test_text_benchmarks_are_not_applicable_after_drop_projector(model_specs, da
     assert "not applicable" in report.notes[0] and "fake_t2i" in report.notes[0]
     md = markdown_table([report], [(b.name, b.family) for b in benches])
     assert md.count("n/a") >= 2
+
+
+def test_a_row_with_the_base_text_tower_reuses_its_prompt_embeddings(model_specs, data_root, tmp_path):
+    """An image-only fine-tune (GPR-FT, MCIP) saved in another folder: its evaluation encodes no text
+    (prompts and captions come from the base's cache); its zero-shot numbers equal a classifier built
+    from ``encode_text`` of every prompt."""
+    import torch
+
+    from mcip.eval.protocols import classifier_from_prompts, evaluate_zeroshot, zeroshot_prompts
+
+    model = mcip.load_model(model_specs["openclip"]["spec"])
+    base = mcip.save_model(model, tmp_path / "base")
+    with torch.no_grad():
+        for name, p in model.net.named_parameters():
+            if model.part_of(name) == "image_encoder":
+                p.mul_(1.1)
+    row = mcip.save_model(model, tmp_path / "runs" / "gpr" / "model")
+    benches, cache = [FakeZS(), FakeT2I()], tmp_path / "cache"
+    evaluate_models([base], benches, data_root, cache_dir=cache)
+
+    encoded = []
+    real = type(model).text_features_from_hidden
+
+    def spy(self, hidden, tokens, n_last):
+        encoded.append(int(hidden.shape[0]))
+        return real(self, hidden, tokens, n_last)
+
+    from unittest import mock
+
+    with mock.patch.object(type(model), "text_features_from_hidden", spy):
+        report = evaluate_models([row], benches, data_root, cache_dir=cache)[0]
+    assert encoded == [1, 1]  # only the width probes (one per benchmark): no prompt, no caption encoded
+
+    data = FakeZS().load(data_root)
+    prompts = zeroshot_prompts(data.classnames, data.templates)
+    with torch.no_grad():
+        classifier = classifier_from_prompts(model.encode_text(prompts).float(), len(data.classnames))
+        pixels = torch.stack([model.eval_transform(Image.open(p).convert("RGB")) for p in data.images.paths])
+        images = model.encode_image(pixels)
+    expected = evaluate_zeroshot(images.float(), torch.as_tensor(data.images.labels), classifier)
+    assert report.results["fake_zs"].metrics == pytest.approx(expected)

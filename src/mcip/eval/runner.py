@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mcip.embed import cached_image_embeddings, cached_text_embeddings, default_cache_dir
+from mcip.embed import cached_image_embeddings, default_cache_dir
 from mcip.eval.benchmarks.base import (
     Benchmark,
     BenchmarkData,
@@ -28,6 +28,7 @@ from mcip.eval.benchmarks.base import (
     RevisitedSet,
     ZeroShotSet,
 )
+from mcip.eval.text_encoding import cached_text_embeddings_by_tower, text_tower_fingerprint
 from mcip.models import load_model
 from mcip.models.base import EmbeddingModel
 
@@ -76,10 +77,16 @@ def check_benchmarks(benchmarks: Sequence[Benchmark], root: Path, skip_missing: 
 
 
 class _Encoder:
-    """Image/text embeddings of one model through the on-disk cache; counts unreadable images."""
+    """Image/text embeddings of one model through the on-disk cache; counts unreadable images. Texts are
+    cached per text tower (``text_fingerprint``, computed once per model) and tokenised texts, so a row
+    whose text tower is bitwise another's reuses its prompt and caption embeddings
+    (:mod:`mcip.eval.text_encoding`)."""
 
-    def __init__(self, model: EmbeddingModel, cache_dir: Path, batch_size: int) -> None:
+    def __init__(
+        self, model: EmbeddingModel, cache_dir: Path, batch_size: int, text_fingerprint: str | None = None
+    ) -> None:
         self.model, self.cache_dir, self.batch_size = model, cache_dir, batch_size
+        self.text_fingerprint = text_fingerprint
         self.images = self.unreadable = 0
 
     def image(self, images: Images, desc: str) -> torch.Tensor:
@@ -92,7 +99,11 @@ class _Encoder:
         return out
 
     def text(self, texts: Sequence[str], desc: str) -> torch.Tensor:
-        emb = cached_text_embeddings(self.model, texts, self.cache_dir, desc=desc)
+        if self.text_fingerprint is None:
+            self.text_fingerprint = text_tower_fingerprint(self.model)
+        emb = cached_text_embeddings_by_tower(
+            self.model, texts, self.cache_dir, desc=desc, fingerprint=self.text_fingerprint
+        )
         return torch.from_numpy(np.asarray(emb, dtype=np.float32))
 
 
@@ -171,12 +182,15 @@ def evaluate_models(
                 f"{', '.join(text_keys)}: not applicable, the model's text embedding width differs from its "
                 f"image embedding width ({model.embed_dim}; e.g. drop_projector without re-alignment)."
             )
+        text_fingerprint = None  # computed by the first benchmark that encodes text, then shared
         with torch.no_grad():
             for key, data in loaded.items():
                 if key in text_keys:
                     continue
-                b, enc, t0 = keyed[key], _Encoder(model, cache, batch_size), time.perf_counter()
+                b, t0 = keyed[key], time.perf_counter()
+                enc = _Encoder(model, cache, batch_size, text_fingerprint)
                 metrics = _run(enc, key, data)
+                text_fingerprint = enc.text_fingerprint
                 seconds = time.perf_counter() - t0
                 report.results[key] = BenchmarkResult(
                     key, b.family, metrics, b.table1_metric, seconds, enc.images, enc.unreadable

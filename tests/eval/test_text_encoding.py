@@ -1,0 +1,132 @@
+"""Evaluation text embeddings: length-ordered batches, one encoding per distinct string, a cache keyed by
+the text tower's weights and the tokenised texts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mcip
+from mcip.eval import text_encoding as TE
+from mcip.models.checkpoint import save_model
+
+# very different lengths (1 word ... 40 words), repeats, and a class name in many templates
+TEXTS = [
+    "a",
+    "a photo of a dog",
+    " ".join(["word"] * 40),
+    "a photo of a dog",
+    "cat",
+    "a blurry photo of a very small cat sitting on a long red sofa",
+    "a",
+    "dog dog dog dog dog dog dog",
+]
+
+
+def _model(spec: dict):
+    kwargs = dict(spec)
+    model = mcip.load_model(kwargs.pop("spec"), **kwargs)
+    return model.eval()
+
+
+@pytest.mark.parametrize("backend", ["openclip", "hf-clip", "hf-siglip", "composed"])
+def test_length_ordered_embeddings_equal_one_unpadded_batch(model_specs, backend):
+    """Per row, the reference is ``encode_text`` of that text alone (no padding at all) and of the whole
+    list in one batch (padded to the longest): chunked, deduplicated encoding equals both."""
+    model = _model(model_specs[backend])
+    with torch.no_grad():
+        whole = model.encode_text(TEXTS).float()
+        alone = torch.cat([model.encode_text([t]).float() for t in TEXTS])
+        got = TE.encode_texts_by_length(model, TEXTS, batch_size=2)
+    assert got.shape == whole.shape
+    assert (got - whole).abs().max() <= 1e-5
+    assert (got - alone).abs().max() <= 1e-5
+
+
+def test_length_order_trims_each_batch_to_its_longest(model_specs):
+    """open_clip pads every prompt to its context length; a batch of short prompts runs only their
+    positions (the token tensors handed to the tower are as wide as the batch's longest text)."""
+    model = _model(model_specs["openclip"])
+    widths = []
+    real = model.text_features_from_hidden
+
+    def spy(hidden, tokens, n_last):
+        widths.append(int(tokens["input_ids"].shape[1]))
+        return real(hidden, tokens, n_last)
+
+    model.text_features_from_hidden = spy
+    ordered = TE.LengthOrderedTexts(model, TEXTS)
+    lengths = sorted(ordered.lengths.tolist())
+    with torch.no_grad():
+        ordered.encode([0, 1])
+        ordered.encode([6, 7])
+    assert widths == [max(lengths[0:2]), max(lengths[6:8])]
+    assert widths[0] < widths[1] < model.tokenize(["a"])["input_ids"].shape[1]
+
+
+def test_unique_texts_and_inverse():
+    unique, inverse = TE.unique_texts(["b", "a", "b", "c", "a"])
+    assert unique == ["b", "a", "c"]
+    assert inverse.tolist() == [0, 1, 0, 2, 1]
+
+
+def _rows_through_first_block(model) -> list[int]:
+    """Batch sizes seen by the first text block (every path through the text tower runs it)."""
+    rows: list[int] = []
+    block = model.net.get_submodule(model.text_block_prefixes()[0])
+    block.register_forward_hook(lambda _m, args, _out: rows.append(int(args[0].shape[0])))
+    return rows
+
+
+@pytest.mark.parametrize("batch_size", [100, 2])
+def test_each_distinct_string_is_encoded_once(model_specs, batch_size):
+    model = _model(model_specs["composed"])
+    rows = _rows_through_first_block(model)
+    TE.encode_texts_by_length(model, TEXTS, batch_size=batch_size)
+    assert sum(rows) == 6  # 8 texts, 6 distinct
+    assert rows == ([6] if batch_size == 100 else [2, 2, 2])
+
+
+def test_cache_hits_an_identical_text_tower_in_another_folder(model_specs, tmp_path):
+    """Train only the image side (as GPR-FT and MCIP do) and save to two folders: the second model reads
+    the first one's cached rows (no encoder call); a changed text weight misses."""
+    base = _model(model_specs["composed"])
+    with torch.no_grad():
+        next(p for n, p in base.net.named_parameters() if n.startswith("visual.")).add_(1.0)
+    save_model(base, tmp_path / "a")
+    save_model(base, tmp_path / "b")
+    a, b = mcip.load_model(str(tmp_path / "a")), mcip.load_model(str(tmp_path / "b"))
+    cache = tmp_path / "cache"
+    first = TE.cached_text_embeddings_by_tower(a, TEXTS, cache)
+    with torch.no_grad():
+        reference = a.encode_text(TEXTS).float().numpy()
+    assert np.abs(first - reference).max() <= 1e-5
+
+    rows = _rows_through_first_block(b)
+    second = TE.cached_text_embeddings_by_tower(b, TEXTS, cache)
+    assert rows == [1]  # only the one-row probe that measures the width; every cached row reused
+    np.testing.assert_array_equal(second, first)
+
+    with torch.no_grad():
+        p = next(p for n, p in b.net.named_parameters() if b.part_of(n) == "text_encoder")
+        p.mul_(1.5)
+    rows.clear()
+    changed = TE.cached_text_embeddings_by_tower(b, TEXTS, cache)
+    assert sum(rows) == 1 + 6  # the probe, then all 6 distinct texts again
+    with torch.no_grad():
+        assert np.abs(changed - b.encode_text(TEXTS).float().numpy()).max() <= 1e-5
+
+
+def test_text_fingerprint_ignores_the_image_side(model_specs):
+    model = _model(model_specs["openclip"])
+    before = TE.text_tower_fingerprint(model)
+    with torch.no_grad():
+        for name, p in model.net.named_parameters():
+            if model.part_of(name) in ("image_encoder", "image_projector", "logit_scale"):
+                p.add_(0.5)
+    assert TE.text_tower_fingerprint(model) == before
+    with torch.no_grad():
+        p = next(p for n, p in model.net.named_parameters() if model.part_of(n) == "text_projector")
+        p.view(-1)[0] += 1e-3
+    assert TE.text_tower_fingerprint(model) != before
