@@ -53,6 +53,43 @@ def test_remove_by_id_and_filter_keeps_the_other_rows_exactly(model_dir, photos,
         assert {h.id for h in hits} == set(after)  # the backend holds exactly the kept rows
 
 
+class Interrupt(Exception):
+    pass
+
+
+def test_remove_keeps_an_interrupted_add_s_staging_and_the_skipped_counts(model_dir, photos, tmp_path):
+    """An add killed after 10 of its 40 rows, then a remove of other ids, then the add again: the add resumes
+    at row 10 (its plan is keyed on its own new records and the model, which the remove does not change).
+    The build's skipped-file count and list (photos/red/broken.png) survive the remove."""
+    import mcip
+    from mcip.index import add_to_index
+    from tests.index.helpers import write_pngs
+
+    build_index(model_dir, photos, tmp_path / "i", progress=False)
+    write_pngs(tmp_path / "new", [f"n{i:02d}.png" for i in range(40)], seed=4, size=8)
+    model = mcip.load_model(model_dir)
+    encode, batches = model.encode_image, []
+
+    def interrupted(pixels, *args, **kwargs):
+        if len(batches) == 2:
+            raise Interrupt
+        batches.append(len(pixels))
+        return encode(pixels, *args, **kwargs)
+
+    model.encode_image = interrupted
+    with pytest.raises(Interrupt):
+        add_to_index(tmp_path / "i", tmp_path / "new", model=model, batch_size=5, progress=False)
+    assert (tmp_path / ".i.staging" / "progress.json").is_file()
+    model.encode_image = encode
+    assert remove_from_index(tmp_path / "i", ["red/0.png"])["count"] == 15
+    manifest = json.loads((tmp_path / "i" / "manifest.json").read_text())
+    assert manifest["skipped_unreadable"] == 1
+    assert list(manifest["skipped_files"]) == [str((photos / "red" / "broken.png").resolve())]
+    summary = add_to_index(tmp_path / "i", tmp_path / "new", model=model, batch_size=5, progress=False)
+    assert summary["resumed_rows"] == 10 and summary["count"] == 55
+    assert json.loads((tmp_path / "i" / "manifest.json").read_text())["skipped_unreadable"] == 1
+
+
 @pytest.mark.skipif(importlib.util.find_spec("qdrant_client") is None, reason="qdrant-client not installed")
 def test_remove_from_a_qdrant_index(model_dir, photos, tmp_path):
     build_index(model_dir, photos, tmp_path / "q", backend="qdrant", progress=False)

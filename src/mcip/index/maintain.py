@@ -7,7 +7,9 @@ or the new one, never a mix, and the manifest's ``history`` records every versio
 - ``remove_from_index`` keeps the stored float16 embeddings of the remaining rows (nothing is re-encoded)
   and builds the backend anew from them: a FAISS index of any factory (trained ones retrain on the kept
   vectors with the stored seed) or a new Qdrant collection (a server's alias moves to it). The cost is
-  one pass over the kept rows, so batch removals rather than removing one image at a time.
+  one pass over the kept rows, so batch removals rather than removing one image at a time. The skipped-file
+  counts and list stay, and so does an interrupted add's staging folder (its plan is keyed on that add's
+  own new images and the model, so the add resumes after the remove).
 - ``rebuild_index`` re-encodes the indexed images (their records as stored) with a new model, e.g. after
   fine-tuning, with the same backend and factory; it is resumable like a build (the encoded rows wait in
   ``.NAME.staging``). In place (the default) the old index answers queries until the new one is swapped
@@ -90,6 +92,7 @@ def _write_version(index_dir: Path, manifest: dict, records, chunks, op: str, en
     identity = {k: manifest.get(k) for k in IDENTITY_KEYS}
     lineage = {"history": manifest.get("history", []), "created": manifest.get("created"), "op": op}
     lineage["entry"] = entry
+    lineage["previous"] = manifest  # nothing is encoded: its skipped counts and any staging stay
     return write_new_index(index_dir, store, records, chunks, identity, {}, start, lineage)
 
 

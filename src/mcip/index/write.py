@@ -29,6 +29,7 @@ from mcip.index.store import (
 )
 
 MAX_SKIPPED_LISTED = 100
+SKIPPED_KEYS = ("skipped_unreadable", "skipped_duplicates", "skipped_files")  # counts over every write
 IDENTITY_KEYS = (  # the manifest fields that say which model an index belongs to (mcip.index.identity)
     "model",
     "model_options",
@@ -53,13 +54,21 @@ def kept_chunks(encoded: np.ndarray, ok: np.ndarray, rows: int = 65_536) -> Iter
 
 
 def _finish(
-    tmp: Path, index_dir: Path, backend: Backend, manifest: dict, previous_state: dict | None
+    tmp: Path,
+    index_dir: Path,
+    backend: Backend,
+    manifest: dict,
+    previous_state: dict | None,
+    encoded: bool = True,
 ) -> None:
-    """Write the manifest last, swap the folder in, let the backend commit, drop the staging folder."""
+    """Write the manifest last, swap the folder in, let the backend commit, and drop the staging folder
+    when this version holds the rows encoded there (``encoded``); a version that encoded nothing (a
+    remove) leaves an interrupted add's staging for that add to resume."""
     write_json(tmp / MANIFEST, manifest)
     swap_into_place(tmp, index_dir)
     backend.commit(previous_state)
-    shutil.rmtree(staging_dir(index_dir), ignore_errors=True)
+    if encoded:
+        shutil.rmtree(staging_dir(index_dir), ignore_errors=True)
 
 
 def _history_entry(
@@ -89,7 +98,9 @@ def write_new_index(
     """Write a complete index of ``records`` and their embedding ``chunks`` next to ``index_dir``, swap it in.
 
     ``lineage``: for a new version of an existing index (``remove``, ``rebuild``): ``history`` (the earlier
-    entries, kept), ``created`` (kept), ``op`` and ``entry`` (extra fields of this version's history entry).
+    entries, kept), ``created`` (kept), ``op`` and ``entry`` (extra fields of this version's history entry),
+    and for a version that encodes nothing (``remove``) ``previous``: the previous manifest, whose skipped
+    counts and list are kept; the staging folder (an interrupted add's, still valid) is then left alone.
     """
     previous = read_manifest(index_dir).get("backend_state") if (index_dir / MANIFEST).is_file() else None
     lineage = lineage or {}
@@ -126,7 +137,10 @@ def write_new_index(
             "skipped_files": dict(list(skipped.items())[:MAX_SKIPPED_LISTED]),
             "history": [*lineage.get("history", []), history],
         }
-        _finish(tmp, index_dir, store, manifest, previous)
+        earlier = lineage.get("previous")
+        if earlier is not None:
+            manifest.update({k: earlier[k] for k in SKIPPED_KEYS if k in earlier})
+        _finish(tmp, index_dir, store, manifest, previous, encoded=earlier is None)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
