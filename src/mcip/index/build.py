@@ -23,6 +23,7 @@ from mcip.index.backends import Backend, create_backend
 from mcip.index.encode import Encoded, encode_records, plan_key
 from mcip.index.identity import check_model, model_identity, resolve_model
 from mcip.index.lock import index_lock, real_index_dir
+from mcip.index.ray_engine import RayOptions, check_engine, encode_records_ray
 from mcip.index.records import HASH_FIELD, STAT_FIELD, IndexRecord, file_hash, file_stat, load_index_records
 from mcip.index.store import MANIFEST, StoredIndex, read_manifest, recover, staging_dir
 from mcip.index.write import (
@@ -87,10 +88,16 @@ def _new_backend(backend: str, factory: str | None, options: dict) -> Backend:
 
 
 def _encode(
-    model, records, index_dir: Path, image_fp: str, batch_size, num_workers, progress, compile=False
-) -> tuple[Encoded, np.ndarray]:
+    model, records, index_dir: Path, image_fp: str, batch_size, num_workers, progress, compile=False,
+    engine: str = "local", ray_options: RayOptions | None = None,
+) -> tuple[Encoded, np.ndarray]:  # fmt: skip
     key = plan_key(image_fp, model.embed_dim, records)
     staging = staging_dir(index_dir)
+    if engine == "ray":  # the same Encoded, computed on a Ray cluster (mcip.index.ray_engine)
+        encoded, _ = encode_records_ray(
+            model, records, staging, key, batch_size, progress, compile, ray_options
+        )
+        return encoded, encoded.readable
     encoded = encode_records(model, records, staging, key, batch_size, num_workers, progress, compile)
     return encoded, encoded.readable
 
@@ -139,6 +146,8 @@ def build_index(
     lineage: dict | None = None,
     dim: int | None = None,
     compile: bool = False,
+    engine: str = "local",
+    ray_options: RayOptions | None = None,
     **backend_options: Any,
 ) -> dict:
     """Encode the images of ``source`` with ``model`` and write a new index to ``out_dir`` (replacing one).
@@ -164,6 +173,9 @@ def build_index(
             ``mcip.index.backends.faiss_backend.reduce_for_inner_product``) before ``factory``: a smaller
             index, a lower recall, scores that approximate the inner product. The float16 store keeps the
             full embeddings (id queries, filters, remove and rebuild use them).
+        engine: ``local`` (this process, ``num_workers`` decoding) or ``ray``: decoding and the model on a
+            Ray cluster described by ``ray_options`` (:mod:`mcip.index.ray_engine`; the same index,
+            resumable by shard).
 
     Returns:
         A summary: ``count``, ``added``, ``skipped_unreadable``, ``skipped_files`` (path -> reason, the
@@ -171,6 +183,7 @@ def build_index(
     """
     start = time.perf_counter()
     _check_args(batch_size, num_workers)
+    check_engine(engine, ray_options)
     if dim is not None:
         if backend != "faiss":
             raise ConfigError(f"dim is a FAISS transform; the {backend} backend stores full vectors.")
@@ -189,7 +202,7 @@ def build_index(
         identity = model_identity(model, {k: v for k, v in options.items() if k not in _LOAD_OPTIONS})
         encoded, ok = _encode(
             model, records, index_dir, identity["image_fingerprint"], batch_size, num_workers, progress,
-            compile,
+            compile, engine, ray_options,
         )  # fmt: skip
         kept = _with_hashes(records, ok, encoded)
         if not kept:
@@ -257,24 +270,27 @@ def add_to_index(
     wait: float = 0.0,
     encoding: str | None = None,
     compile: bool = False,
+    engine: str = "local",
+    ray_options: RayOptions | None = None,
     **backend_options: Any,
 ) -> dict:
     """Append the images of ``source`` whose ids the index lacks (the others are counted as duplicates).
 
     ``model`` defaults to the one the index was built with; another model is refused unless its image
     tower is the same. ``backend_options`` override the stored ones for this run (e.g. ``api_key``).
-    ``wait``, ``encoding`` and ``compile``: as in :func:`build_index` (the lock is held from reading the index to
-    swapping in the new version, so concurrent adds queue and none is lost). Returns the summary of
-    :func:`build_index`.
+    ``wait``, ``encoding``, ``compile``, ``engine`` and ``ray_options``: as in :func:`build_index` (the lock
+    is held from reading the index to swapping in the new version, so concurrent adds queue and none is
+    lost). Returns the summary of :func:`build_index`.
     """
     start = time.perf_counter()
     _check_args(batch_size, num_workers)
+    check_engine(engine, ray_options)
     index_dir = real_index_dir(index_dir)
     read_manifest(index_dir)  # not an index: fail before creating a lock file next to it
     records = load_index_records(source, root, encoding)
     with index_lock(index_dir, wait):
         return _add_locked(index_dir, records, model, batch_size, progress, device, num_workers,
-                           backend_options, start, compile)  # fmt: skip
+                           backend_options, start, compile, engine, ray_options)  # fmt: skip
 
 
 def _with_hashes(records, ok: np.ndarray, encoded: Encoded) -> list[IndexRecord]:
@@ -314,7 +330,7 @@ def _changed(stored: StoredIndex, records) -> list:
 
 def _add_locked(
     index_dir: Path, records, model, batch_size, progress, device, num_workers, backend_options, start,
-    compile=False,
+    compile=False, engine="local", ray_options=None,
 ) -> dict:  # fmt: skip
     stored = StoredIndex(index_dir)
     encoded, kept, replaced = None, [], []
@@ -331,8 +347,9 @@ def _add_locked(
         store = create_backend(manifest["backend"], **{**manifest["backend_options"], **backend_options})
         store.state = dict(manifest.get("backend_state", {}))
         encoded, ok = _encode(
-            model, new, index_dir, manifest["image_fingerprint"], batch_size, num_workers, progress, compile
-        )
+            model, new, index_dir, manifest["image_fingerprint"], batch_size, num_workers, progress, compile,
+            engine, ray_options,
+        )  # fmt: skip
         kept = _with_hashes(new, ok, encoded)
         replaced = [r for r in kept if r.id in changed_ids]
         if replaced:  # a new version: the unchanged rows as stored, then every encoded row
