@@ -108,10 +108,13 @@ def rebuild_index(
     model_options: dict[str, Any] | None = None,
     wait: float = 0.0,
     compile: bool = False,
+    engine: str = "local",
+    ray_options: Any = None,
 ) -> dict:
     """Re-encode every image of ``index_dir`` with ``model`` (a spec, model folder or EmbeddingModel) into
     ``out`` (default: in place), with the same backend, factory and options; the new manifest's history
-    continues the old one with a ``rebuild`` entry naming both models. ``compile``: as in
+    continues the old one with a ``rebuild`` entry naming both models. ``compile``, ``engine`` and
+    ``ray_options`` (a :class:`~mcip.index.ray_engine.RayOptions`): as in
     :func:`~mcip.index.build.build_index`. Returns the build summary."""
     from mcip.index.build import build_index
 
@@ -151,6 +154,8 @@ def rebuild_index(
             wait=wait,
             lineage=lineage,
             compile=compile,
+            engine=engine,
+            ray_options=ray_options,
             **{k: v for k, v in manifest.get("backend_options", {}).items() if k != "factory"},
         )
     return {**summary, "previous_model": manifest.get("model")}
