@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mcip.data.manifest import read_manifest
-from mcip.lab.catalogue import CatalogueError, make_photo_catalogue
+from mcip.lab.catalogue import CatalogueError, Product, _fill, make_photo_catalogue
 from mcip.lab.photo import cutout
 
 VENDORS = ("facebook", "google", "twitter")
@@ -203,3 +203,10 @@ def test_cutout_keeps_transparency_and_keys_out_white(tmp_path):
     expected[:, :3] = 255
     expected[1, 5] = 85
     assert np.array_equal(alpha, expected)
+
+
+def test_two_keywords_in_a_sentence_are_different_even_for_a_product_with_one():
+    product = Product("1F641", "slightly frowning face", "Smileys & Emotion", "face-concerned", ("sad",))
+    pairs = {tuple(_fill("{k1}|{k2}", product, np.random.default_rng(s)).split("|")) for s in range(40)}
+    words = {"sad", "face concerned", "smileys & emotion"}
+    assert pairs <= {(a, b) for a in words for b in words if a != b} and len(pairs) > 1

@@ -36,11 +36,11 @@ PHOTOS = {"train": 8, "val": 2, "test": 6}
 """Photos per product and split (the default)."""
 SKIPPED_CATEGORIES = ("Component",)
 PHOTO_TEMPLATES = (
-    "A {name} on {surface}.",
+    "{Name} on {surface}.",
     "{Category} item: {name}, {k1}, {k2}.",
     "Product photo of the {name}, from our {sub} range.",
-    "{Name} with a {k1} look, photographed on {surface}.",
-    "Close-up of a {name} ({k1}).",
+    "{Name}, {k1} style, photographed on {surface}.",
+    "Close-up: {name} ({k1}).",
     "Our {name}: {k1} and {k2}.",
     "{Name}, {category} collection, shown on {surface}.",
     "Photo of the {name} for the {sub} shelf.",
@@ -142,15 +142,15 @@ def choose_products(root: Path, count: int, seed: int) -> list[Product]:
 
 
 def _fill(template: str, product: Product, rng: np.random.Generator, surface: str = "") -> str:
-    words = list(product.keywords) or [product.subcategory.replace("-", " ")]
-    k1, k2 = (words[int(i)] for i in rng.choice(len(words), 2, replace=len(words) < 2))
-    category = product.category.lower()
+    category, sub = product.category.lower(), product.subcategory.replace("-", " ")
+    words = list(product.keywords) + [w for w in (sub, category) if len(product.keywords) < 2]
+    k1, k2 = (words[int(i)] for i in rng.choice(len(words), 2, replace=False))
     text = template.format(
         name=product.name,
         Name=product.name[:1].upper() + product.name[1:],
         category=category,
         Category=category[:1].upper() + category[1:],
-        sub=product.subcategory.replace("-", " "),
+        sub=sub,
         surface=surface,
         k1=k1,
         k2=k2,
