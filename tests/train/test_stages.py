@@ -224,11 +224,6 @@ def test_gpr_trains_and_validates_from_tar_shards(tiny_openclip, synth, tmp_path
     result = run_stage(cfg, progress=False)
     assert result.train.steps == 3 and result.train.skipped == 0
     assert result.train.best_metric is not None  # validation read the held-out classes from the shards
-    with pytest.raises(mcip.ConfigError, match="gpr stage only"):
-        run_stage(
-            _config("mcip", f"openclip:{tiny_openclip}", str(tmp_path / "shards" / "*.tar"), tmp_path / "m"),
-            progress=False,
-        )
 
 
 def test_training_runs_in_train_mode_with_idle_towers_in_eval(model_specs, synth, tmp_path, monkeypatch):

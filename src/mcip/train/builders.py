@@ -78,8 +78,6 @@ def init_centres(
     embeddings (eval transform, cached); xavier (the paper) leaves them as they are."""
     if cfg.loss.centre_init != "class_means":
         return
-    if inputs.shards is not None:
-        raise ConfigError("loss.centre_init=class_means needs a manifest or an image folder, not tar shards.")
     emb = np.asarray(image_embeddings(model, inputs.train, cache_dir(cfg)), dtype=np.float32)
     ok = ~np.isnan(emb[:, 0])
     labels = torch.tensor([classes[r.label] for r, good in zip(inputs.train, ok, strict=True) if good])
@@ -123,11 +121,10 @@ def prepare_gpr(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared:
 def prepare_mcip(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared:
     if model.modifications.get("drop_image_projector"):
         raise ConfigError("The mcip stage trains the joint embedding; remove model.drop_projector.")
-    inputs.require_records("mcip")
     captioned(inputs.train, "mcip")
     set_trainable_parts(model, IMAGE_SIDE)
     captions = caption_embeddings(model, inputs.train, cache_dir(cfg))
-    data, classes = image_loader(model, cfg, inputs, dist)
+    data, classes = image_loader(model, cfg, inputs, dist, stream=False)  # batches carry record indices
     c = cfg.loss
     loss = MCIPLoss(
         len(classes),
@@ -157,7 +154,6 @@ def prepare_mcip(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared:
     trains="text",
 )
 def prepare_realign(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared:
-    inputs.require_records("realign")
     train = captioned(inputs.train, "realign")
     features = image_embeddings(model, train, cache_dir(cfg))
     readable = ~np.isnan(np.asarray(features[:, 0], dtype=np.float32))
@@ -189,7 +185,6 @@ def prepare_realign(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared
 def prepare_align(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared:
     """Contrastive alignment of ``align_parts``. A frozen encoder runs once: its pooled features are cached
     (images with the eval transform, so no augmentation) and only what follows it trains per step."""
-    inputs.require_records("align")
     train = captioned(inputs.train, "align")
     set_trainable_parts(model, cfg.align_parts)
     image_feats = text_feats = None

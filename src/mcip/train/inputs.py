@@ -44,7 +44,9 @@ SourceKind = Literal["shards", "records"]
 class TrainInputs:
     """The records of one stage: ``train`` and ``val`` (empty: no validation), ``seen`` (val classes also
     train, so val images query the training images), and ``shards`` (the tar shards when ``data.train``
-    is webdataset shards, else None)."""
+    is webdataset shards, else None). Records read from shards have ``path = SHARD#KEY``
+    (:mod:`mcip.data.shard_ref`), so stages that read images per record (mcip, realign, align) read
+    them as they read files, in the same order as the manifest the shards were written from."""
 
     train: list[ImageRecord]
     val: list[ImageRecord]
@@ -54,14 +56,6 @@ class TrainInputs:
     @property
     def kind(self) -> SourceKind:
         return "shards" if self.shards is not None else "records"
-
-    def require_records(self, stage: str) -> None:
-        """Stages that read captions per record cannot train on tar shards (yet)."""
-        if self.shards is not None:
-            raise ConfigError(
-                f"The {stage} stage reads captions per record and needs a manifest or an image folder; tar "
-                "shards are supported by the gpr stage only so far. Convert with a manifest (path,label,captions)."
-            )
 
 
 def read_inputs(cfg: TrainConfig) -> TrainInputs:
@@ -144,11 +138,18 @@ def batch_sampler(cfg: TrainConfig, n: int, labels: list[int] | None, dist: Dist
     return EpochBatchSampler(n, d.batch_size, d.seed, rank=dist.rank, world_size=dist.world_size)
 
 
-def image_loader(model: EmbeddingModel, cfg: TrainConfig, inputs: TrainInputs, dist: DistInfo):
-    """(a resumable loader of augmented training images with class indices, the class index)."""
+def image_loader(
+    model: EmbeddingModel, cfg: TrainConfig, inputs: TrainInputs, dist: DistInfo, stream: bool = True
+):
+    """(a resumable loader of augmented training images with class indices, the class index).
+
+    From shards, ``stream=True`` reads them in sequence (``ShardDataset``: shard order and a shuffle
+    buffer); ``stream=False`` reads the records by index (``SHARD#KEY``), as from a manifest: a stage whose
+    batches must carry record indices (mcip: the captions of each image) asks for that."""
     train = inputs.train
     classes = class_index(train)
-    if inputs.shards is not None:  # samples of held-out (val) classes are left out by class_to_index
+    # streaming: samples of held-out (val) classes are left out by class_to_index
+    if inputs.shards is not None and stream:
         dataset = ShardDataset(
             inputs.shards, model.train_transform, classes, dist.rank, dist.world_size, cfg.data.seed
         )
