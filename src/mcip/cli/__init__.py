@@ -12,11 +12,25 @@ import os
 import sys
 from collections.abc import Sequence
 
-from mcip.cli import captions, data, encode, evaluate, fit, index, lab, merge, models, search, serve, train
+from mcip.cli import (
+    captions,
+    data,
+    encode,
+    evaluate,
+    export,
+    fit,
+    index,
+    lab,
+    merge,
+    models,
+    search,
+    serve,
+    train,
+)
 from mcip.cli._common import CommandParser, run_command
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
-GROUPS = (models, train, evaluate, merge, captions, fit, lab, index, search, serve, encode, data)
+GROUPS = (models, train, evaluate, merge, captions, fit, lab, index, search, serve, encode, data, export)
 """The command groups, in the order ``mcip -h`` lists their commands."""
 
 
