@@ -178,6 +178,7 @@ def test_a_row_with_the_base_text_tower_reuses_its_prompt_embeddings(model_specs
     import torch
 
     from mcip.eval.protocols import classifier_from_prompts, evaluate_zeroshot, zeroshot_prompts
+    from mcip.eval.text_encoding import encode_texts_by_length
 
     model = mcip.load_model(model_specs["openclip"]["spec"])
     base = mcip.save_model(model, tmp_path / "base")
@@ -200,7 +201,9 @@ def test_a_row_with_the_base_text_tower_reuses_its_prompt_embeddings(model_specs
 
     with mock.patch.object(type(model), "text_features_from_hidden", spy):
         report = evaluate_models([row], benches, data_root, cache_dir=cache)[0]
-    assert encoded == [1, 1]  # only the width probes (one per benchmark): no prompt, no caption encoded
+        assert encoded == []  # no prompt, no caption encoded
+        encode_texts_by_length(model, ["a short one", "a longer text than the short one"], batch_size=1)
+    assert encoded == [1, 1]  # (the spy sees what the text tower encodes)
 
     data = FakeZS().load(data_root)
     prompts = zeroshot_prompts(data.classnames, data.templates)

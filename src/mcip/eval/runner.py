@@ -83,10 +83,15 @@ class _Encoder:
     (:mod:`mcip.eval.text_encoding`)."""
 
     def __init__(
-        self, model: EmbeddingModel, cache_dir: Path, batch_size: int, text_fingerprint: str | None = None
+        self,
+        model: EmbeddingModel,
+        cache_dir: Path,
+        batch_size: int,
+        text_fingerprint: str | None = None,
+        text_width: int | None = None,
     ) -> None:
         self.model, self.cache_dir, self.batch_size = model, cache_dir, batch_size
-        self.text_fingerprint = text_fingerprint
+        self.text_fingerprint, self.text_width = text_fingerprint, text_width
         self.images = self.unreadable = 0
 
     def image(self, images: Images, desc: str) -> torch.Tensor:
@@ -102,7 +107,12 @@ class _Encoder:
         if self.text_fingerprint is None:
             self.text_fingerprint = text_tower_fingerprint(self.model)
         emb = cached_text_embeddings_by_tower(
-            self.model, texts, self.cache_dir, desc=desc, fingerprint=self.text_fingerprint
+            self.model,
+            texts,
+            self.cache_dir,
+            desc=desc,
+            fingerprint=self.text_fingerprint,
+            width=self.text_width,
         )
         return torch.from_numpy(np.asarray(emb, dtype=np.float32))
 
@@ -140,12 +150,14 @@ def _run(enc: _Encoder, name: str, data: BenchmarkData) -> dict[str, float]:
 
 
 @torch.no_grad()
-def _text_benchmarks_without_text_side(model: EmbeddingModel, keyed: dict, loaded: dict) -> list[str]:
-    """Keys of text benchmarks (zero-shot, T2I) that cannot run because text and image widths differ."""
+def _text_benchmarks_without_text_side(model: EmbeddingModel, loaded: dict) -> tuple[list[str], int | None]:
+    """Keys of text benchmarks (zero-shot, T2I) that cannot run because text and image widths differ, and
+    the text embedding width (None without text benchmarks)."""
     text = [k for k in loaded if isinstance(loaded[k], (ZeroShotSet, CaptionSet))]
-    if not text or model.encode_text(["a"]).shape[-1] == model.embed_dim:
-        return []
-    return text
+    if not text:
+        return [], None
+    width = int(model.encode_text(["a"]).shape[-1])
+    return ([] if width == model.embed_dim else text), width
 
 
 def benchmark_keys(benchmarks: Sequence[Benchmark]) -> list[str]:
@@ -175,7 +187,7 @@ def evaluate_models(
         start = time.perf_counter()
         model = load_model(spec, device=device, precision=precision)
         report = ModelReport(str(spec), missing=[k for k, b in keyed.items() if b.name in missing])
-        text_keys = _text_benchmarks_without_text_side(model, keyed, loaded)
+        text_keys, text_width = _text_benchmarks_without_text_side(model, loaded)
         if text_keys:
             report.missing += text_keys
             report.notes.append(
@@ -188,7 +200,7 @@ def evaluate_models(
                 if key in text_keys:
                     continue
                 b, t0 = keyed[key], time.perf_counter()
-                enc = _Encoder(model, cache, batch_size, text_fingerprint)
+                enc = _Encoder(model, cache, batch_size, text_fingerprint, text_width)
                 metrics = _run(enc, key, data)
                 text_fingerprint = enc.text_fingerprint
                 seconds = time.perf_counter() - t0

@@ -142,16 +142,18 @@ def cached_text_embeddings_by_tower(
     batch_size: int = 256,
     desc: str = "encoding texts",
     fingerprint: str | None = None,
+    width: int | None = None,
 ) -> np.ndarray:
     """(N, D) float32 L2-normalised text embeddings of ``texts`` through a :class:`FeatureCache` keyed by
     the text tower (``fingerprint``: :func:`text_tower_fingerprint`, computed when not given) and the
-    tokenised distinct texts. Rows are stored in token-length order; see the module docstring."""
+    tokenised distinct texts. Rows are stored in token-length order; see the module docstring. ``width``
+    (D) is measured with one text when not given."""
     texts = list(texts)
     unique, inverse = unique_texts(texts)
     if not unique:
         return np.zeros((0, model.encode_text(["a"]).shape[-1]), np.float32)
     ordered = LengthOrderedTexts(model, unique)
-    width = int(ordered.encode([0]).shape[-1])
+    width = width or int(ordered.encode([0]).shape[-1])
     fingerprint = fingerprint or text_tower_fingerprint(model)
     key = cache_key("text-by-tower", fingerprint, ordered.key(), str(len(unique)))
     stored = FeatureCache(cache_dir).get_or_compute(
