@@ -142,7 +142,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _images_args(q: argparse.ArgumentParser) -> None:
-    q.add_argument("--images", required=True, help="manifest (CSV/JSONL/Parquet) or image folder")
+    q.add_argument(
+        "--images",
+        required=True,
+        help="manifest (CSV/JSONL/Parquet), image folder or webdataset shards ('shards/*.tar', "
+        "'shard-{000000..000099}.tar'; the sidecar is keyed by each sample's id)",
+    )
     q.add_argument("--root", help="folder that relative manifest paths start from")
     q.add_argument("--encoding", help="text encoding of a CSV/JSONL manifest (default: UTF-8 or its BOM's)")
     q.add_argument("--out", required=True, help="caption sidecar JSONL (appended to; done images skipped)")
