@@ -8,6 +8,7 @@ import math
 import sys
 
 from mcip.cli._common import COMPILE_HELP, add_device_arg, add_model_args, default_workers
+from mcip.errors import ConfigError
 
 MAX_LISTED = 5
 
@@ -22,6 +23,47 @@ def search_options(args: argparse.Namespace) -> dict:
     if getattr(args, "search_params", None):
         options["search_params"] = args.search_params
     return options
+
+
+def engine_args(p: argparse.ArgumentParser) -> None:
+    """``--engine`` and the Ray options (``mcip encode``, ``mcip index build|add|rebuild``)."""
+    g = p.add_argument_group(
+        "engine",
+        "--engine ray runs decoding (CPU tasks) and the model (an actor pool: one GPU per actor where the "
+        "cluster has GPUs) on Ray (pip install 'mcip[ray]'): the same output as local, resumable by shard. "
+        "A real cluster: `ray start --head --port 6379` on the head node, `ray start --address HEAD:6379` "
+        "on each worker node, then --engine ray --address HEAD:6379 (docs/scaling.md).",
+    )
+    g.add_argument(
+        "--engine", choices=["local", "ray"], default="local",
+        help="local (default): this process, --workers decoding processes; ray: a Ray cluster",
+    )  # fmt: skip
+    g.add_argument(
+        "--address", help="Ray cluster to join (HEAD:6379, or auto); default: start a local one for this job"
+    )
+    g.add_argument(
+        "--ray-cpus", type=int, help="CPUs of the local Ray cluster (default: all of this machine)"
+    )
+    g.add_argument(
+        "--shard-size", type=int, help="records per shard, the unit a rerun resumes (a multiple of "
+        "--batch-size; default: the multiple nearest above 4096)",
+    )  # fmt: skip
+    g.add_argument("--actors", type=int, help="model replicas (default: one per GPU, else half the CPUs)")
+
+
+def engine_options(args: argparse.Namespace) -> dict:
+    """``engine`` and ``ray_options`` for the library call; Ray options without ``--engine ray`` fail."""
+    ray = {"--address": args.address, "--ray-cpus": args.ray_cpus, "--shard-size": args.shard_size,
+           "--actors": args.actors}  # fmt: skip
+    if args.engine != "ray":
+        given = [flag for flag, value in ray.items() if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} configure --engine ray; add --engine ray or drop them.")
+        return {}
+    from mcip.index.ray_engine import RayOptions
+
+    options = RayOptions(args.address, args.ray_cpus, args.shard_size, args.actors)
+    return {"engine": "ray", "ray_options": options}
 
 
 def _print_summary(s: dict, op: str) -> None:
@@ -62,7 +104,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
             args.model, args.images, args.out, factory=args.factory, backend=args.backend,
             batch_size=args.batch_size, progress=not args.quiet, root=args.root, device=args.device,
             num_workers=args.workers, model_options=options, wait=args.wait, encoding=args.encoding,
-            dim=args.dim, compile=args.compile, **backend_options,
+            dim=args.dim, compile=args.compile, **engine_options(args), **backend_options,
         )  # fmt: skip
     except KeyboardInterrupt:
         _resume_hint(args.out)
@@ -82,7 +124,7 @@ def cmd_index_add(args: argparse.Namespace) -> int:
         summary = add_to_index(
             args.index, args.images, model=args.model, batch_size=args.batch_size, progress=not args.quiet,
             root=args.root, device=args.device, num_workers=args.workers, wait=args.wait,
-            encoding=args.encoding, compile=args.compile, **qdrant_options(args),
+            encoding=args.encoding, compile=args.compile, **engine_options(args), **qdrant_options(args),
         )  # fmt: skip
     except KeyboardInterrupt:
         _resume_hint(args.index)
@@ -149,6 +191,7 @@ def cmd_index_rebuild(args: argparse.Namespace) -> int:
             args.index, args.model, out=args.out, batch_size=args.batch_size, progress=not args.quiet,
             device=args.device, num_workers=args.workers, wait=args.wait, compile=args.compile,
             model_options={"precision": args.precision, "drop_projector": args.drop_projector},
+            **engine_options(args),
         )  # fmt: skip
     except KeyboardInterrupt:
         _resume_hint(args.out or args.index)
@@ -236,6 +279,7 @@ def _encode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    engine_args(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -282,6 +326,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    engine_args(q)
     index_model_args(q, model_required=True)
     q.set_defaults(func=cmd_index_rebuild)
 
