@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,3 +226,47 @@ def test_cli_export_then_encode_with_onnxruntime(model_specs, tmp_path, capsys):
         main([*common, "--model", str(tmp_path / "imgs"), "--runtime", "onnx", "--out", str(tmp_path / "o3")])
         == 2
     )
+
+
+def _lab_root(tmp_path: Path) -> Path:
+    """The prepared lab (``$MCIP_LAB_DIR`` or ~/.cache/mcip/lab), else one prepared here from npm (as CI's
+    lab test does), else skip."""
+    import shutil
+
+    from mcip.cli.lab import default_lab_root
+
+    root = default_lab_root()
+    if (root / "manifest.jsonl").is_file():
+        return root
+    if shutil.which("npm") is None:
+        pytest.skip("no prepared lab and npm is not installed (the lab data comes from npm packages)")
+    from mcip.lab import prepare_lab
+
+    return prepare_lab(tmp_path / "lab", progress=False).root
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_real_lab_model_matches_on_lab_images_and_captions(tmp_path):
+    """The issue's parity test: the real composed lab model (EfficientNet-Lite0 + MiniLM) exported, on real
+    lab test emoji and their captions: least cosine >= 0.9999 to PyTorch, token ids equal."""
+    from mcip.data.lab_manifest import read_lab_manifest
+    from mcip.embed import encode_images
+    from mcip.export import export_onnx, load_onnx_model
+
+    root = _lab_root(tmp_path)
+    rows = read_lab_manifest(root, "test")[::25][:48]
+    paths = [root / r["path"] for r in rows]
+    captions = [c for r in rows for c in r["captions"]][:128]
+    model = mcip.load_model("composed:lab")
+    export_onnx(model, tmp_path / "lab-onnx")
+    runtime = load_onnx_model(tmp_path / "lab-onnx")
+    ours = encode_images(runtime, paths, batch_size=16, progress=False)
+    theirs = encode_images(model, paths, batch_size=16, progress=False)
+    assert ours.rows == theirs.rows and len(ours.rows) == len(paths) >= 32
+    assert _cosines(ours.embeddings, theirs.embeddings).min() >= 0.9999
+    for lo in range(0, len(captions), 32):
+        batch = captions[lo : lo + 32]
+        assert torch.equal(runtime.tokenize(batch)["input_ids"], model.tokenize(batch)["input_ids"])
+        with torch.no_grad():
+            assert _cosines(runtime.encode_text(batch), model.encode_text(batch)).min() >= 0.9999
