@@ -6,8 +6,9 @@ On n clustered unit vectors (default 200,000 x 512, float16 as the index stores 
    indexes (IVF-PQ also with exact re-ranking of the top k_factor_rf x k), next to exact Flat search;
 2. mcip's query path (``SearchIndex.search_vector``: validation, normalisation, the backend layer and the
    hits, built when first read) against calling FAISS's Python API directly on the same index object.
-   Target: >= 0.95x. The table also shows the path with every hit read (ids, paths, metadata), as a
-   server answering the query does.
+   Target: >= 0.95x (issue 16). The same path with every hit read (ids, paths, metadata), as a server
+   answering the query does, against the same FAISS call: target >= 0.90x (issue 7's target for the
+   whole query path, restored by issue 29).
 
 Queries are fresh points of the same clusters, searched one at a time with one FAISS thread (as a server
 does: concurrent requests, each single-threaded). Each query is timed on both paths, alternating which
@@ -17,7 +18,8 @@ goes first, so both see the same machine; q/s = 1 / median latency, the ratio is
     python benchmarks/index_search.py --n 1000000 --ivf IVF4096,PQ64 --nprobe 64
     python benchmarks/index_search.py --breakdown    # also: where the time per query goes, step by step
 
-Ends with ``RESULT search_<index>_vs_faiss X target >=0.95`` per index.
+Ends with ``RESULT search_<index>_vs_faiss X target >=0.95`` and ``RESULT search_<index>_hits_vs_faiss X
+target >=0.9`` per index.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ import numpy as np
 
 from mcip.index import IndexRecord, SearchIndex, index_embeddings
 
-TARGET = 0.95  # mcip's query path / FAISS direct (issue: single-query search overhead)
+TARGET = 0.95  # mcip's query path / FAISS direct (issue 16: single-query search overhead)
+HITS_TARGET = 0.90  # with every hit read / FAISS direct (issue 7: the whole query path; restored by issue 29)
 
 
 def cluster_centres(clusters: int, d: int, seed: int) -> np.ndarray:
@@ -106,6 +109,7 @@ def compare_query_paths(index: SearchIndex, queries: np.ndarray, k: int, repeats
         "mcip_qps": 1 / medians["mcip"],
         "mcip_read_qps": 1 / medians["mcip_read"],
         "ratio": medians["faiss"] / medians["mcip"],
+        "hits_ratio": medians["faiss"] / medians["mcip_read"],
         "found": found,
     }
 
@@ -239,6 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
     for r in results:
         name = result_name(r["factory"])
         print(f"RESULT search_{name}_vs_faiss {r['ratio']:.3f} target >={TARGET}")
+        print(f"RESULT search_{name}_hits_vs_faiss {r['hits_ratio']:.3f} target >={HITS_TARGET}")
     return {"results": results, "table": table}
 
 
