@@ -2,14 +2,20 @@
 
 An expression is ``KEY OP VALUE`` with OP one of ``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=``; several
 expressions must all hold (AND). KEY is a field of the indexed records: ``id``, ``path``, ``label`` or any
-other column of the manifest the index was built from (kept as metadata). Semantics, row by row:
+other column of the manifest the index was built from (kept as metadata, typed: ``mcip.index.values``).
+VALUE is compared as the type of the stored value, row by row:
 
-- ``=`` / ``!=``: equal / not equal as text (``label=cereal``); when both the stored value and VALUE are
-  numbers, as numbers (``price=5`` matches a stored ``5.0``). A list (``captions``) matches ``=`` when one
-  of its items is equal, and ``!=`` when none is.
-- ``<``, ``<=``, ``>``, ``>=``: numbers only (a stored text that reads as a number counts as one); a row
-  whose value is not a number never matches.
-- A row without the field never matches (``!=`` included): filter on what the records hold.
+- a stored integer or float: VALUE must be a number (``5``, ``4.5``, ``1e3``); integers compare exactly,
+  however many digits (``sku=12345678901234567`` does not match ...568), an integer and a float by value
+  (``price=5`` matches a stored ``5.0``); VALUE ``abc`` matches no number;
+- a stored boolean: VALUE must be ``true`` or ``false`` (any case); ``flag=1`` matches no boolean;
+- a stored string: ``=`` / ``!=`` compare the text exactly (``label=1`` matches ``1``, not ``01``, ``1.0``
+  or `` 1``; case counts); ``KEY=`` (empty VALUE) matches the empty string. ``<``, ``<=``, ``>``, ``>=``
+  compare numbers only: a stored string counts when it is a number written plainly (indexes built before
+  values were typed hold CSV cells as text);
+- a list (``captions``) matches ``=`` when one of its items does, and ``!=`` when none does;
+- ``!=`` matches exactly the rows that have the field and do not match ``=``; a row without the field (or
+  with null) never matches, ``!=`` included: filter on what the records hold.
 
 The filter is evaluated on mcip's own records (the source of truth of every backend), once per
 expression set (cached), giving the matching rows; the backend then ranks only those rows: FAISS through
@@ -24,12 +30,13 @@ import math
 import operator
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from mcip.errors import InputError
+from mcip.index.values import query_bool, query_number
 
 OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "<=": operator.le,
@@ -44,20 +51,6 @@ MAX_EXPRESSION_CHARS = 1000
 MAX_EXPRESSIONS = 16
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return None
-        return number if math.isfinite(number) else None
-    return None
-
-
 @dataclass(frozen=True)
 class Condition:
     """One ``KEY OP VALUE`` expression (see the module docstring)."""
@@ -65,29 +58,55 @@ class Condition:
     key: str
     op: str
     value: str
+    number: int | float | None = field(init=False, repr=False, compare=False)
+    boolean: bool | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "number", query_number(self.value))
+        object.__setattr__(self, "boolean", query_bool(self.value))
 
     def __str__(self) -> str:
         return f"{self.key}{self.op}{self.value}"
 
     def matches(self, stored: Any) -> bool:
+        """Whether a row whose field holds ``stored`` (None: no field) matches."""
         if stored is None:
             return False
-        if isinstance(stored, list | tuple):
-            if self.op == "=":
-                return any(self._scalar(item) for item in stored)
-            if self.op == "!=":
-                return not any(Condition(self.key, "=", self.value)._scalar(item) for item in stored)
+        if self.op == "!=":
+            return not self._equal_any(stored)
+        if self.op == "=":
+            return self._equal_any(stored)
+        if isinstance(stored, list | tuple | dict):
             return False
-        return self._scalar(stored)
+        a = _ordered(stored)
+        return a is not None and self.number is not None and OPERATORS[self.op](a, self.number)
 
-    def _scalar(self, stored: Any) -> bool:
-        compare = OPERATORS[self.op]
-        a, b = _number(stored), _number(self.value)
-        if self.op in ("=", "!="):
-            if a is not None and b is not None:
-                return compare(a, b)
-            return compare(str(stored), self.value)
-        return a is not None and b is not None and compare(a, b)
+    def _equal_any(self, stored: Any) -> bool:
+        if isinstance(stored, list | tuple):
+            return any(self._equal(item) for item in stored)
+        return self._equal(stored)
+
+    def _equal(self, stored: Any) -> bool:
+        if isinstance(stored, bool):  # before int: bool is an int subclass
+            return stored is self.boolean
+        if isinstance(stored, int | float):
+            return self.number is not None and stored == self.number  # int == int is exact
+        if isinstance(stored, str):
+            return stored == self.value
+        return False  # null, objects
+
+
+def _ordered(stored: Any) -> int | float | None:
+    """A stored value as a number for ``<`` and friends: a number, or a string that is one written plainly."""
+    if isinstance(stored, bool):
+        return None
+    if isinstance(stored, int):
+        return stored
+    if isinstance(stored, float):
+        return stored if math.isfinite(stored) else None
+    if isinstance(stored, str) and stored == stored.strip():
+        return query_number(stored)
+    return None
 
 
 def parse_where(expressions: str | Sequence[str | Condition] | None) -> tuple[Condition, ...]:
@@ -107,13 +126,13 @@ def parse_where(expressions: str | Sequence[str | Condition] | None) -> tuple[Co
         if not isinstance(text, str) or len(text) > MAX_EXPRESSION_CHARS:
             raise InputError(f"A where-expression is a text of at most {MAX_EXPRESSION_CHARS} characters.")
         found = _EXPRESSION.match(text)
-        if not found or not found.group(3):
+        if not found:
             raise InputError(
                 f"Cannot read the filter {text!r}: write KEY OP VALUE with OP one of "
                 f"{', '.join(OPERATORS)}, e.g. label=cereal or price<5."
             )
         key, op, value = found.groups()
-        if op in ("<", "<=", ">", ">=") and _number(value) is None:
+        if op in ("<", "<=", ">", ">=") and query_number(value) is None:
             raise InputError(f"The filter {text!r} compares with {op}, which needs a number after it.")
         out.append(Condition(key, op, value))
     return tuple(out)

@@ -5,10 +5,13 @@ Sources (``load_index_records``):
 - an image folder: every image under it, recursively; the id is the path relative to the folder
   (posix), the label the first sub-folder ('' for images directly in the folder);
 - a manifest (``.csv``, ``.jsonl``, ``.parquet``, as in training: ``path``, optional ``id``, ``label``,
-  ``captions``); every other column is kept as metadata;
+  ``captions``); every other column is kept as metadata, typed (a CSV column by its declared or inferred
+  type, see ``mcip.index.values``);
 - a list of :class:`~mcip.data.ImageRecord` or :class:`IndexRecord`.
 
-Images inside tar shards cannot be served by path, so shards are refused with what to do instead.
+- webdataset tar shards (a ``.tar`` path, glob or brace range, as in training): one record per sample, its
+  ``path`` the reference ``SHARD.tar#KEY`` (absolute shard; :mod:`mcip.data.shard_ref`), which the index
+  encodes, hashes and ``mcip serve`` returns by reading that member.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mcip.data.images import find_images
+from mcip.data.images import find_images, read_image_bytes
 from mcip.data.manifest import PATH_COLUMNS, is_shard_source, read_manifest_rows
 from mcip.data.records import ImageRecord, check_unique_ids, label_text, parse_captions, warn_mixed_labels
+from mcip.data.shard_ref import member_ref, split_member_ref
 from mcip.errors import InputError
+from mcip.index.values import type_csv_columns
 
 LABEL_COLUMNS = ("label", "class")
 HASH_FIELD = "content_hash"
@@ -71,15 +76,21 @@ class IndexRecord:
 
 
 def file_stat(path: str | os.PathLike) -> list[int]:
-    """``[size, mtime_ns]`` of a file: when both are as stored, ``index add`` does not re-read it."""
-    st = os.stat(path)
+    """``[size, mtime_ns]`` of a file (of the shard, for a reference ``SHARD#KEY``): when both are as
+    stored, ``index add`` does not re-read it."""
+    ref = split_member_ref(path)
+    st = os.stat(ref[0] if ref else path)
     return [int(st.st_size), int(st.st_mtime_ns)]
 
 
 def file_hash(path: str | os.PathLike) -> str:
     """The content hash an index stores per image (BLAKE2b, 128 bits, hex, read in 1 MiB blocks):
-    ``mcip index add`` re-encodes an indexed id whose file no longer has it."""
+    ``mcip index add`` re-encodes an indexed id whose file no longer has it. For a shard reference
+    ``SHARD#KEY``, of the member's bytes."""
     digest = hashlib.blake2b(digest_size=16)
+    if split_member_ref(path) is not None:
+        digest.update(read_image_bytes(path))
+        return digest.hexdigest()
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
             digest.update(block)
@@ -143,6 +154,8 @@ def read_index_manifest(
     path = Path(path)
     base = Path(root) if root is not None else path.parent
     rows = read_manifest_rows(path, encoding)
+    if path.suffix.lower() == ".csv":  # text cells: one type per column (mcip.index.values)
+        rows = type_csv_columns(rows, _RESERVED, path)
     records = [_manifest_record(row, base, f"{path}, row {i + 1}") for i, row in enumerate(rows)]
     raw_labels = ((f"row {i + 1}", _first_present(row, LABEL_COLUMNS)) for i, row in enumerate(rows))
     warn_mixed_labels(raw_labels, path)
@@ -174,6 +187,18 @@ def _from_objects(items: Sequence[ImageRecord | IndexRecord]) -> list[IndexRecor
     return out
 
 
+def read_index_shards(source: str | os.PathLike) -> list[IndexRecord]:
+    """One record per sample of the shards ``source`` (id, label and captions from its JSON), its path
+    ``SHARD#KEY`` with the shard made absolute."""
+    from mcip.data.webdataset import list_shards, read_shard_records
+
+    records = []
+    for r in read_shard_records(list_shards(source)):
+        shard, key = split_member_ref(r.path)
+        records.append(IndexRecord(r.id, member_ref(shard.resolve(), key), r.label, r.captions))
+    return records
+
+
 def _with_path(record: IndexRecord, path: Path) -> IndexRecord:
     return IndexRecord(record.id, path, record.label, record.captions, record.extra)
 
@@ -195,10 +220,7 @@ def load_index_records(
     if path.suffix.lower() in (".csv", ".jsonl", ".parquet"):
         return read_index_manifest(path, root, encoding)
     if is_shard_source(source):
-        raise InputError(
-            f"{source}: images inside tar shards cannot be served by path, so the index does not read "
-            "shards. Extract them (tar -xf) and index the folder, or write a manifest of the files."
-        )
+        return read_index_shards(source)
     if not path.exists():
         raise InputError(f"Image source not found: {source}.")
     raise InputError(

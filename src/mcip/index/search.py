@@ -7,7 +7,8 @@ product of q with the stored image embedding (cosine similarity). Text and image
 Every search takes ``where``: metadata filters (``["label=cereal", "price<5"]``, all must hold; see
 :mod:`mcip.index.filters`), so only matching images are ranked.
 
-Safe to call from several threads: model inference runs under a lock, the backends read concurrently.
+Safe to call from several threads: model inference runs under a lock, the filter cache under another, the
+backends read concurrently.
 """
 
 from __future__ import annotations
@@ -181,6 +182,7 @@ class SearchIndex:
         self.model = model
         self._lock = threading.Lock()
         self._filters: dict[tuple[str, ...], np.ndarray] = {}
+        self._filters_lock = threading.Lock()
         self.info: dict = {
             **stored.manifest,
             "path": str(stored.dir),
@@ -357,12 +359,14 @@ class SearchIndex:
         if not conditions:
             return None
         key = tuple(sorted(map(str, conditions)))
-        rows = self._filters.get(key)
+        with self._filters_lock:
+            rows = self._filters.get(key)
         if rows is None:
-            rows = matching_rows(conditions, self._stored.column, len(self))
-            if len(self._filters) >= FILTER_CACHE:
-                self._filters.pop(next(iter(self._filters)))
-            self._filters[key] = rows
+            rows = matching_rows(conditions, self._stored.column, len(self))  # outside the lock: may be slow
+            with self._filters_lock:  # server threads share the cache: evict and insert as one step
+                if key not in self._filters and len(self._filters) >= FILTER_CACHE:
+                    self._filters.pop(next(iter(self._filters)))
+                self._filters[key] = rows
         return rows
 
     def _search_rows(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
