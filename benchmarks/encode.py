@@ -4,24 +4,27 @@
 - the bare forward pass of the same network on pre-decoded tensors (the model's limit on this CPU), and
 - decode-only: reading, decoding and transforming the same files with the same number of workers,
 
-so the figure that matters is ``encode / min(forward-only, decode-only)`` (target >= 0.85). Both share
-the same cores, so the image also gets ``encode / serial bound``, the bound being 1 / (1/forward +
-1/decode): every image is decoded and run through the network by the same CPUs. Also the forward pass
-in the layout ``load_model`` chose (channels-last for a convolutional tower) against the default
-(contiguous) layout, and with bf16 autocast (with the cosine of its embeddings to fp32), each as a ratio,
-and JPEG draft decoding (opt-in, ``MCIP_JPEG_DRAFT=1``) against full decoding
-(mcip's default): speed-up
-of decode-only and the least cosine between the embeddings of the two. With ``torch.compile`` (opt-in,
-``mcip encode --compile``; ``--no-compile`` skips it): the time to compile, the forward pass and ``mcip
-encode`` against the plain model, and the least cosine to its embeddings.
+so the figure that matters is ``encode / min(forward-only, decode-only)``: target >= 0.85 (issue 16) where
+decoding and the network run on separate resources, i.e. the network on a GPU (``--device cuda``, the
+default when one is present). On a CPU both share the same cores and the bound is the serial one,
+1 / (1/forward + 1/decode): every image is decoded and run through the network by the same CPUs, so
+there the benchmark reports ``encode / serial bound`` without a target (issue 29) and prints no
+``..._vs_limit`` line. Also the forward pass in the layout ``load_model`` chose (channels-last for a
+convolutional tower) against the default (contiguous) layout, and with bf16 autocast (with the cosine
+of its embeddings to fp32), each as a ratio, and JPEG draft decoding (opt-in, ``MCIP_JPEG_DRAFT=1``)
+against full decoding (mcip's default): speed-up of decode-only and the least cosine between the
+embeddings of the two. With ``torch.compile`` (opt-in, ``mcip encode --compile``; ``--no-compile``
+skips it): the time to compile, the forward pass and ``mcip encode`` against the plain model, and the
+least cosine to its embeddings. Every cosine target is issue 16's accuracy bar, >= 0.999.
 
     python benchmarks/encode.py                       # 512 synthetic 1600x1200 JPEG photos, composed:lab
     python benchmarks/encode.py --images ~/.cache/mcip/lab/images/google   # the lab's 64 px PNGs
     python benchmarks/encode.py --images DIR --model SPEC --workers 2 --n 1024
 
 Ends with ``RESULT encode_vs_limit X target >=0.85`` (``encode_images``: mcip encode and evaluation),
-``RESULT encode_index_build_vs_limit`` (``mcip index build``'s encoder, decoding in worker processes) and
-one line per variant.
+``RESULT encode_workers_vs_limit`` and ``RESULT encode_index_build_vs_limit`` (``mcip index build``'s
+encoder, decoding in worker processes) on a GPU, ``RESULT encode_vs_serial_bound X`` (and ``_workers_``)
+on a CPU, and one line per variant.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ from mcip.models import load_model
 from mcip.models.compiled import CompiledImageEncoder
 from mcip.models.transforms import DRAFT_OVERSAMPLING, EvalTransform
 
-TARGET = 0.85
+TARGET = 0.85  # encode / min(forward-only, decode-only) where they run on separate resources (issue 16)
+COSINE = 0.999  # issue 16's accuracy bar for a faster variant's embeddings against mcip's default path
 
 
 class _Decode(Dataset):
@@ -56,6 +60,12 @@ class _Decode(Dataset):
     def __getitem__(self, i):
         out = decode_image(self.paths[i], self.transform, str(self.paths[i]))
         return out if not isinstance(out, str) else torch.zeros(3, 1, 1)
+
+
+def _sync(model) -> None:
+    """Wait for queued GPU work, so a timer stops when the work is done."""
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
 
 
 def decode_only(paths, transform, batch: int, workers: int) -> float:
@@ -76,6 +86,7 @@ def compiled_forward(model, pixels: torch.Tensor, batch: int) -> tuple[float, fl
     start = time.perf_counter()
     for lo in range(0, len(pixels), batch):
         outs.append(encode(pixels[lo : lo + batch]).float())
+    _sync(model)
     return compile_s, len(pixels) / (time.perf_counter() - start), torch.cat(outs)
 
 
@@ -93,8 +104,9 @@ def forward_only(
         model.encode_image(pixels[:batch])  # warm-up
         start = time.perf_counter()
         for lo in range(0, len(pixels), batch):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
                 outs.append(model.encode_image(pixels[lo : lo + batch]).float())
+        _sync(model)
         rate = len(pixels) / (time.perf_counter() - start)
     finally:
         model.use_channels_last(was)
@@ -113,11 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where the network runs (default: cuda when available)",
+    )
+    p.add_argument(
         "--no-compile", dest="compile", action="store_false", help="skip the torch.compile figures"
     )
     args = p.parse_args(argv)
     kwargs = {"image_size": args.image_size} if args.model == "composed:lab" else {}
-    model = load_model(args.model, **kwargs)
+    model = load_model(args.model, device=args.device, **kwargs)
     with tempfile.TemporaryDirectory() as tmp:
         if args.images is None:
             args.images = synthetic_photos(Path(tmp) / "photos", args.n)
@@ -198,21 +215,26 @@ def measure(model, paths, args) -> int:
         print(f"torch.compile: {compile_s:.1f} s to compile, then forward {forward_compiled:.0f} img/s "
               f"({forward_compiled / forward:.2f}x, min cosine {compiled_cosine:.6f}); mcip encode --compile "
               f"({args.workers} workers) {encode_compiled:.0f} img/s ({encode_compiled / encode_workers:.2f}x)")  # fmt: skip
-    print(f"RESULT encode_vs_limit {encode / limit:.2f} target >={TARGET}")
-    print(f"RESULT encode_workers_vs_limit {encode_workers / limit:.2f} target >={TARGET}")
-    print(f"RESULT encode_index_build_vs_limit {index_build / limit:.2f} target >={TARGET}")
-    print(f"RESULT encode_vs_serial_bound {encode / serial:.2f} target >={TARGET}")
-    print(f"RESULT encode_workers_vs_serial_bound {encode_workers / serial:.2f} target >={TARGET}")
-    print(f"RESULT encode_jpeg_draft_decode_speedup {decode_draft / decode:.2f} target >=1.0")
-    print(f"RESULT encode_jpeg_draft_min_cosine {draft_cosine:.4f} target >=0.99")
+    if model.device.type == "cuda":  # decoding (CPU) and the network (GPU) on separate resources
+        print(f"RESULT encode_vs_limit {encode / limit:.2f} target >={TARGET}")
+        print(f"RESULT encode_workers_vs_limit {encode_workers / limit:.2f} target >={TARGET}")
+        print(f"RESULT encode_index_build_vs_limit {index_build / limit:.2f} target >={TARGET}")
+    print(f"RESULT encode_vs_serial_bound {encode / serial:.2f}")
+    print(f"RESULT encode_workers_vs_serial_bound {encode_workers / serial:.2f}")
+    # >= 1.0 where mcip ships the variant for speed alone (an opt-in or a default): slower, it has no reason
+    print(
+        f"RESULT encode_jpeg_draft_decode_speedup {decode_draft / decode:.2f} target >=1.0"
+    )  # MCIP_JPEG_DRAFT
+    print(f"RESULT encode_jpeg_draft_min_cosine {draft_cosine:.4f} target >={COSINE}")
+    # channels-last is load_model's default layout for convolutional towers because it is faster
     print(f"RESULT encode_forward_vs_contiguous_layout {forward / contiguous:.2f} target >=1.0")
-    print(f"RESULT encode_layout_min_cosine {layout_cosine:.6f} target >=0.999")
-    print(f"RESULT encode_bf16_vs_forward {bf / forward:.2f} target >=1.0")
-    print(f"RESULT encode_bf16_min_cosine {cosine:.4f} target >=0.999")
-    if args.compile:
+    print(f"RESULT encode_layout_min_cosine {layout_cosine:.6f} target >={COSINE}")
+    print(f"RESULT encode_bf16_vs_forward {bf / forward:.2f}")  # not shipped (fails the cosine bar): a report
+    print(f"RESULT encode_bf16_min_cosine {cosine:.4f} target >={COSINE}")
+    if args.compile:  # --compile is offered as a speed-up: its forward pass and encode must not be slower
         print(f"RESULT encode_compiled_forward_speedup {forward_compiled / forward:.2f} target >=1.0")
         print(f"RESULT encode_compiled_workers_speedup {encode_compiled / encode_workers:.2f} target >=1.0")
-        print(f"RESULT encode_compiled_min_cosine {compiled_cosine:.6f} target >=0.999")
+        print(f"RESULT encode_compiled_min_cosine {compiled_cosine:.6f} target >={COSINE}")
     return 0
 
 

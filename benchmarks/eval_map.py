@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"speed ratio numpy / mcip: {t_numpy / t_mcip:.1f}x")
     print(f"floor (similarity matmul only): {t_floor:6.2f} s; mcip = {t_mcip / t_floor:.2f}x the floor")
     assert diff <= 1e-6, f"mAP differs by {diff}"
-    print(f"RESULT eval_map_vs_matmul {t_mcip / t_floor:.2f} target <=1.5")
-    print(f"RESULT eval_map_speedup_vs_numpy {t_numpy / t_mcip:.1f} target >=1.0")
+    print(f"RESULT eval_map_vs_matmul {t_mcip / t_floor:.2f} target <=1.5")  # issue 16
+    print(f"RESULT eval_map_speedup_vs_numpy {t_numpy / t_mcip:.1f}")  # issue 4: a reported ratio, no target
     return 0
 
 

@@ -15,6 +15,10 @@ shapes) encoded with ``--model`` into ``--index-dir`` once, reused by later runs
 
     python benchmarks/serve_latency.py                                  # 2,000 images, composed:lab
     python benchmarks/serve_latency.py --index-dir runs/lab/index       # any existing index
+
+Ends with, per query kind and concurrency, ``RESULT serve_<query>_c<N>_p50_ms``, ``..._p99_ms`` and
+``..._http_vs_inprocess_qps`` (HTTP queries/s over in-process): figures without a target (issue 7 asked
+for the latencies, not a bound; its query-path target, >= 0.9x of FAISS, is ``index_search.py``'s).
 """
 
 from __future__ import annotations
@@ -260,6 +264,19 @@ def markdown(results: list[Load]) -> str:
     return "\n".join(rows)
 
 
+def result_lines(results: list[Load]) -> list[str]:
+    """``RESULT`` lines of the HTTP rows: p50 and p99 latency and throughput relative to in-process."""
+    base = {(r.query, r.concurrency): r for r in results if r.path == "in-process"}
+    lines = []
+    for r in results:
+        if r.path != "HTTP":
+            continue
+        name = f"serve_{r.query}_c{r.concurrency}"
+        lines += [f"RESULT {name}_p50_ms {r.p50_ms:.2f}", f"RESULT {name}_p99_ms {r.p99_ms:.2f}"]
+        lines.append(f"RESULT {name}_http_vs_inprocess_qps {r.qps / base[(r.query, r.concurrency)].qps:.3f}")
+    return lines
+
+
 def ensure_index(index_dir: Path, n: int, model: str, batch_size: int) -> None:
     if (index_dir / "manifest.json").is_file():
         return
@@ -302,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(results))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    print("\n".join(result_lines(results)))
     return 0
 
 

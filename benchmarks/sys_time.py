@@ -15,8 +15,12 @@ A third child runs the tuned setting with the image tower in the default (contig
 instead of the channels-last one ``load_model`` gives convolutional towers: the step's speed-up from the
 layout.
 
-Ends with ``RESULT sys_user_ratio_tuned VALUE target <=0.05`` (system / user time with the CLI's setting),
-the same for glibc's defaults, the faults per step of both, and ``train_step_channels_last_speedup``.
+Ends with ``RESULT sys_step_sys_user_ratio_tuned VALUE target <=0.05`` (system / user time with the CLI's
+setting; issue 16's bound for ``mcip lab run --quick``, which ``--lab-quick`` prints as
+``sys_lab_quick_sys_user_ratio``), the same for glibc's defaults, the tuned faults per step (no target),
+their ratio to the default's (target <= 0.1: the setting cuts them tenfold) and
+``train_step_channels_last_speedup`` (target >= 1.0: channels-last is the default layout because it is
+faster).
 """
 
 from __future__ import annotations
@@ -133,15 +137,14 @@ def main() -> None:
     d, t = rows["default"], rows["tuned"]
     print(f"RESULT sys_step_sys_user_ratio_default {d['sys'] / d['user']:.3f} target <={TARGET}")
     print(f"RESULT sys_step_sys_user_ratio_tuned {t['sys'] / t['user']:.3f} target <={TARGET}")
+    # faults per step: a figure, no target (a bound computed from this run's default would move with it)
+    print(f"RESULT sys_step_faults_per_step_tuned {t['minflt'] / t['steps']:.0f}")
     print(  # the CLI's setting must cut the faults per step at least tenfold
-        f"RESULT sys_step_faults_per_step_tuned {t['minflt'] / t['steps']:.0f} "
-        f"target <={d['minflt'] / d['steps'] / 10:.0f}"
-    )
-    print(
         f"RESULT sys_step_faults_ratio_tuned_vs_default {t['minflt'] / max(d['minflt'], 1):.3f} target <=0.1"
     )
     c = rows["tuned-contiguous"]  # the same step with the image tower in the default memory layout
     speedup = (c["wall"] / c["steps"]) / (t["wall"] / t["steps"])
+    # channels-last is load_model's default layout for convolutional towers because it is faster
     print(f"RESULT train_step_channels_last_speedup {speedup:.2f} target >=1.0")
 
 

@@ -1,8 +1,10 @@
-"""The benchmark scripts run (tiny model, one step) so they do not rot; their numbers are not checked."""
+"""The benchmark scripts run (tiny model, one step) so they do not rot, and their figures are checked on
+tiny inputs whose values are known (the speed ratios themselves are measured by the scripts, not here)."""
 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ def _load(name: str):
     path = Path(__file__).parent.parent / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
     return module
 
@@ -31,7 +34,38 @@ def test_train_step_benchmark_functions_run(tiny_openclip):
     }
     out = bench.bench_mcip(model, batch, 2, 1, "cpu") | bench.bench_realign(model, batch, 1, "cpu")
     out |= bench.bench_gpr_overhead(model, batch, 1, "cpu", "fp32")
-    assert set(out) >= {"mcip_speedup", "realign_speedup", "gpr_overhead"}
+    assert out["mcip_speedup"] == pytest.approx(out["mcip_step_reencode_s"] / out["mcip_step_cached_s"])
+    assert out["gpr_overhead"] == pytest.approx(out["gpr_step_mcip_s"] / out["gpr_step_plain_s"] - 1)
+
+
+def test_train_step_result_lines_carry_issue_3_target():
+    bench = _load("train_step")
+    lines = bench.result_lines({"mcip_speedup": 4.154, "realign_speedup": 2.28, "gpr_overhead": 0.0162})
+    assert lines == [
+        "RESULT train_step_mcip_cached_captions_speedup 4.15",
+        "RESULT train_step_realign_cached_images_speedup 2.28",
+        "RESULT train_step_gpr_overhead 0.016 target <0.1",
+    ]
+
+
+def test_serve_latency_result_lines():
+    """HTTP rows only; the throughput ratio against the in-process row of the same query and concurrency."""
+    bench = _load("serve_latency")
+    Load = bench.Load
+    results = [
+        Load("text", "in-process", 1, 10, 2.0, 3.0, 400.0),
+        Load("text", "HTTP", 1, 10, 4.0, 9.5, 100.0, took_ms=1.5),
+        Load("id", "in-process", 8, 10, 1.0, 2.0, 1000.0),
+        Load("id", "HTTP", 8, 10, 3.25, 7.0, 250.0, took_ms=0.5),
+    ]
+    assert bench.result_lines(results) == [
+        "RESULT serve_text_c1_p50_ms 4.00",
+        "RESULT serve_text_c1_p99_ms 9.50",
+        "RESULT serve_text_c1_http_vs_inprocess_qps 0.250",
+        "RESULT serve_id_c8_p50_ms 3.25",
+        "RESULT serve_id_c8_p99_ms 7.00",
+        "RESULT serve_id_c8_http_vs_inprocess_qps 0.250",
+    ]
 
 
 def test_realign_step_benchmark_functions_run(model_specs):
@@ -45,21 +79,29 @@ def test_realign_step_benchmark_functions_run(model_specs):
 
 
 def test_index_pca_benchmark_measures_recall_and_size(tmp_path):
-    """benchmarks/index_pca.py on clustered vectors: recall is a share (1.0 at a K that keeps every
-    dimension of a rank-deficient set), the PCA index is smaller than the full one."""
+    """benchmarks/index_pca.py on clustered vectors: recall 1.0 when K keeps every dimension of a
+    rank-deficient set, below 1 when it drops real dimensions; a smaller K, a smaller index."""
     bench = _load("index_pca")
     from mcip.index import IndexRecord
 
     emb = bench.synthetic(600, 32)
     records = [IndexRecord(str(i), Path(f"{i}.png")) for i in range(len(emb))]
-    out = bench.measure(emb, records, [8, 16], 50, emb[:5], tmp_path)
-    for row in out["by_dim"].values():
-        assert 0 <= row["image_recall"] <= 1 and 0 <= row["text_recall"] <= 1 and row["size_ratio"] < 1
-    assert out["by_dim"][16]["image_recall"] >= out["by_dim"][8]["image_recall"] - 0.1
+    out = bench.measure(emb, records, [8, 16], 50, None, tmp_path)
+    assert out["by_dim"][8]["image_recall"] < 1.0  # 8 of 32 isotropic dimensions lose neighbours
+    assert out["by_dim"][8]["size_ratio"] < out["by_dim"][16]["size_ratio"] < 1
     low_rank = emb[:, :4] @ np.random.default_rng(0).standard_normal((4, 32)).astype(np.float32)
     low_rank /= np.linalg.norm(low_rank, axis=1, keepdims=True)
-    exact = bench.measure(low_rank, records, [8], 50, None, tmp_path / "r")
-    assert exact["by_dim"][8]["image_recall"] > 0.95  # 4 real dimensions: a PCA to 8 keeps all of them
+    exact = bench.measure(low_rank, records, [8], 50, low_rank[:5], tmp_path / "r")
+    row = exact["by_dim"][8]  # 4 real dimensions: a PCA to 8 keeps all of them
+    assert row["image_recall"] == 1.0 and row["text_recall"] == 1.0
+
+
+def test_index_pca_recall_counts_shared_neighbours():
+    bench = _load("index_pca")
+    reference, found = np.array([[0, 1], [2, 3]]), np.array([[1, 0], [2, 9]])
+    assert bench.recall_at(reference, found) == 0.75
+    emb = np.eye(3, dtype=np.float32)
+    assert bench.exact_top(emb, emb[[2]], 1).tolist() == [[2]]
 
 
 def test_eval_map_benchmark_prints_its_ratios(capsys):
@@ -71,13 +113,22 @@ def test_eval_map_benchmark_prints_its_ratios(capsys):
 
 @pytest.mark.parametrize("compiled", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_encode_benchmark_runs(tiny_openclip, tmp_path, capsys, compiled):
-    """benchmarks/encode.py on a few PNGs with the tiny open_clip model: every RESULT line is printed (the
-    torch.compile ones unless --no-compile)."""
+    """benchmarks/encode.py on a few PNGs with the tiny open_clip model on the CPU: the RESULT lines with
+    the targets of issues 16 and 29 (the torch.compile ones unless --no-compile)."""
     from tests.index.helpers import write_pngs
 
     bench = _load("encode")
     write_pngs(tmp_path / "img", [f"{i}.png" for i in range(8)])
-    args = ["--images", str(tmp_path / "img"), "--model", f"openclip:{tiny_openclip}", "--n", "8"]
+    args = [
+        "--images",
+        str(tmp_path / "img"),
+        "--model",
+        f"openclip:{tiny_openclip}",
+        "--n",
+        "8",
+        "--device",
+        "cpu",
+    ]
     assert bench.main([*args, "--batch", "4", "--workers", "0", *([] if compiled else ["--no-compile"])]) == 0
     out = capsys.readouterr().out
     compiled_lines = (
@@ -86,18 +137,13 @@ def test_encode_benchmark_runs(tiny_openclip, tmp_path, capsys, compiled):
         "encode_compiled_min_cosine",
     )
     assert all((f"RESULT {name} " in out) == compiled for name in compiled_lines)
-    for name in (
-        "encode_vs_limit",
-        "encode_index_build_vs_limit",
-        "encode_bf16_min_cosine",
-        "encode_layout_min_cosine",
-    ):
-        assert f"RESULT {name} " in out
-    for name in (
-        "encode_workers_vs_serial_bound",
-        "encode_jpeg_draft_decode_speedup",
-    ):
-        assert f"RESULT {name} " in out
+    lines = {x.split()[1]: x for x in out.splitlines() if x.startswith("RESULT ")}
+    # on a CPU: no 0.85x-of-min line (decoding and the network share the cores), the serial bound untargeted
+    assert not any(name.endswith("_vs_limit") for name in lines)
+    assert "target" not in lines["encode_vs_serial_bound"] and "target" not in lines["encode_bf16_vs_forward"]
+    assert lines["encode_layout_min_cosine"].endswith("target >=0.999")
+    assert lines["encode_jpeg_draft_min_cosine"].endswith("target >=0.999")
+    assert lines["encode_forward_vs_contiguous_layout"].endswith("target >=1.0")
 
 
 def test_encode_benchmark_default_images_are_jpeg_photos(tmp_path):
@@ -120,3 +166,24 @@ def test_sys_time_benchmark_child_measures_a_training_step(model_specs):
         out = bench.run_child(mode, 1, 1, 2, model=spec, image_size=32)
         assert out["steps"] == 1 and out["user"] >= 0 and out["minflt"] >= 0
         assert out["tuned"] is mode.startswith("tuned")
+
+
+def test_onnx_encode_benchmark_reports_parity(tiny_openclip, tmp_path, capsys):
+    """benchmarks/onnx_encode.py exports the tiny open_clip model and compares the runtimes on a few PNGs;
+    its least cosine between onnxruntime's and PyTorch's embeddings meets the export's bound."""
+    pytest.importorskip("onnxruntime")
+    from tests.index.helpers import write_pngs
+
+    bench = _load("onnx_encode")
+    write_pngs(tmp_path / "img", [f"{i}.png" for i in range(6)])
+    args = ["--model", f"openclip:{tiny_openclip}", "--images", str(tmp_path / "img"), "--n", "8"]
+    assert bench.main([*args, "--batch", "4", "--repeats", "1", "--threads", "1"]) == 0
+    lines = {
+        ln.split()[1]: ln.split()[2:]
+        for ln in capsys.readouterr().out.splitlines()
+        if ln.startswith("RESULT")
+    }
+    assert set(lines) == {"onnx_vs_torch_images_per_s", "onnx_min_cosine"}
+    assert len(lines["onnx_vs_torch_images_per_s"]) == 1  # a report line: no target
+    assert float(lines["onnx_min_cosine"][0]) >= 0.9999
+    assert lines["onnx_min_cosine"][1:] == ["target", ">=0.9999"]
