@@ -4,6 +4,7 @@ tiny inputs whose values are known (the speed ratios themselves are measured by 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -187,3 +188,83 @@ def test_onnx_encode_benchmark_reports_parity(tiny_openclip, tmp_path, capsys):
     assert len(lines["onnx_vs_torch_images_per_s"]) == 1  # a report line: no target
     assert float(lines["onnx_min_cosine"][0]) >= 0.9999
     assert lines["onnx_min_cosine"][1:] == ["target", ">=0.9999"]
+
+
+def _lab_rows(root: Path) -> list[dict]:
+    """A tiny prepared lab: labels A (3 vendors), B (2), C (1: no test image once one is in train), D (2)."""
+    from PIL import Image
+
+    rows = []
+    for label, vendors, colour in (("A", 3, "red"), ("B", 2, "green"), ("C", 1, "blue"), ("D", 2, "white")):
+        for v in range(vendors):
+            path = Path("images") / f"v{v}" / f"{label}.png"
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (20 + 4 * v, 20), colour).save(root / path)
+            rows.append({"path": str(path), "label": label, "captions": [f"{label} name", f"{label} {v}"]})
+    with open(root / "manifest.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r | {"split": "test"}) + "\n" for r in rows)
+    return rows
+
+
+def test_lab_cold_catalogue_puts_one_image_per_class_in_train(tmp_path):
+    bench = _load("lab_cold")
+    rows = _lab_rows(tmp_path / "lab")
+    manifest, names = bench.write_catalogue(rows, tmp_path / "lab", tmp_path / "cat", classes=2)
+    lines = [json.loads(x) for x in manifest.read_text(encoding="utf-8").splitlines()]
+    split = {(r["label"], Path(r["path"]).parent.name): r["split"] for r in lines}
+    assert split == {
+        ("A", "v0"): "train", ("A", "v1"): "test", ("A", "v2"): "test",
+        ("B", "v0"): "train", ("B", "v1"): "test",
+    }  # fmt: skip
+    assert names.read_text(encoding="utf-8") == "A\tA name\nB\tB name\n"
+    assert all(Path(r["path"]).is_absolute() and Path(r["path"]).is_file() for r in lines)
+
+
+def test_lab_cold_prints_the_fit_evaluation_ratio(model_specs, tmp_path, capsys):
+    """The whole default path on a tiny lab and model: the row it evaluates shares the base's text tower
+    (its image tower differs), the ratio is the row's evaluation seconds over the encoding seconds of the
+    4 test and 3 k-NN index images (classes A, B, D), and the RESULT line carries issue 29's target."""
+    from mcip.eval.text_encoding import text_tower_fingerprint
+    from mcip.models.fingerprint import IMAGE_PARTS, model_fingerprint
+
+    bench = _load("lab_cold")
+    kwargs = dict(model_specs["composed"])
+    base = mcip.save_model(mcip.load_model(kwargs.pop("spec"), **kwargs), tmp_path / "base")
+    row = bench.fine_tuned_row(str(base), tmp_path / "row", None)
+    a, b = mcip.load_model(str(base)), mcip.load_model(str(row))
+    assert text_tower_fingerprint(a) == text_tower_fingerprint(b)
+    assert model_fingerprint(a, IMAGE_PARTS) != model_fingerprint(b, IMAGE_PARTS)
+
+    _lab_rows(tmp_path / "lab")
+    assert bench.main(["--lab-root", str(tmp_path / "lab"), "--model", str(base), "--classes", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "3 catalogue (k-NN index) + 4 test images" in out
+    line = next(x for x in out.splitlines() if x.startswith("RESULT fit_eval_vs_encode "))
+    assert line.endswith("target <=1.2")
+
+    manifest, names = bench.write_catalogue(
+        _lab_rows(tmp_path / "lab2"), tmp_path / "lab2", tmp_path / "c", 5
+    )
+    got = bench.measure_fit_eval(manifest, names, str(base), tmp_path / "work")
+    assert (got["test_images"], got["index_images"]) == (4, 3)
+    assert set(got["per_benchmark"]) == {"manifest_i2i", "manifest_knn", "manifest_zeroshot", "captions_t2i"}
+    encode = got["encode_test_seconds"] + got["encode_index_seconds"]
+    assert got["ratio"] == pytest.approx(got["row_seconds"] / encode)
+
+
+def test_lab_cold_run_is_prepare_then_run_in_fresh_folders(tmp_path, monkeypatch):
+    """``--lab``: ``mcip lab prepare`` then ``mcip lab run`` with the lab root and both caches in the
+    benchmark's own folder (a new user's cold start), failing when either fails."""
+    bench = _load("lab_cold")
+    calls = []
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, env, check, cwd: calls.append((cmd, env, check)))
+    bench.lab_cold_minutes(tmp_path)
+    assert [cmd[-4:] if "run" in cmd else cmd[-3:] for cmd, _, _ in calls] == [
+        ["lab", "prepare", "--quiet"],
+        ["run", "--out", str(tmp_path / "out"), "--quiet"],
+    ]
+    for _, env, check in calls:
+        assert check and env["MCIP_LAB_DIR"] == str(tmp_path / "lab")
+        assert env["MCIP_CACHE_DIR"] == str(tmp_path / "features") and env["XDG_CACHE_HOME"] == str(
+            tmp_path / "xdg"
+        )

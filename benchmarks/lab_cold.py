@@ -1,0 +1,198 @@
+"""The user's path on real data: ``mcip fit``'s evaluation of a row, and (``--lab``) a cold lab run.
+
+``fit_eval_vs_encode`` (issue 29): a catalogue of the prepared lab's real test emoji, written as an
+``mcip fit``-style manifest (one image per class in ``train``, the class's other vendors in ``test``, a
+``label<TAB>name`` file) and evaluated with the four benchmarks ``mcip fit`` runs (``manifest_i2i``,
+``manifest_knn`` with the train images voting, ``manifest_zeroshot`` with OpenAI's 80 templates over the
+class names, ``captions_t2i`` by label). The base model (the lab's aligned base under
+``~/.cache/mcip/lab/models`` when a lab run has made one, else ``composed:lab``) is evaluated first, as
+``mcip fit`` evaluates its baseline row first; then a fine-tuned row that shares the base's text tower (the
+base with its image tower changed, saved in another folder: what GPR-FT and MCIP produce) is evaluated
+in a fresh process state. The figure is that row's ``evaluate_models`` seconds (loading it included)
+divided by the seconds ``encode_images`` takes to encode the images its evaluation has to encode with
+its new image tower (the test split and the k-NN index, each once, batch 64, decoding in this process as
+the evaluation does). Target <= 1.2: the rest of the evaluation (prompts, captions, metrics, loading)
+costs at most a fifth of the image encoding it cannot avoid. The ratio over the test split's images alone
+is printed too (no target: the k-NN index must be encoded by every row).
+
+``lab_cold_minutes`` (only with ``--lab``: 20+ minutes): wall minutes of ``mcip lab prepare && mcip lab
+run`` in a fresh temporary lab root, output folder and feature cache (``MCIP_LAB_DIR``, ``MCIP_CACHE_DIR``,
+``XDG_CACHE_HOME``), as a new user's first run; target <= 20 (issue 29). ``prepare`` fetches the emoji
+packages with npm, so it needs the network.
+
+Usage: ``python benchmarks/lab_cold.py [--classes 100] [--lab-root DIR] [--model SPEC] [--lab]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+TARGET_EVAL = 1.2
+TARGET_LAB_MINUTES = 20.0
+
+
+def lab_root(given: str | None) -> Path:
+    return Path(given or os.environ.get("MCIP_LAB_DIR") or Path.home() / ".cache" / "mcip" / "lab")
+
+
+def lab_base(root: Path) -> str:
+    """The newest aligned lab base under ``root/models`` (a saved mcip model), else ``composed:lab``."""
+    metas = sorted((root / "models").glob("base-*/**/mcip_model.json"), key=lambda p: p.stat().st_mtime)
+    return str(metas[-1].parent) if metas else "composed:lab"
+
+
+def write_catalogue(rows: list[dict], root: Path, out: Path, classes: int) -> tuple[Path, Path]:
+    """An ``mcip fit``-style catalogue of the first ``classes`` labels of ``rows`` (lab manifest rows of
+    one split) that have at least two images: the first image of each (by path) in ``train``, the others
+    in ``test``. Writes ``out/eval.jsonl`` (absolute paths, label, captions, split) and ``out/names.tsv``
+    (label, the first caption); returns both paths."""
+    by_label: dict[str, list[dict]] = {}
+    for row in rows:
+        by_label.setdefault(row["label"], []).append(row)
+    chosen = [label for label in sorted(by_label) if len(by_label[label]) >= 2][:classes]
+    out.mkdir(parents=True, exist_ok=True)
+    lines, names = [], []
+    for label in chosen:
+        group = sorted(by_label[label], key=lambda r: r["path"])
+        for i, row in enumerate(group):
+            split = "train" if i == 0 else "test"
+            item = {"path": str(root / row["path"]), "label": label, "captions": row["captions"]}
+            lines.append(json.dumps(item | {"split": split}))
+        names.append(f"{label}\t{group[0]['captions'][0] if group[0]['captions'] else label}")
+    manifest, names_file = out / "eval.jsonl", out / "names.tsv"
+    manifest.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    names_file.write_text("".join(n + "\n" for n in names), encoding="utf-8")
+    return manifest, names_file
+
+
+def fit_benchmarks(manifest: Path, names: Path) -> list[str]:
+    """The four benchmarks ``mcip fit`` runs on a catalogue (``mcip.fit.fit.FitRun.benchmark_specs``)."""
+    return [
+        f"manifest_i2i:manifest={manifest},split=test",
+        f"manifest_knn:manifest={manifest},index=train,query=test",
+        f"manifest_zeroshot:manifest={manifest},split=test,names={names}",
+        f"captions_t2i:manifest={manifest},split=test,match=label,names={names}",
+    ]
+
+
+def fine_tuned_row(base: str, out: Path, image_size: int | None) -> Path:
+    """``base`` with every image-tower parameter scaled by 1.01 (a stand-in for GPR-FT / MCIP, which train
+    only the image side), saved to ``out``: its text tower is bitwise the base's."""
+    import mcip
+
+    kwargs = {"image_size": image_size} if base == "composed:lab" and image_size else {}
+    model = mcip.load_model(base, **kwargs)
+    with torch.no_grad():
+        for name, p in model.net.named_parameters():
+            if model.part_of(name) in ("image_encoder", "image_projector"):
+                p.mul_(1.01)
+    return mcip.save_model(model, out)
+
+
+def measure_fit_eval(
+    manifest: Path, names: Path, base: str, work: Path, image_size: int | None = None
+) -> dict:
+    """Seconds of ``evaluate_models`` for the base and for a row sharing its text tower, and of encoding
+    the row's evaluation images (see the module docstring)."""
+    import mcip
+    from mcip.embed import encode_images
+    from mcip.eval.benchmarks import resolve_benchmarks
+    from mcip.eval.runner import evaluate_models
+
+    benchmarks = resolve_benchmarks(",".join(fit_benchmarks(manifest, names)))
+    if base == "composed:lab" and image_size:  # a preset's size is a load argument, not part of its spec
+        base = str(mcip.save_model(mcip.load_model(base, image_size=image_size), work / "base"))
+    row = fine_tuned_row(base, work / "runs" / "row" / "model", None)
+    cache = work / "cache"
+    t0 = time.perf_counter()
+    base_report = evaluate_models([base], benchmarks, manifest.parent, cache_dir=cache)[0]
+    base_seconds = time.perf_counter() - t0
+    rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
+    test = sorted(Path(r["path"]) for r in rows if r["split"] == "test")
+    index = sorted(Path(r["path"]) for r in rows if r["split"] == "train")
+    model = mcip.load_model(str(row))
+    t0 = time.perf_counter()
+    encode_images(model, test, batch_size=64, progress=False)
+    test_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    encode_images(model, index, batch_size=64, progress=False)
+    index_seconds = time.perf_counter() - t0
+    del model
+    t0 = time.perf_counter()
+    report = evaluate_models([str(row)], benchmarks, manifest.parent, cache_dir=cache)[0]
+    row_seconds = time.perf_counter() - t0
+    return {
+        "base_seconds": base_seconds,
+        "row_seconds": row_seconds,
+        "encode_test_seconds": test_seconds,
+        "encode_index_seconds": index_seconds,
+        "test_images": len(test),
+        "index_images": len(index),
+        "per_benchmark": {k: r.seconds for k, r in report.results.items()},
+        "base_per_benchmark": {k: r.seconds for k, r in base_report.results.items()},
+        "ratio": row_seconds / (test_seconds + index_seconds),
+        "ratio_test_split": row_seconds / test_seconds,
+    }
+
+
+def lab_cold_minutes(work: Path) -> float:
+    """Wall minutes of ``mcip lab prepare && mcip lab run`` with a fresh lab root, output and caches."""
+    work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env |= {
+        "MCIP_LAB_DIR": str(work / "lab"),
+        "MCIP_CACHE_DIR": str(work / "features"),
+        "XDG_CACHE_HOME": str(work / "xdg"),
+    }
+    mcip_cli = [sys.executable, "-c", "import sys; from mcip.cli import main; sys.exit(main())"]
+    t0 = time.perf_counter()
+    subprocess.run([*mcip_cli, "lab", "prepare", "--quiet"], env=env, check=True, cwd=work)
+    subprocess.run(
+        [*mcip_cli, "lab", "run", "--out", str(work / "out"), "--quiet"], env=env, check=True, cwd=work
+    )
+    return (time.perf_counter() - t0) / 60
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lab-root", help="prepared lab (default: $MCIP_LAB_DIR or ~/.cache/mcip/lab)")
+    parser.add_argument("--classes", type=int, default=100, help="catalogue classes (default 100)")
+    parser.add_argument("--model", help="base model (default: the lab's aligned base, else composed:lab)")
+    parser.add_argument("--image-size", type=int, default=128, help="composed:lab's image size (the lab's)")
+    parser.add_argument("--lab", action="store_true", help="also the cold lab run (20+ minutes)")
+    args = parser.parse_args(argv)
+
+    from mcip.data.lab_manifest import read_lab_manifest
+
+    root = lab_root(args.lab_root)
+    base = args.model or lab_base(root)
+    with tempfile.TemporaryDirectory(prefix="mcip-lab-cold-") as tmp:
+        work = Path(tmp)
+        manifest, names = write_catalogue(
+            read_lab_manifest(root, "test"), root, work / "catalogue", args.classes
+        )
+        out = measure_fit_eval(manifest, names, base, work, args.image_size)
+        print(f"base {base}; {out['index_images']} catalogue (k-NN index) + {out['test_images']} test images")
+        print(f"evaluate_models: base row {out['base_seconds']:.1f} s (prompts encoded), fine-tuned row "
+              f"{out['row_seconds']:.1f} s; encode_images: test {out['encode_test_seconds']:.1f} s, "
+              f"index {out['encode_index_seconds']:.1f} s")  # fmt: skip
+        print("row per benchmark (s): " + ", ".join(f"{k} {v:.1f}" for k, v in out["per_benchmark"].items()))
+        print(f"RESULT fit_eval_vs_encode {out['ratio']:.3f} target <={TARGET_EVAL}")
+        print(f"the same row over the test split's encoding alone: {out['ratio_test_split']:.3f}")
+        if args.lab:
+            minutes = lab_cold_minutes(work / "cold")
+            print(f"RESULT lab_cold_minutes {minutes:.1f} target <={TARGET_LAB_MINUTES:g}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
