@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 from mcip.cli._common import COMPILE_HELP, add_model_args, default_workers
+from mcip.cli.index import engine_args, engine_options
 from mcip.errors import ConfigError
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
     from mcip.data.images import find_images
-    from mcip.embed import encode_images, rank_by_text, write_encoded
+    from mcip.embed import rank_by_text, write_encoded
 
     if args.workers < 0:
         raise ConfigError(f"--workers must be 0 or more, got {args.workers}.")
+    engine = engine_options(args)
+    if engine and args.runtime != "torch":
+        raise ConfigError("--engine ray runs PyTorch models; drop --runtime, or --engine ray.")
     root = Path(args.images)
     paths = find_images(root)
     model = _load_encoder(args)
-    result = encode_images(
-        model, paths, batch_size=args.batch_size, progress=not args.quiet, num_workers=args.workers,
-        compile=args.compile,
-    )  # fmt: skip
+    result = _encode(args, model, paths, engine)
     summary = write_encoded(result, args.out, root, model.spec)
+    shutil.rmtree(_ray_staging(args.out), ignore_errors=True)  # --engine ray's finished shards
     names = [str(p.relative_to(root)) for p in result.paths]
     if args.neighbours and len(names) > 1:
         _print_neighbours(result.embeddings, names, args.neighbours, args.show)
@@ -59,6 +62,30 @@ def _load_encoder(args: argparse.Namespace):
     return load_model(
         args.model, device=args.device, drop_projector=args.drop_projector, precision=args.precision
     )
+
+
+def _ray_staging(out: str) -> Path:
+    return Path(out) / ".ray-staging"
+
+
+def _encode(args: argparse.Namespace, model, paths: list[Path], engine: dict):
+    """``mcip.embed.encode_images``, or with ``--engine ray`` the same result computed on Ray, its shards
+    kept in ``OUT/.ray-staging`` until the result is written (a rerun resumes them)."""
+    if not engine:
+        from mcip.embed import encode_images
+
+        return encode_images(
+            model, paths, batch_size=args.batch_size, progress=not args.quiet, num_workers=args.workers,
+            compile=args.compile,
+        )  # fmt: skip
+    from mcip.index.ray_engine import encode_images_ray
+
+    staging = _ray_staging(args.out)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    result, _ = encode_images_ray(
+        model, paths, staging, args.batch_size, not args.quiet, args.compile, engine["ray_options"]
+    )
+    return result
 
 
 def _print_neighbours(embeddings, names: list[str], k: int, show: int) -> None:
@@ -103,4 +130,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(p)
+    engine_args(p)
     p.set_defaults(func=cmd_encode)
