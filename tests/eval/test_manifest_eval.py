@@ -80,3 +80,27 @@ def test_unreadable_and_absent_files_are_skipped_and_counted_by_mcip_eval(model_
         "captions_t2i": (9, 2),
     }
     assert 0 <= results["captions_t2i"]["metrics"]["recall@1"] <= 100
+
+
+def test_manifest_i2i_gallery_queries_only_the_split_against_split_plus_gallery(tmp_path):
+    """``gallery=train``: the val rows query, the train rows are only searched, the query itself is no
+    hit, and the table reads the mean AP of the queries (``map/queries``)."""
+    rows = [
+        {"path": "t1.png", "label": "a", "split": "train"},
+        {"path": "v1.png", "label": "a", "split": "val"},
+        {"path": "t2.png", "label": "b", "split": "train"},
+        {"path": "v2.png", "label": "b", "split": "val"},
+        {"path": "x.png", "label": "c", "split": "test"},
+    ]
+    for r in rows:
+        Image.new("RGB", (8, 8)).save(tmp_path / r["path"])
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    bench = create_benchmark("manifest_i2i", manifest=str(manifest), split="val", gallery="train")
+    data = bench.load(tmp_path)
+    assert bench.table1_metric == "map/queries"
+    assert [p.name for p in data.images.paths] == ["v1.png", "v2.png", "t1.png", "t2.png"]
+    assert data.images.labels.tolist() == [0, 1, 0, 1]
+    assert data.subsets == (("queries", 0, 2),) and data.include_self is False
+    plain = create_benchmark("manifest_i2i", manifest=str(manifest), split="val")
+    assert plain.table1_metric == "map" and plain.load(tmp_path).include_self is True

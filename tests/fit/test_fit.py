@@ -31,7 +31,9 @@ FAST = dict(
     realign_patience=1,
     templates_per_image=2,
     wise_grid=(0.0, 0.5, 1.0),
-    stage_overrides=("loop.precision=fp32", "loop.log_every=1", "loop.checkpoint_every=2", "optim.lr=1e-3"),
+    stage_overrides=("loop.precision=fp32", "loop.log_every=1", "loop.checkpoint_every=2"),
+    search="quick",
+    trials=2,  # the grid's first two rates per study (1e-4, 3e-4; Re-A 1e-4, 1e-5)
 )
 
 
@@ -133,6 +135,40 @@ def test_fit_trains_every_row_and_writes_the_report(fitted):
     assert "mcip serve --index" in r.reading and "Recommended model" in r.reading
 
 
+def test_fit_searches_the_recipe_on_val_and_reuses_the_best_trials(fitted):
+    """trials=2: the image stages' study runs 1e-4 and 3e-4 (GPR-FT; MCIP then keeps GPR-FT's rate: quick
+    mode searches the rate once), Re-A's 1e-4 and 1e-5; the chosen trials' models are the rows'."""
+    out, models = fitted.out, fitted.result.models
+    recipe = json.loads((out / "results" / "recipe.json").read_text())
+    lrs = {}
+    for t in recipe["trials"]:
+        lrs.setdefault(t["study"], []).append(t["params"]["lr"])
+    assert lrs == {"gpr": [1e-4, 3e-4], "realign": [1e-4, 1e-5]}
+    chosen = {t["study"]: t for t in recipe["trials"] if t["chosen"]}
+    assert Path(models["GPR-FT"]) == out / "search" / "gpr" / f"trial-{chosen['gpr']['number']:03d}" / "model"
+    assert Path(models["2SFT"]).parent.parent.name == "realign"  # the first Re-A row is Re-A's search
+    mcip_cfg = (Path(models["MCIP"]).parent / "config.yaml").read_text()
+    assert f"lr: {chosen['gpr']['params']['lr']}" in mcip_cfg  # MCIP trained with GPR-FT's chosen rate
+    for row in ("MCIP+Re-A", GUARDED):  # the later Re-A rows train with Re-A's chosen rate
+        cfg = (Path(models[row]).parent / "config.yaml").read_text()
+        assert f"lr: {chosen['realign']['params']['lr']}" in cfg, row
+    assert (out / "results" / "recipe.md").is_file() and (out / "results" / "recipe.png").is_file()
+    assert "The recipe, chosen on val" in fitted.result.reading
+
+
+def test_fit_recommends_on_val_and_reads_test_once(fitted):
+    out = fitted.out
+    val = json.loads((out / "results" / "val" / "results.json").read_text())
+    test = json.loads((out / "results" / "results.json").read_text())
+    assert [m["model"] for m in val["models"]] == [m["model"] for m in test["models"]]
+
+    order = [line for line in fitted.logs if line.startswith("[")]
+    assert order.index(next(s for s in order if s.startswith("[5/7] evaluation on the val"))) < order.index(
+        next(s for s in order if s.startswith("[6/7] evaluation on the test"))
+    )
+    assert "[val " in fitted.result.reading  # the val figure beside each test figure
+
+
 def test_fit_data_step_skips_the_missing_file_and_holds_out_seen_class_val(fitted):
     data = fitted.out / "data"
     train = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
@@ -146,14 +182,21 @@ def test_fit_data_step_skips_the_missing_file_and_holds_out_seen_class_val(fitte
     assert "missing files skipped: train 1" in summary and "seen classes" in summary
 
 
-def test_fit_captions_cover_every_train_image_from_three_sources(fitted):
+def test_fit_captions_cover_every_train_image_and_account_for_every_retrieved_one(fitted):
+    """The tiny random model's retrieval scores are noise: every retrieved caption falls below the
+    pool's noise threshold, so MCIP gets one policy, own captions + templates (written by hand: the pool
+    has 5 texts, top 10 with score >= 0.2 per image; all dropped)."""
     from mcip.data.captions import read_caption_entries
 
-    entries = read_caption_entries(fitted.out / "captions" / "captions.jsonl")
+    summary = json.loads((fitted.out / "captions" / "summary.json").read_text())
+    assert summary["retrieved"] > 0 and summary["retrieved_kept"] == 0
+    assert sum(summary["dropped"].values()) == summary["retrieved"]
+    assert list(summary["files"]) == ["own+templates"] and summary["default"] == "own+templates"
+    entries = read_caption_entries(fitted.out / "captions" / "own+templates.jsonl")
     train = [json.loads(line) for line in (fitted.out / "data" / "train.jsonl").read_text().splitlines()]
     assert set(entries) == {r["id"] for r in train}
     sources = {e["source"].split(":")[0] for es in entries.values() for e in es}
-    assert sources == {"manifest", "retrieval", "template"}
+    assert sources == {"manifest", "template"}
     names = dict(line.split("\t") for line in (fitted.out / "data" / "names.tsv").read_text().splitlines())
     for r in train:  # every image has its class name in its template captions
         assert any(names[r["label"]] in e["text"] for e in entries[r["id"]] if e["source"] == "template")
@@ -186,6 +229,7 @@ def test_fit_resumes_and_refuses_other_settings(fitted, catalogue, tiny_model):
     logs: list[str] = []
     again = run_fit(fitted.out, _settings(catalogue, tiny_model), progress=False, log=logs.append)
     assert sum("done earlier" in line for line in logs) >= 5
+    assert not any("trial" in line and "search" in line and "(lr" in line for line in logs)  # no retraining
     assert again.table == fitted.result.table
     with pytest.raises(ConfigError, match="other settings"):
         run_fit(fitted.out, _settings(catalogue, tiny_model, mc_weight=0.5), progress=False, log=logs.append)

@@ -70,6 +70,7 @@ class FitData:
     test_source: str
     dropped: dict[str, int]  # split -> images whose file is missing
     knn: bool  # every test class has train images (k-NN is measurable)
+    excluded_test: int = 0  # test images left out: the same content as a train or val image
 
     def summary(self) -> str:
         def part(name, rs):
@@ -81,6 +82,8 @@ class FitData:
         dropped = {k: v for k, v in self.dropped.items() if v}
         if dropped:
             line += "; missing files skipped: " + ", ".join(f"{k} {v}" for k, v in dropped.items())
+        if self.excluded_test:
+            line += f"; {self.excluded_test} test image(s) left out (copies of train/val images)"
         return line
 
 
@@ -139,5 +142,32 @@ def read_fit_data(s: FitSettings) -> FitData:
                 f"--pool {s.pool} holds no text: give a file with one caption per line (or leave out "
                 "--pool to use class-name templates only)."
             )
+    excluded = 0
+    if s.test:
+        test, excluded = _without_copies(test, [*train, *val])
     knn = {r.label for r in test} <= {r.label for r in train}
-    return FitData(train, val, test, names, val_on_seen, val_source, test_source, dropped, knn)
+    return FitData(train, val, test, names, val_on_seen, val_source, test_source, dropped, knn, excluded)
+
+
+def content_hash(path) -> str:
+    """blake2b of the file's bytes (equal for copies of one image under other names)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _without_copies(test, seen) -> tuple[list, int]:
+    """The test records whose file content equals no train or val image's, and how many were left out
+    (a test image that is also a training or validation image measures memory, not search)."""
+    known = {content_hash(r.path) for r in seen}
+    kept = [r for r in test if content_hash(r.path) not in known]
+    if not kept:
+        raise InputError(
+            "Every --test image is also a --data or --val image (same file content): the report would "
+            "measure nothing. Give test images that were not used for training or validation."
+        )
+    return kept, len(test) - len(kept)

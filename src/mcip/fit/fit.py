@@ -26,7 +26,6 @@ plan with a time estimate from a measured warm-up.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from mcip.errors import ConfigError
 from mcip.fit.data import FitData, _row, _write_jsonl, read_fit_data
 from mcip.fit.plan import FitPlan, plan_fit
 from mcip.fit.report import GUARD_TEXT_SLACK, fit_reading, recommend, serve_command
-from mcip.fit.runner import GUARDED, ModelRef, Runner, RunResult, file_digest
+from mcip.fit.runner import GUARDED, ModelRef, Runner, RunResult, file_digest, stage_config
 from mcip.fit.settings import FitSettings
 
 VAL_TEMPLATES = ("a photo of a {}.", "a {}.", "an image of a {}.")  # val captions for T2I validation
@@ -91,7 +90,11 @@ class FitRun(Runner):
             "test": _write_jsonl(out / "test.jsonl", [_row(r) for r in d.test]),
             "eval": _write_jsonl(
                 out / "eval.jsonl",
-                [*(_row(r, "train") for r in d.train), *(_row(r, "test") for r in d.test)],
+                [
+                    *(_row(r, "train") for r in d.train),
+                    *(() if d.test is d.val else (_row(r, "val") for r in d.val)),
+                    *(_row(r, "test") for r in d.test),
+                ],
             ),
             "names": names,
             "summary": d.summary(),
@@ -110,66 +113,90 @@ class FitRun(Runner):
         return Path(spec) if Path(spec).is_dir() else spec
 
     def captions(self, base: ModelRef) -> Path:
-        """The MCIP captions of every train image: its own, then retrieved from ``--pool``, then templates."""
-        from mcip.captions.diversity import caption_diversity, format_diversity
-        from mcip.captions.merge import merge_sidecars
-        from mcip.captions.templates import template_captions
-        from mcip.data.captions import write_caption_sidecar
+        """The MCIP caption sets (:mod:`mcip.fit.captions`); returns the default policy's sidecar."""
+        from mcip.fit.captions import build_caption_sets
+        from mcip.models import load_model
 
-        folder = self.out / "captions"
-        out = folder / "captions.jsonl"
-        marker = folder / "captions.done"
-        if marker.is_file():
-            self.log(f"  captions: done earlier ({out})")
-            return out
-        folder.mkdir(parents=True, exist_ok=True)
-        train = self.fit_data.train
-        sources = []
-        own = {r.id: [{"text": t, "source": "manifest", "score": None} for t in r.captions] for r in train}
-        own = {k: v for k, v in own.items() if v}
-        if own:
-            path = folder / "own.jsonl"
-            path.unlink(missing_ok=True)
-            write_caption_sidecar(path, own)
-            sources.append(path)
-        summary = {"own": sum(len(v) for v in own.values())}
-        if self.s.pool:
-            from mcip.captions.retrieve import retrieve_captions
-            from mcip.models import load_model
+        self.caption_sets = build_caption_sets(
+            self.out / "captions",
+            self.fit_data.train,
+            self.fit_data.names,
+            self.s.templates_per_image,
+            self.s.pool,
+            lambda: load_model(base),
+            self.s.caption_top_k,
+            self.s.caption_min_sim,
+            self.cache,
+            self.progress,
+            self.log,
+        )
+        return self.caption_sets.files[self.caption_sets.default]
 
-            retrieved = folder / "retrieved.jsonl"
-            result = retrieve_captions(
-                load_model(base),
-                train,
-                self.s.pool,
-                retrieved,
-                top_k=self.s.caption_top_k,
-                min_sim=self.s.caption_min_sim,
-                cache_dir=self.cache,
-                progress=self.progress,
+    # ------------------------------------------------------------------ the recipe
+    def stages(self, base: ModelRef, captions: Path) -> dict[str, ModelRef]:
+        from mcip.fit.search import QUICK, RecipeSearch, resolve_mode
+
+        mode = resolve_mode(self.s.search)
+        self.recipe_mode, self.chosen = mode, {}
+        budget = None if self.s.budget_min is None else self.s.budget_min * 60
+        self.search = None
+        if mode != "off":
+            self.search = RecipeSearch(
+                self.out / "search", mode, self.s.trials, budget, seed=self.s.seed, log=self.log
             )
-            summary["retrieved"] = result.captions_written
-            summary["without_retrieved"] = result.without_captions
-            sources.append(retrieved)
-        templates = folder / "templates.jsonl"
-        templates.unlink(missing_ok=True)
-        summary["templates"] = template_captions(
-            train, templates, self.fit_data.names, per_image=self.s.templates_per_image
+        self.lengths = QUICK if self.search is None else self.search.settings
+        return super().stages(base, captions)
+
+    def train_stage(self, pipeline: str, stage: str, out: str, values: dict[str, Any]) -> Path:
+        """Search the stage's settings on val the first time it trains (its best trial is the row's
+        model), else train it with the settings chosen before (or given)."""
+        from mcip.fit.recipe import Given, length_values, searchable, stage_values
+
+        given = Given.of(self.s, stage)
+        values = {
+            **values,
+            **length_values(stage, given, self.lengths["max_epochs"], self.lengths["patience"]),
+        }
+        space = self._space(stage, given)
+        if self.search is not None and stage not in self.chosen and searchable(space):
+            return self._search(pipeline, stage, space, values)
+        params = self.chosen.get(stage) or {**space.defaults(), **({"lr": space.lr} if space.lr else {})}
+        self.chosen.setdefault(stage, params)
+        values |= stage_values(stage, params, self.caption_sets.files)
+        return super().train_stage(pipeline, stage, out, values)
+
+    def _space(self, stage: str, given):
+        from mcip.fit.recipe import image_space, realign_space
+
+        if stage == "realign":
+            return realign_space(given)
+        other = next((p.get("lr") for st, p in self.chosen.items() if st != "realign"), None)
+        return image_space(stage, given, self.caption_sets.policies, self.recipe_mode, other)
+
+    def _search(self, pipeline: str, stage: str, space, values: dict[str, Any]) -> Path:
+        from mcip.fit.recipe import stage_values
+        from mcip.train.run import run_stage
+        from mcip.train.stage_registry import STAGES
+
+        def train_trial(params, folder, on_validate):
+            trial = {**values, **stage_values(stage, params, self.caption_sets.files), "out": str(folder)}
+            cfg = stage_config(self.configs[pipeline], stage, trial, overrides=self.s.stage_overrides)
+            result = run_stage(cfg, progress=self.progress, on_validate=on_validate)
+            return result.train, result.model_dir
+
+        result = self.search.run(space, STAGES.get(stage).val_metric, train_trial)
+        self.chosen[stage] = result.best_params
+        from mcip.fit.search import _fmt
+
+        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in result.best_params.items())
         )
-        sources.append(templates)
-        merged = merge_sidecars(sources, out, max_per_image=MAX_CAPTIONS_PER_IMAGE)
-        diversity = caption_diversity(merged, train, self.fit_data.names)
-        summary["diversity"] = diversity.as_dict()
-        self.log(
-            f"  captions: {sum(len(v) for v in merged.values())} for {len(merged)} images (own "
-            f"{summary['own']}, retrieved {summary.get('retrieved', 'n/a: no --pool')}, templates "
-            f"{summary['templates']})"
-        )
-        self.log(f"  {format_diversity(diversity)}")
-        if s := diversity.warning(str(out), str(self.data["train_no_captions"])):
-            self.log(f"  warning: {s}")
-        marker.write_text(json.dumps(summary, indent=2))
-        return out
+        self.log(f"  {stage}: chosen on val: {shown} (val {result.metric} {result.best_value:.2f})")
+        return result.model_dir
+
+    def extra_files(self) -> dict[str, Path]:
+        if self.search is None or not self.search.results:
+            return {}
+        return self.search.write_report(self.out / "results")
 
     def common(self) -> dict[str, Any]:
         values = super().common()
@@ -182,15 +209,28 @@ class FitRun(Runner):
         return {"stages.realign.data.batch_size": n} if n < REALIGN_BATCH else {}
 
     def train_values(self) -> dict[str, Any]:
-        return {"data.train": str(self.data["train_no_captions"]), "data.captions": str(self.captions_file)}
+        """GPR-FT and Re-A: the train images with MCIP's chosen caption set (the default before MCIP)."""
+        policy = self.chosen.get("mcip", {}).get("caption_policy", self.caption_sets.default)
+        captions = self.caption_sets.files.get(policy, self.captions_file)
+        return {"data.train": str(self.data["train_no_captions"]), "data.captions": str(captions)}
 
-    def benchmark_specs(self) -> list[str]:
+    def test_is_val(self) -> bool:
+        return self.fit_data.test is self.fit_data.val
+
+    def benchmark_specs(self, split: str = "test") -> list[str]:
+        """I2I among the split's images (val on seen classes: the val images searching the train images),
+        k-NN (train images vote; when every class of the split has train
+        images), zero-shot over the class names, T2I (names and captions retrieve the split's images)."""
         ev, names = self.data["eval"], self.data["names"]
-        specs = [f"manifest_i2i:manifest={ev},split=test"]
-        if self.fit_data.knn:
-            specs.append(f"manifest_knn:manifest={ev},index=train,query=test")
-        specs.append(f"manifest_zeroshot:manifest={ev},split=test,names={names}")
-        specs.append(f"captions_t2i:manifest={ev},split=test,match=label,names={names}")
+        choosing = split == "val"
+        split = "test" if self.test_is_val() else split  # eval.jsonl then holds val as its test split
+        # choosing on seen classes: the val images search the train images (a class may have one val image)
+        gallery = ",gallery=train" if choosing and self.fit_data.val_on_seen else ""
+        specs = [f"manifest_i2i:manifest={ev},split={split}{gallery}"]
+        if self.fit_data.knn if split == "test" else self.fit_data.val_on_seen:
+            specs.append(f"manifest_knn:manifest={ev},index=train,query={split}")
+        specs.append(f"manifest_zeroshot:manifest={ev},split={split},names={names}")
+        specs.append(f"captions_t2i:manifest={ev},split={split},match=label,names={names}")
         return specs
 
     def val_zeroshot(self) -> tuple[dict[str, str] | None, tuple[str, ...]]:
@@ -207,10 +247,12 @@ class FitRun(Runner):
         return [("text", t, t) for t in texts] + [("image", first.path, shown)]
 
     def recommend(self, reports) -> str:
+        """From the val reports (:func:`mcip.fit.report.recommend`)."""
         return recommend(reports, self.columns)
 
-    def write_reading(self, reports, pairs) -> str:
-        return fit_reading(reports, pairs, self.recommend(reports), self.fit_data, self.out)
+    def write_reading(self, reports, pairs, val_reports, recommended: str) -> str:
+        search = self.search.results if getattr(self, "search", None) is not None else {}
+        return fit_reading(reports, pairs, recommended, self.fit_data, self.out, val_reports, search=search)
 
 
 def run_fit(

@@ -29,9 +29,9 @@ def _keeps_text(avg: dict, base: dict) -> bool:
 
 
 def recommend(reports, columns) -> str:
-    """The row to deploy: among the rows with every column measured whose zero-shot and text search each
-    stay within :data:`GUARD_TEXT_SLACK` points of the starting model, the best image search (I2I); the
-    starting model itself when no fine-tuned row keeps the text side."""
+    """The row to deploy, chosen on the VAL ``reports``: among the rows with every column measured whose
+    zero-shot and text search each stay within :data:`GUARD_TEXT_SLACK` points of the starting model, the
+    best image search (I2I); the starting model itself when no fine-tuned row keeps the text side."""
     avgs = _family_averages(reports, columns)
     base = avgs[reports[0].model]
     complete = [r.model for r in reports if not r.missing]
@@ -39,67 +39,77 @@ def recommend(reports, columns) -> str:
     return max(keeping, key=lambda m: (avgs[m].get("i2i") or float("-inf"), m == reports[0].model))
 
 
+def _fmt(v):
+    return "n/a" if v is None else f"{v:.1f}"
+
+
+def _delta(v, b):
+    return "n/a" if v is None or b is None else f"{v - b:+.1f}"
+
+
 def fit_reading(
-    reports, pairs, recommended: str, data: FitData | None = None, out: Path | None = None
+    reports,
+    pairs,
+    recommended: str,
+    data: FitData | None = None,
+    out: Path | None = None,
+    val_reports=None,
+    search: dict | None = None,
 ) -> str:
-    """Markdown: each row against the starting model in plain words, and the recommended model."""
+    """Markdown: each row against the starting model in plain words (test figures, with the val figures
+    that made every choice beside them), the recipe chosen on val, and the recommended model."""
     if not reports:
         return "No results."
     columns = [(n, f) for n, f in pairs]
     avgs = _family_averages(reports, columns)
+    vals = _family_averages(val_reports, columns) if val_reports is not None else {}
+    same = val_reports is None or val_reports is reports
     base_name = reports[0].model
     base = avgs[base_name]
     families = [f for f in ("i2i", "knn", "zeroshot", "t2i") if f in base]
 
-    def fmt(v):
-        return "n/a" if v is None else f"{v:.1f}"
-
-    def delta(v, b):
-        return "n/a" if v is None or b is None else f"{v - b:+.1f}"
+    def cell(model, f):
+        v, text = avgs[model].get(f), _fmt(avgs[model].get(f))
+        if model != base_name:
+            text += f" ({_delta(v, base.get(f))})"
+        if not same and model in vals:
+            text += f" [val {_fmt(vals[model].get(f))}]"
+        return text
 
     lines = ["# Reading the fit", ""]
     if data is not None:
         lines += [data.summary() + ".", ""]
-    lines += [f"Changes against the starting model (**{base_name}**), family averages in points:", ""]
+    where = "val" if same else "test, with [val] beside each"
+    lines += [
+        f"Changes against the starting model (**{base_name}**), family averages in points ({where}):",
+        "",
+    ]
     header = ["row", *(FAMILY_WORDS[f] for f in families), "AVG"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in reports:
-        a = avgs[r.model]
-        cells = [
-            fmt(a.get(f)) if r.model == base_name else f"{fmt(a.get(f))} ({delta(a.get(f), base.get(f))})"
-            for f in [*families, "AVG"]
-        ]
-        lines.append("| " + " | ".join([r.model, *cells]) + " |")
+        lines.append("| " + " | ".join([r.model, *(cell(r.model, f) for f in [*families, "AVG"])]) + " |")
     lines += [""]
     for r in reports[1:]:
         a = avgs[r.model]
-        parts = [f"{FAMILY_WORDS[f]} {delta(a.get(f), base.get(f))}" for f in families]
+        parts = [f"{FAMILY_WORDS[f]} {_delta(a.get(f), base.get(f))}" for f in families]
         verdict = "keeps the text side" if _keeps_text(a, base) else "pays for it on the text side"
-        lines.append(f"- **{r.model}**: " + ", ".join(parts) + f" ({verdict})")
-    rec = avgs[recommended]
-    if recommended == base_name:
-        best_i2i = max(avgs, key=lambda m: avgs[m].get("i2i") or float("-inf"))
-        lines += [
-            "",
-            f"**Recommended model: {base_name}** (the starting model): no fine-tuned row improved image "
-            f"search while keeping zero-shot and text search within {GUARD_TEXT_SLACK} points. If only image "
-            f"search matters, {best_i2i} has the best image search ({fmt(avgs[best_i2i].get('i2i'))}).",
-        ]
-    else:
-        lines += [
-            "",
-            f"**Recommended model: {recommended}**: image search {delta(rec.get('i2i'), base.get('i2i'))}, "
-            f"zero-shot {delta(rec.get('zeroshot'), base.get('zeroshot'))}, text search "
-            f"{delta(rec.get('t2i'), base.get('t2i'))} (the best image search among the rows whose zero-shot "
-            f"and text search stay within {GUARD_TEXT_SLACK} points of the starting model).",
-        ]
+        lines.append(f"- **{r.model}**: " + ", ".join(parts) + f" ({verdict} on {'val' if same else 'test'})")
+    lines += ["", *_recipe_lines(search or {})]
+    lines += _recommendation(recommended, base_name, avgs, base, same)
     if data is not None and not data.val_on_seen:
         lines += ["", "Validation was on classes never trained on (the --val shares no class with --data)."]
     if data is not None and data.test_source.startswith("the val"):
         lines += [
             "",
-            "The report is on the val images, which also chose the checkpoints and the WiSE-FT alpha: pass "
-            "--test with images used for nothing else for numbers you can trust.",
+            "The report is on the val images, which also chose the recipe, the checkpoints, the WiSE-FT "
+            "alpha and the recommended row: pass --test with images used for nothing else for numbers you "
+            "can trust.",
+        ]
+    if data is not None and data.excluded_test:
+        lines += [
+            "",
+            f"{data.excluded_test} test image(s) were left out of the report: their content equals a train "
+            "or val image (same file bytes), so they would measure memory, not search.",
         ]
     if out is not None:
         lines += ["", "Search with the recommended model:", "", "```bash", serve_command(out), "```"]
@@ -107,6 +117,43 @@ def fit_reading(
     if notes:
         lines += ["", "Notes:", "", *(f"- {n}" for n in dict.fromkeys(notes))]
     return "\n".join(lines)
+
+
+def _recipe_lines(search: dict) -> list[str]:
+    """The settings the search chose, per study (``search``: stage -> StudyResult)."""
+    if not search:
+        return []
+    lines = ["The recipe, chosen on val (every trial: results/recipe.md, plotted in results/recipe.png):", ""]
+    for stage, result in search.items():
+        from mcip.fit.search import _fmt
+
+        settings = ", ".join(f"{k} {_fmt(v)}" for k, v in result.best_params.items())
+        done = sum(t.state == "COMPLETE" for t in result.trials)
+        pruned = sum(t.state == "PRUNED" for t in result.trials)
+        lines.append(
+            f"- {stage}: {settings} (val {result.metric} {result.best_value:.2f}; {done} trial(s) run to the "
+            f"end, {pruned} pruned)"
+        )
+    return [*lines, ""]
+
+
+def _recommendation(recommended, base_name, avgs, base, same) -> list[str]:
+    rec = avgs[recommended]
+    chosen = "on val" if not same else "on val (the same numbers as this table)"
+    if recommended == base_name:
+        best_i2i = max(avgs, key=lambda m: avgs[m].get("i2i") or float("-inf"))
+        return [
+            f"**Recommended model: {base_name}** (the starting model, chosen {chosen}): no fine-tuned row "
+            f"improved image search while keeping zero-shot and text search within {GUARD_TEXT_SLACK} points "
+            f"on val. If only image search matters, {best_i2i} has the best image search here "
+            f"({_fmt(avgs[best_i2i].get('i2i'))}).",
+        ]
+    return [
+        f"**Recommended model: {recommended}** (chosen {chosen}: the best val image search among the rows "
+        f"whose val zero-shot and text search stay within {GUARD_TEXT_SLACK} points of the starting model). "
+        f"Here: image search {_delta(rec.get('i2i'), base.get('i2i'))}, zero-shot "
+        f"{_delta(rec.get('zeroshot'), base.get('zeroshot'))}, text search {_delta(rec.get('t2i'), base.get('t2i'))}.",
+    ]
 
 
 def serve_command(out: Path) -> str:

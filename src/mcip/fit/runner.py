@@ -10,9 +10,10 @@ continues; a folder made with other settings is refused):
    writes class-name templates and, with a pool, retrieval from it, merged);
 4. the rows (:data:`ROWS`): GPR-FT, 2SFT, MCIP, MCIP+Re-A and the guarded row, each reusing the models of
    the rows it builds on; every choice (checkpoints, WiSE-FT alpha, when Re-A stops) on the val split;
-5. evaluation of every row on the test split, and the report (``OUT/results``: ``table1.md``,
+5. evaluation of every row on the val split, which chooses the recommended row (``OUT/results/val``);
+6. evaluation of every row on the test split, read once after every choice, and the report (``OUT/results``: ``table1.md``,
    ``results.json``, ``table1.csv``, ``teaser.png``, ``reading.md``, ``run.json``);
-6. search: the test images indexed with the recommended row (``OUT/index``), and a few example queries.
+7. search: the test images indexed with the recommended row (``OUT/index``), and a few example queries.
 
 A source is a subclass of :class:`Runner` that fills in :meth:`Runner.prepare_data`,
 :meth:`Runner.base_model`, :meth:`Runner.captions`, :meth:`Runner.benchmark_specs`,
@@ -68,13 +69,14 @@ class RunSettings:
     stage_overrides: tuple[str, ...] = ()  # extra --set overrides for every stage
 
     def validate(self):
-        if min(self.stage_epochs, self.realign_epochs, self.batch_size) < 1:
+        epochs = [e for e in (self.stage_epochs, self.realign_epochs) if e is not None]
+        if min(*epochs, self.batch_size) < 1:
             raise ConfigError("Epochs and batch size must be >= 1.")
         if self.realign_patience < 1:
             raise ConfigError(f"realign_patience must be >= 1, got {self.realign_patience}.")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"max_steps must be >= 1 (or None), got {self.max_steps}.")
-        if not 0 <= self.mc_weight <= 1:
+        if self.mc_weight is not None and not 0 <= self.mc_weight <= 1:
             raise ConfigError(f"mc_weight must be in [0, 1], got {self.mc_weight}.")
         if not self.wise_grid or any(not 0 <= a <= 1 for a in self.wise_grid):
             raise ConfigError(f"wise_grid must hold alphas in [0, 1], got {self.wise_grid}.")
@@ -170,6 +172,12 @@ class RunResult:
     recommended: str = ""  # the row whose model was indexed
 
 
+def markdown_table_of(reports, columns) -> str:
+    from mcip.eval.report import markdown_table
+
+    return markdown_table(reports, [(n, f) for n, f, _ in columns])
+
+
 def digest(*parts: object) -> str:
     return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=6).hexdigest()
 
@@ -260,16 +268,23 @@ class Runner:
     def captions(self, base: ModelRef) -> Path:
         raise NotImplementedError
 
-    def benchmark_specs(self) -> list[str]:
-        """The ``mcip eval`` benchmark specs of the report (read from ``self.data['root']``)."""
+    def benchmark_specs(self, split: str = "test") -> list[str]:
+        """The ``mcip eval`` benchmark specs of ``split`` (``val`` or ``test``; read from
+        ``self.data['root']``)."""
         raise NotImplementedError
 
     def demo_queries(self, index) -> list[tuple[str, str, str]]:
         """(kind ``text``/``image``, query, how to show it) for the search demo."""
         raise NotImplementedError
 
-    def write_reading(self, reports, pairs: list[tuple[str, str]]) -> str:
+    def write_reading(self, reports, pairs: list[tuple[str, str]], val_reports, recommended: str) -> str:
+        """The plain-words reading of the test ``reports``; ``val_reports`` (same rows) chose
+        ``recommended``."""
         raise NotImplementedError
+
+    def extra_files(self) -> dict[str, Path]:
+        """Report files a source writes besides the table (``mcip fit``: the recipe search's)."""
+        return {}
 
     def val_zeroshot(self) -> tuple[dict[str, str] | None, tuple[str, ...]]:
         """(label -> class name of the val images, prompt templates) for val zero-shot top-1 on the
@@ -332,7 +347,12 @@ class Runner:
         else:
             values["loop.epochs"] = s.stage_epochs
         values |= {"model.spec": str(spec), "out": str(self.out / "runs" / out), **extra}
-        cfg = stage_config(self.configs[pipeline], stage, values, overrides=s.stage_overrides)
+        return self.train_stage(pipeline, stage, out, values)
+
+    def train_stage(self, pipeline: str, stage: str, out: str, values: dict[str, Any]) -> Path:
+        """Train one stage of a row with typed ``values`` (the user's ``--set`` still wins); a source may
+        choose settings first (``mcip fit`` searches them on val)."""
+        cfg = stage_config(self.configs[pipeline], stage, values, overrides=self.s.stage_overrides)
         return run_stage_once(cfg, self.log, out, self.progress)
 
     def realign_overrides(self) -> dict[str, Any]:
@@ -344,14 +364,17 @@ class Runner:
         return {"data.train": str(self.data["train"])}
 
     def mcip_values(self) -> dict[str, Any]:
+        """MCIP's data and loss weights (a weight left None is the config's, or the recipe's)."""
         s = self.s
-        return {
+        values: dict[str, Any] = {
             "data.train": str(self.data["train_no_captions"]),
             "data.captions": str(self.captions_file),
-            "loss.hard_caption_weight": s.hard_caption_weight,
-            "loss.mc_weight": s.mc_weight,
-            "loss.arc_weight": 1 - s.mc_weight,
         }
+        if s.hard_caption_weight is not None:
+            values["loss.hard_caption_weight"] = s.hard_caption_weight
+        if s.mc_weight is not None:
+            values |= {"loss.mc_weight": s.mc_weight, "loss.arc_weight": 1 - s.mc_weight}
+        return values
 
     def row_baseline(self) -> ModelRef:
         return self.base
@@ -434,26 +457,33 @@ class Runner:
         return [dict(p, chosen=p["alpha"] == data["chosen_alpha"]) for p in data["curve"]]
 
     # ------------------------------------------------------------------ evaluation and search
-    def evaluate(self, models: dict[str, ModelRef]):
+    def evaluate(self, models: dict[str, ModelRef], split: str = "test"):
+        """Every row on ``split`` (``val`` chooses, ``test`` reports); the report files go to
+        ``OUT/results`` (test) or ``OUT/results/val``."""
         from mcip.eval.benchmarks import resolve_benchmarks
         from mcip.eval.report import group_columns, markdown_table, teaser_plot, write_report
         from mcip.eval.runner import evaluate_models
 
-        benchmarks = resolve_benchmarks(",".join(self.benchmark_specs()))
+        benchmarks = resolve_benchmarks(",".join(self.benchmark_specs(split)))
         reports = evaluate_models(list(models.values()), benchmarks, self.data["root"], cache_dir=self.cache)
         for row, report in zip(models, reports, strict=True):
             report.model = row
         self.columns = [(b.name, b.family, b.table1_metric) for b in benchmarks]
-        files = write_report(reports, self.columns, self.out / "results")
+        folder = self.out / "results" if split == "test" else self.out / "results" / split
+        files = write_report(reports, self.columns, folder)
         curve = self.wise_curve_points()
-        if curve and "plot" in files:  # the teaser with the WiSE-FT trade-off curve as its last panel
+        if split == "test" and curve and "plot" in files:  # the teaser with the WiSE-FT trade-off curve
             pairs = [(n, f) for n, f, _ in self.columns]
             teaser_plot(reports, group_columns(pairs), files["plot"], curve)
         table = markdown_table(reports, [(b.name, b.family) for b in benchmarks])
         return reports, files, table
 
+    def test_is_val(self) -> bool:
+        """True when the source has no test split of its own (the report is then on val)."""
+        return False
+
     def recommend(self, reports) -> str:
-        """The row to index: the best AVG among the rows with every column measured."""
+        """The row to index, from the VAL reports: the best AVG among the rows with every column measured."""
         complete = [r for r in reports if not r.missing] or list(reports)  # text queries need a text side
         return max(complete, key=lambda r: averages_of(r, self.columns)).model
 
@@ -501,23 +531,31 @@ class Runner:
         self.log(f"{self.command}: results in {self.out}")
         self.check_settings()
         self.before_data()
-        self.log("[1/6] data")
+        self.log("[1/7] data")
         self.data = self._timed("data", self.prepare_data)
         self.log(f"  {self.data['summary']}")
-        self.log("[2/6] base model")
+        self.log("[2/7] base model")
         base = self._timed("base model", self.base_model)
-        self.log("[3/6] pseudo-captions for MCIP")
+        self.log("[3/7] pseudo-captions for MCIP")
         captions = self._timed("captions", lambda: self.captions(base))
-        self.log("[4/6] fine-tuning the rows")
+        self.log("[4/7] fine-tuning the rows")
         models = self._timed("training", lambda: self.stages(base, captions))
-        self.log("[5/6] evaluation on the test split")
-        reports, files, table = self._timed("evaluation", lambda: self.evaluate(models))
-        best = self.recommend(reports)
-        self.log(f"[6/6] search: indexing the test images with {best}")
+        self.log("[5/7] evaluation on the val split (it chooses the recommended row)")
+        val_reports, val_files, _ = self._timed("evaluation (val)", lambda: self.evaluate(models, "val"))
+        best = self.recommend(val_reports)
+        self.log(f"  recommended on val: {best}")
+        if self.test_is_val():
+            self.log("[6/7] no test split of its own: the report is on the val images")
+            reports, files, table = val_reports, dict(val_files), markdown_table_of(val_reports, self.columns)
+        else:
+            self.log("[6/7] evaluation on the test split (read once, after every choice)")
+            reports, files, table = self._timed("evaluation (test)", lambda: self.evaluate(models, "test"))
+        files.update(self.extra_files())
+        self.log(f"[7/7] search: indexing the test images with {best}")
         demo = self._timed("search", lambda: self.search_demo(models[best], best))
         files["search"] = self.out / "results" / "search.md"
         pairs = [(name, family) for name, family, _ in self.columns]
-        text = self.write_reading(reports, pairs)
+        text = self.write_reading(reports, pairs, val_reports, best)
         files["reading"] = self.out / "results" / "reading.md"
         files["reading"].write_text(text + "\n", encoding="utf-8")
         seconds = time.perf_counter() - start

@@ -16,7 +16,7 @@ Steps (each is skipped when its output already exists, so an interrupted run con
    without projector (ICMR'23); every choice is made on the val split;
 5. evaluation on the test split (emoji never seen in training) with the ``lab_*`` benchmarks, and the
    report: ``OUT/results/{table1.md,results.json,table1.csv,teaser.png,reading.md}``;
-6. search: the test images indexed (``OUT/index``, :mod:`mcip.index`) with the row of the best average,
+6. search: the test images indexed (``OUT/index``, :mod:`mcip.index`) with the row of the best val average,
    queried by two texts and one image (``OUT/results/search.md``).
 """
 
@@ -212,10 +212,10 @@ class LabRun(Runner):
         )
         return out
 
-    def benchmark_specs(self) -> list[str]:
+    def benchmark_specs(self, split: str = "test") -> list[str]:
         from mcip.eval.benchmarks.lab import LAB_BENCHMARKS
 
-        return list(LAB_BENCHMARKS)
+        return [f"{b}:split={split}" for b in LAB_BENCHMARKS]
 
     def demo_queries(self, index) -> list[tuple[str, str, str]]:
         query_image = index.record(index.ids[0])
@@ -227,7 +227,7 @@ class LabRun(Runner):
     def demo_label(self, hit) -> str:
         return (hit.metadata.get("captions") or [""])[0]
 
-    def write_reading(self, reports, pairs) -> str:
+    def write_reading(self, reports, pairs, val_reports=None, recommended: str = "") -> str:
         return reading(reports, pairs, quick=self.s.subset < 1 or self.s.max_steps is not None)
 
 

@@ -65,8 +65,12 @@ class ManifestRetrieval(ManifestBenchmark):
     full ranking, as ``folder_i2i``.
 
     Options: ``manifest`` (required), ``root``, ``encoding``; ``split`` (default: every row) the rows of one
-    split; ``include_self`` (default true: the query counts as a hit). The ``DATA_ROOT`` is not used.
-    Command line: ``manifest_i2i:manifest=FILE[,split=test][,root=DIR]``.
+    split; ``include_self`` (default true: the query counts as a hit); ``gallery`` (a split name): its
+    images join the database but never query, the query itself is not a hit, and the table's metric is the
+    mean AP over the ``split`` queries (``map/queries``): validation on seen classes, where a class may have
+    a single held-out image, is the held-out images searching the training images as ``mcip fit`` chooses
+    on it. The ``DATA_ROOT`` is not used.
+    Command line: ``manifest_i2i:manifest=FILE[,split=test][,root=DIR][,gallery=train]``.
     """
 
     name = "manifest_i2i"
@@ -76,12 +80,31 @@ class ManifestRetrieval(ManifestBenchmark):
         **SOURCE_OPTIONS,
         "split": Option(split_name, None, help="only the rows of this split (default: every row)"),
         "include_self": Option(boolean, True, help="count the query itself as a hit"),
+        "gallery": Option(split_name, None, help="a split whose images are searched but never query"),
     }
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.options.get("gallery"):
+            self.table1_metric = "map/queries"
+
     def load(self, root: Path) -> RetrievalSet:
-        (data,) = self.read(root, self.options["split"])
-        classes, _ = class_ids(data.labels)
-        return RetrievalSet(data.images(classes), include_self=self.options["include_self"], metric="map")
+        gallery = self.options.get("gallery")
+        if not gallery:
+            (data,) = self.read(root, self.options["split"])
+            classes, _ = class_ids(data.labels)
+            return RetrievalSet(data.images(classes), include_self=self.options["include_self"], metric="map")
+        queries, base = self.read(root, self.options["split"], gallery)
+        both = LabelledImages(
+            queries.paths + base.paths, queries.labels + base.labels, queries.captions + base.captions
+        )
+        classes, _ = class_ids(both.labels)
+        return RetrievalSet(
+            both.images(classes),
+            include_self=False,
+            metric="map",
+            subsets=(("queries", 0, len(queries.labels)),),
+        )
 
 
 @BENCHMARKS.register("manifest_knn")
