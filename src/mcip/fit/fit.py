@@ -189,7 +189,6 @@ class FitRun(Runner):
         from mcip.fit.search import _fmt
 
         shown = ", ".join(f"{k} {_fmt(v)}" for k, v in result.best_params.items())
-        )
         self.log(f"  {stage}: chosen on val: {shown} (val {result.metric} {result.best_value:.2f})")
         return result.model_dir
 
