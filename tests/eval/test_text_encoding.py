@@ -113,7 +113,7 @@ def test_cache_hits_an_identical_text_tower_in_another_folder(model_specs, tmp_p
         p.mul_(1.5)
     rows.clear()
     changed = TE.cached_text_embeddings_by_tower(b, TEXTS, cache)
-    assert sum(rows) == 1 + 6  # the probe, then all 6 distinct texts again
+    assert sum(rows) == 2 + 6  # two one-row probes (widths), then all 6 distinct texts again
     with torch.no_grad():
         assert np.abs(changed - b.encode_text(TEXTS).float().numpy()).max() <= 1e-5
 
@@ -130,3 +130,40 @@ def test_text_fingerprint_ignores_the_image_side(model_specs):
         p = next(p for n, p in model.net.named_parameters() if model.part_of(n) == "text_projector")
         p.view(-1)[0] += 1e-3
     assert TE.text_tower_fingerprint(model) != before
+
+
+def test_a_realigned_last_block_reuses_the_lower_blocks(model_specs, tmp_path):
+    """Re-A trains the last text block (and the final norm and projector): the states below it come from
+    the cache the starting model filled, only the last block runs, and the embeddings equal ``encode_text``
+    of the changed model."""
+    model = _model(model_specs["composed"])
+    cache = tmp_path / "cache"
+    TE.cached_text_embeddings_by_tower(model, TEXTS, cache)
+    last = model.text_block_prefixes()[-1]
+    with torch.no_grad():
+        for name, p in model.net.named_parameters():
+            if name.startswith(last + ".") or model.part_of(name) == "text_projector":
+                p.mul_(1.2)
+    first, top = _rows_through_first_block(model), []
+    model.net.get_submodule(last).register_forward_hook(lambda _m, a, _o: top.append(int(a[0].shape[0])))
+    got = TE.cached_text_embeddings_by_tower(model, TEXTS, cache)
+    assert first == [1, 1]  # the two one-row width probes; no text runs the lower blocks
+    assert sum(top) == 1 + 6  # the probe and the 6 distinct texts through the last block
+    with torch.no_grad():
+        assert np.abs(got - model.encode_text(TEXTS).float().numpy()).max() <= 1e-5
+
+
+@pytest.mark.parametrize("backend", ["openclip", "hf-clip", "composed"])
+def test_lower_blocks_fingerprint_covers_the_blocks_below_the_last(model_specs, backend):
+    model = _model(model_specs[backend])
+    before = TE.lower_blocks_fingerprint(model, 1)
+    prefixes = model.text_block_prefixes()
+    above = [prefixes[-1], *model.text_final_norm_prefixes()]
+    with torch.no_grad():
+        for name, p in model.net.named_parameters():
+            if any(name.startswith(a + ".") for a in above) or model.part_of(name) != "text_encoder":
+                p.add_(0.5)
+    assert TE.lower_blocks_fingerprint(model, 1) == before
+    with torch.no_grad():
+        next(p for n, p in model.net.named_parameters() if n.startswith(prefixes[-2] + ".")).add_(1e-3)
+    assert TE.lower_blocks_fingerprint(model, 1) != before

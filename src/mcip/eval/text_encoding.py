@@ -11,7 +11,10 @@ on CPU that is most of an evaluation. Three things make it cheap:
 - the distinct texts are encoded in order of token length, ``batch_size`` at a time, each batch trimmed to
   its own longest text (:func:`encode_texts_by_length`): a batch of short prompts no longer runs the padded
   positions of the longest one (open_clip pads every prompt to 77 tokens). The cache stores the rows in
-  that order, so each cached chunk is one such batch and an interrupted computation resumes.
+  that order, so each cached chunk is one such batch and an interrupted computation resumes;
+- the states entering the last text block are cached too, keyed by :func:`lower_blocks_fingerprint` (the
+  weights below that block): Re-A trains only the last block, the final norm and the projector, so a Re-A
+  row (2SFT, MCIP+Re-A, the guarded row) runs one block per text instead of the whole tower.
 
 The embeddings equal ``model.encode_text`` on the whole list up to float rounding (padded positions never
 reach the pooled token: see :mod:`mcip.models.text_split`).
@@ -23,6 +26,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -35,27 +39,51 @@ TEXT_PATH_PARTS = ("text_encoder", "text_projector")
 """The parts whose parameters and buffers make a text embedding (``EmbeddingModel.part_of``)."""
 
 
-def text_tower_fingerprint(model: EmbeddingModel) -> str:
-    """Hex digest (16 chars) of what a text embedding depends on: the backend, the recorded surgery, the
-    text pooling where the backend has one, and the name, dtype, shape and bytes of every parameter and
-    buffer (non-persistent ones included) of :data:`TEXT_PATH_PARTS`. The image side and the model's folder
-    do not enter it."""
+def _hash_tensors(model: EmbeddingModel, keep, head: dict) -> str:
+    """blake2b (16 hex) of ``head`` and the name, dtype, shape and bytes of every parameter and buffer
+    (non-persistent ones included) of ``model.net`` whose name ``keep`` accepts."""
     h = hashlib.blake2b(digest_size=8)
-    head = {
-        "backend": model.backend,
-        "class": type(model).__name__,
-        "modifications": model.modifications,
-        "pooling": str(getattr(model.net, "pooling", "")),
-    }
     h.update(json.dumps(head, sort_keys=True, default=str).encode())
     tensors = dict(model.net.named_parameters()) | dict(model.net.named_buffers())
     for name in sorted(tensors):
-        if model.part_of(name) not in TEXT_PATH_PARTS:
+        if not keep(name):
             continue
         t = tensors[name].detach().cpu().contiguous().reshape(-1)
         h.update(f"{name}|{t.dtype}|{tuple(tensors[name].shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def _head(model: EmbeddingModel) -> dict:
+    return {
+        "backend": model.backend,
+        "class": type(model).__name__,
+        "modifications": model.modifications,
+        "pooling": str(getattr(model.net, "pooling", "")),
+    }
+
+
+def text_tower_fingerprint(model: EmbeddingModel) -> str:
+    """Hex digest (16 chars) of what a text embedding depends on: the backend, the recorded surgery, the
+    text pooling where the backend has one, and the name, dtype, shape and bytes of every parameter and
+    buffer (non-persistent ones included) of :data:`TEXT_PATH_PARTS`. The image side and the model's folder
+    do not enter it."""
+    return _hash_tensors(model, lambda name: model.part_of(name) in TEXT_PATH_PARTS, _head(model))
+
+
+def lower_blocks_fingerprint(model: EmbeddingModel, n_last: int) -> str:
+    """Hex digest of what the text states entering the last ``n_last`` blocks depend on: every
+    ``text_encoder`` tensor except those of the last ``n_last`` blocks and of the final norm. Re-A trains
+    only those (and the projector), so a Re-A model shares this digest with the model it started from."""
+    above = model.text_block_prefixes()[len(model.text_block_prefixes()) - n_last :]
+    above += model.text_final_norm_prefixes()
+
+    def keep(name: str) -> bool:
+        if model.part_of(name) != "text_encoder":
+            return False
+        return not any(name == p or name.startswith(p + ".") for p in above)
+
+    return _hash_tensors(model, keep, _head(model) | {"n_last": n_last})
 
 
 def unique_texts(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -78,8 +106,9 @@ def _tokens_hash(tokens: Tokens) -> str:
 class LengthOrderedTexts:
     """``texts`` tokenised once, with each row's needed length and the length order.
 
-    ``order`` (N,) sorts the rows by :meth:`EmbeddingModel.text_hidden_lengths` (stable);
-    :meth:`encode` runs a slice of that order trimmed to its longest row.
+    ``order`` (N,) sorts the rows by :meth:`EmbeddingModel.text_hidden_lengths` (stable); a batch is a
+    slice ``positions`` of that order, trimmed to its longest row (positions past a row's length never
+    reach the positions before it nor its pooled token: :mod:`mcip.models.text_split`).
     """
 
     def __init__(self, model: EmbeddingModel, texts: Sequence[str]) -> None:
@@ -87,34 +116,72 @@ class LengthOrderedTexts:
         self.tokens = model.tokenize(list(texts))
         self.lengths = model.text_hidden_lengths(self.tokens).cpu().numpy().astype(np.int64)
         self.order = np.argsort(self.lengths, kind="stable")
+        self.longest = int(self.lengths.max(initial=1))
         self.split = self._splittable()
 
     def _splittable(self) -> bool:
         try:
             self.n_blocks = len(self.model.text_block_prefixes())
         except (ConfigError, UnsupportedError):  # no named text blocks: the whole tower on full rows
+            self.n_blocks = 0
             return False
         return True
 
     def key(self) -> str:
         return _tokens_hash(self.tokens)
 
+    def batch(self, positions: Sequence[int]) -> tuple[Tokens, int]:
+        """The token rows ``order[positions]`` trimmed to their longest, and that length."""
+        rows = self.order[np.asarray(positions, dtype=np.int64)]
+        longest = int(self.lengths[rows].max())
+        index = torch.as_tensor(rows)
+        return {k: v[index, :longest].to(self.model.device) for k, v in self.tokens.items()}, longest
+
+    @torch.no_grad()
+    def hidden(self, positions: Sequence[int], n_last: int) -> torch.Tensor:
+        """(B, longest, F) states entering the last ``n_last`` blocks for ``order[positions]``."""
+        tokens, _ = self.batch(positions)
+        return self.model.text_hidden_below(tokens, n_last)
+
+    @torch.no_grad()
+    def top(self, hidden: torch.Tensor, positions: Sequence[int], n_last: int) -> torch.Tensor:
+        """(B, D) L2-normalised embeddings from ``hidden`` (B, >= longest, F) of :meth:`hidden`."""
+        tokens, longest = self.batch(positions)
+        hidden = hidden[:, :longest].to(self.model.device)
+        feats = self.model.text_features_from_hidden(hidden, tokens, n_last)
+        return torch.nn.functional.normalize(self.model.project_text(feats), dim=-1)
+
     @torch.no_grad()
     def encode(self, positions: Sequence[int]) -> torch.Tensor:
         """(B, D) L2-normalised embeddings of the rows ``order[positions]`` (in that order)."""
-        rows = torch.as_tensor(self.order[np.asarray(positions, dtype=np.int64)])
-        device = self.model.device
-        batch = {k: v[rows].to(device) for k, v in self.tokens.items()}
-        longest = int(self.lengths[rows.numpy()].max())
-        if self.split and longest < batch["input_ids"].shape[1]:
+        if self.split:
             try:
-                hidden = self.model.text_hidden_below(batch, self.n_blocks)[:, :longest]
-                trimmed = {k: v[:, :longest] for k, v in batch.items()}
-                feats = self.model.text_features_from_hidden(hidden, trimmed, self.n_blocks)
-                return torch.nn.functional.normalize(self.model.project_text(feats), dim=-1)
+                return self.top(self.hidden(positions, self.n_blocks), positions, self.n_blocks)
             except UnsupportedError:
                 self.split = False
-        return self.model.encode_text(batch)
+        return self.model.encode_text(self.batch(positions)[0])
+
+    def stored_hidden(self, cache: FeatureCache, fingerprint: str, batch_size: int, desc: str) -> np.ndarray:
+        """(N, longest * F) float32 states entering the last text block, in length order, zero-padded,
+        through ``cache`` keyed by :func:`lower_blocks_fingerprint` (``fingerprint``) and the tokens."""
+        width = int(self.hidden([0], 1).shape[-1])
+        key = cache_key("text-below-last-block", fingerprint, self.key(), str(len(self.order)))
+
+        def compute(positions: list[int]) -> np.ndarray:
+            out = np.zeros((len(positions), self.longest, width), np.float32)
+            states = self.hidden(positions, 1).float().cpu().numpy()
+            out[:, : states.shape[1]] = states
+            return out.reshape(len(positions), -1)
+
+        n = len(self.order)
+        return cache.get_or_compute(
+            key, n, self.longest * width, compute, batch_size=batch_size, dtype="float32", desc=desc
+        )
+
+    def top_from_stored(self, stored: np.ndarray, positions: Sequence[int]) -> torch.Tensor:
+        rows = np.asarray(stored[np.asarray(positions, dtype=np.int64)])
+        hidden = torch.from_numpy(rows).view(len(rows), self.longest, -1)
+        return self.top(hidden, positions, 1)
 
 
 def encode_texts_by_length(
@@ -156,15 +223,24 @@ def cached_text_embeddings_by_tower(
     width = width or int(ordered.encode([0]).shape[-1])
     fingerprint = fingerprint or text_tower_fingerprint(model)
     key = cache_key("text-by-tower", fingerprint, ordered.key(), str(len(unique)))
-    stored = FeatureCache(cache_dir).get_or_compute(
+    cache = FeatureCache(cache_dir)
+    compute = ordered.encode
+    if ordered.split and ordered.n_blocks >= 2 and not (cache.root / key / "complete.json").is_file():
+        try:  # the lower blocks once per lower-block weights: a Re-A row runs only its last block
+            lower = lower_blocks_fingerprint(model, 1)
+            stored = ordered.stored_hidden(cache, lower, batch_size, f"{desc} (lower text blocks)")
+            compute = partial(ordered.top_from_stored, stored)
+        except UnsupportedError:
+            pass
+    rows = cache.get_or_compute(
         key,
         len(unique),
         width,
-        lambda positions: ordered.encode(positions).float().cpu().numpy(),
+        lambda positions: compute(positions).float().cpu().numpy(),
         batch_size=batch_size,
         dtype="float32",
         desc=desc,
     )
     by_unique = np.empty((len(unique), width), np.float32)
-    by_unique[ordered.order] = np.asarray(stored, dtype=np.float32)
+    by_unique[ordered.order] = np.asarray(rows, dtype=np.float32)
     return by_unique[inverse]
