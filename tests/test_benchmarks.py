@@ -224,7 +224,7 @@ def test_lab_cold_prints_the_fit_evaluation_ratio(model_specs, tmp_path, capsys)
     """The whole default path on a tiny lab and model: the row it evaluates shares the base's text tower
     (its image tower differs), the ratio is the row's evaluation seconds over the encoding seconds of the
     4 test and 3 k-NN index images (classes A, B, D), and the RESULT line carries issue 29's target."""
-    from mcip.eval.text_encoding import text_tower_fingerprint
+    from mcip.eval.text_encoding import lower_blocks_fingerprint, text_tower_fingerprint
     from mcip.models.fingerprint import IMAGE_PARTS, model_fingerprint
 
     bench = _load("lab_cold")
@@ -234,6 +234,9 @@ def test_lab_cold_prints_the_fit_evaluation_ratio(model_specs, tmp_path, capsys)
     a, b = mcip.load_model(str(base)), mcip.load_model(str(row))
     assert text_tower_fingerprint(a) == text_tower_fingerprint(b)
     assert model_fingerprint(a, IMAGE_PARTS) != model_fingerprint(b, IMAGE_PARTS)
+    c = mcip.load_model(str(bench.fine_tuned_row(str(base), tmp_path / "rea", None, realigned=True)))
+    assert text_tower_fingerprint(c) != text_tower_fingerprint(a)  # Re-A: the last block changed ...
+    assert lower_blocks_fingerprint(c, 1) == lower_blocks_fingerprint(a, 1)  # ... the ones below did not
 
     _lab_rows(tmp_path / "lab")
     assert bench.main(["--lab-root", str(tmp_path / "lab"), "--model", str(base), "--classes", "5"]) == 0
@@ -241,6 +244,7 @@ def test_lab_cold_prints_the_fit_evaluation_ratio(model_specs, tmp_path, capsys)
     assert "3 catalogue (k-NN index) + 4 test images" in out
     line = next(x for x in out.splitlines() if x.startswith("RESULT fit_eval_vs_encode "))
     assert line.endswith("target <=1.2")
+    assert "RESULT fit_eval_vs_encode_realigned_row " in out
 
     manifest, names = bench.write_catalogue(
         _lab_rows(tmp_path / "lab2"), tmp_path / "lab2", tmp_path / "c", 5
