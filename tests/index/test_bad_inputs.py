@@ -102,7 +102,7 @@ def test_ivf_with_more_lists_than_vectors_says_what_to_use(model_dir, photos, tm
     ("source", "message"),
     [
         ("missing-folder", "Image source not found"),
-        ("shards-{0000..0003}.tar", "images inside tar shards cannot be served"),
+        ("shards-{0000..0003}.tar", "Shard not found"),  # shards are indexed; these are absent
         ("notes.txt", "expected an image folder or a manifest"),
     ],
 )

@@ -17,13 +17,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mcip.data.limits import ImageLimits, default_image_limits
+from mcip.data.shard_ref import split_member_ref
 from mcip.errors import InputError, require
 
 require("fastapi", "serve", "mcip serve (the HTTP API)")
 require("python_multipart", "serve", "Image uploads to mcip serve")
 
 from fastapi import FastAPI, HTTPException, Query, Request  # noqa: E402
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse  # noqa: E402
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response  # noqa: E402
 from fastapi.staticfiles import StaticFiles  # noqa: E402
 from starlette.requests import ClientDisconnect  # noqa: E402
 
@@ -263,15 +264,33 @@ def _add_image_route(app: FastAPI, index: SearchIndex) -> None:
         response_class=FileResponse,
         responses={200: {"content": {"image/*": {}}}, 404: ERRORS[404]},
     )
-    def image(image_id: str) -> FileResponse:
-        """The file of an indexed image. Only files stored in the index are served: the id is looked up,
-        never joined onto a path."""
+    def image(image_id: str) -> Response:
+        """The file of an indexed image (or its member of a tar shard, for an index built from shards).
+        Only files stored in the index are served: the id is looked up, never joined onto a path."""
         if not index.has(image_id):
             raise HTTPException(404, f"No image with id {image_id!r} in the index.")
         path = Path(index.image_path(image_id))
+        if split_member_ref(path) is not None:
+            return _shard_member_response(image_id, path)
         if not path.is_file():
             raise HTTPException(404, f"The file of image {image_id!r} is no longer on disk.")
         return FileResponse(path, media_type=media_type(path), headers={"X-Content-Type-Options": "nosniff"})
+
+
+def _shard_member_response(image_id: str, ref: Path) -> Response:
+    """The bytes of an image stored as ``SHARD.tar#KEY`` (:mod:`mcip.data.shard_ref`)."""
+    import io
+
+    from PIL import Image
+
+    from mcip.data.images import read_image_bytes, sniff_format
+
+    try:
+        data = read_image_bytes(ref)
+    except OSError:
+        raise HTTPException(404, f"The shard member of image {image_id!r} is no longer readable.") from None
+    kind = Image.MIME.get(sniff_format(io.BytesIO(data)) or "") or "application/octet-stream"
+    return Response(data, media_type=kind, headers={"X-Content-Type-Options": "nosniff"})
 
 
 def media_type(path: Path) -> str:
