@@ -96,8 +96,8 @@ def test_the_command_line_wins_over_a_stage_section():
 
 
 # ---------------------------------------------------------------- precedence: file < code's values < --set
-# fit-mcip+rea.yaml (written by hand here): loss.mc_weight 0.25 at the top level, stages.mcip.optim.lr 1e-5,
-# stages.realign.optim.lr 1e-5, stages.realign.data.batch_size 256.
+# fit-mcip+rea.yaml (written by hand here): loss.mc_weight 0.25 at the top level, stages.mcip.optim.lr 1e-4,
+# stages.realign.optim.lr 1e-4, stages.realign.data.batch_size 256.
 FIT_REQUIRED = [*REQUIRED, "model.spec=composed:lab"]
 
 
@@ -110,8 +110,8 @@ def test_precedence_file_level():
     mcip, realign = _stages()
     assert (mcip.loss.mc_weight, mcip.optim.lr, realign.optim.lr, realign.data.batch_size) == (
         0.25,
-        1e-5,
-        1e-5,
+        1e-4,
+        1e-4,
         256,
     )
 
@@ -131,6 +131,7 @@ def test_precedence_code_values_over_file():
         ("loss.hard_caption_weight=0.0", lambda m, r: m.loss.hard_caption_weight, 0.0),
         ("optim.lr=2e-6", lambda m, r: (m.optim.lr, r.optim.lr), (2e-6, 2e-6)),
         ("stages.mcip.optim.lr=7e-6", lambda m, r: (m.optim.lr, r.optim.lr), (7e-6, 3e-4)),
+        ("stages.realign.optim.lr=2e-5", lambda m, r: (m.optim.lr, r.optim.lr), (3e-4, 2e-5)),
         ("data.batch_size=16", lambda m, r: (m.data.batch_size, r.data.batch_size), (16, 16)),
         ("data.num_workers=0", lambda m, r: m.data.num_workers, 0),
     ],

@@ -34,6 +34,13 @@ def _settings(args: argparse.Namespace):
         "all_rows": args.all_rows,
         "stage_overrides": tuple(args.set or ()),
         "seed": args.seed,
+        "lr": args.lr,
+        "realign_lr": args.realign_lr,
+        "mc_weight": args.mc_weight,
+        "hard_caption_weight": args.hard_caption_weight,
+        "search": args.search,
+        "trials": args.trials,
+        "budget_min": args.budget_min,
     }
     if args.wise_grid:
         try:
@@ -63,12 +70,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "fit",
-        help="fine-tune on your own labelled images: captions, MCIP/2SFT rows and the guarded row, a "
-        "report against the starting model, and a search index with the recommended model",
+        help="fine-tune on your own labelled images: the recipe searched on val, captions, MCIP/2SFT rows "
+        "and the guarded row, a report against the starting model, and a search index with the "
+        "recommended model",
         description="The lab's experiment on your data. Manifests are .csv/.jsonl/.parquet with 'path' and "
-        "'label' columns (optional 'captions', e.g. a description per image). Every choice (checkpoints, "
-        "the WiSE-FT alpha, when Re-A stops) is made on the val images. An interrupted run continues when "
-        "started again with the same arguments.",
+        "'label' columns (optional 'captions', e.g. a description per image). Every choice (the learning "
+        "rates, the caption policy, how long each stage trains, checkpoints, the WiSE-FT alpha, when Re-A "
+        "stops, the recommended row) is made on the val images; the test images are read once, after every "
+        "choice. An interrupted run (search included) continues when started again with the same arguments.",
     )
     p.add_argument("--data", required=True, help="training manifest (path, label[, captions])")
     p.add_argument(
@@ -97,7 +106,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--templates-per-image", type=int, default=5, help="class-name template captions per image (5)"
     )
-    p.add_argument("--epochs", type=int, default=3, help="epochs of each image stage (3)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="a fixed number of epochs for each image stage (default: until val stops improving, at most "
+        "6 epochs in the quick search, 10 in the full one)",
+    )
     p.add_argument(
         "--realign-epochs", type=int, default=30, help="upper bound on Re-A epochs (it stops on val; 30)"
     )
@@ -113,9 +127,36 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="override a stage setting of the fit-2sft / fit-mcip+rea configs (e.g. optim.lr=3e-6); repeatable",
+        help="override a stage setting of the fit-2sft / fit-mcip+rea configs (e.g. loss.margin=0.2); it "
+        "wins over anything mcip fit sets; repeatable",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the val hold-out (0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the val hold-out and the search (0)")
+    r = p.add_argument_group(
+        "recipe",
+        "what the image stages and Re-A train with. By default a search on val chooses (the learning rates, "
+        "each stage's length, MCIP's caption policy; in the full search also mc_weight and "
+        "hard_caption_weight); a value given here, or with --set on the same key, is used as given and not "
+        "searched",
+    )
+    r.add_argument(
+        "--search",
+        choices=("auto", "quick", "full", "off"),
+        default="auto",
+        help="auto (default): quick on a CPU, full with a GPU; quick: the rates 1e-4, 3e-4, 3e-5, 1e-5 with "
+        "successive halving (and Re-A's 1e-4, 1e-5); full: that grid, then TPE; off: the configs' values",
+    )
+    r.add_argument("--trials", type=int, help="trials per study (default: the mode's)")
+    r.add_argument(
+        "--budget-min", type=float, help="wall-clock minutes for the whole search (started trials finish)"
+    )
+    r.add_argument("--lr", type=float, help="the image stages' learning rate (not searched)")
+    r.add_argument("--realign-lr", type=float, help="Re-A's learning rate (not searched)")
+    r.add_argument(
+        "--mc-weight", type=float, help="MCIP: weight of the multi-caption loss (ArcMargin: 1 - it)"
+    )
+    r.add_argument(
+        "--hard-caption-weight", type=float, help="MCIP: weight h of the hardest-caption term (0 disables)"
+    )
     p.add_argument(
         "--dry-run", action="store_true", help="check the inputs and print the plan; train nothing"
     )
