@@ -159,3 +159,36 @@ def test_the_report_lists_every_trial(tmp_path):
     assert rows[0].split(" | ")[1:4] == ["1e-04", "56", "56"]
     assert rows[1].endswith("| pruned |") and rows[0].endswith("| complete |")
     assert "recipe_plot" in files and files["recipe_plot"].stat().st_size > 0
+
+
+def test_given_flags_and_set_keys_fix_dimensions():
+    """A flag, or a ``--set`` of the same key, fixes that dimension; flags win over --set; nothing given:
+    everything is chosen."""
+    from mcip.fit import FitSettings
+    from mcip.fit.recipe import Given, image_space, realign_space, searchable
+
+    def given(stage="mcip", **kw):
+        return Given.of(FitSettings(data="d.csv", model="m", **kw), stage)
+
+    assert given() == Given()
+    assert given(lr=3e-4).lr == 3e-4 and given(lr=3e-4).realign_lr is None
+    assert given(stage_overrides=("optim.lr=2e-5",)) == Given(lr=2e-5, realign_lr=2e-5)
+    assert given(stage_overrides=("stages.mcip.optim.lr=2e-5",)).lr == 2e-5
+    assert given("gpr", stage_overrides=("stages.mcip.optim.lr=2e-5",)).lr is None
+    assert given(stage_overrides=("stages.realign.optim.lr=5e-5",)) == Given(realign_lr=5e-5)
+    assert given(lr=1e-4, stage_overrides=("optim.lr=2e-5",)).lr == 1e-4
+    assert given(stage_epochs=4).epochs == 4 and given(stage_overrides=("loop.epochs=2",)).epochs == 2
+    assert given(mc_weight=0.5).mc_weight == 0.5
+    assert given(stage_overrides=("loss.hard_caption_weight=0",)).hard_caption_weight == 0.0
+    assert given(stage_overrides=("data.captions=mine.jsonl",)).captions is True
+
+    policies = ("own+templates+retrieved", "own+templates")
+    quick = image_space("mcip", Given(), policies, "quick", None)
+    assert quick.lr is None and quick.caption_policies == policies and quick.mc_weights == ()
+    full = image_space("mcip", Given(), policies, "full", None)
+    assert full.mc_weights == (0.25, 0.1, 0.5) and full.hard_caption_weights == (0.1, 0.0)
+    assert image_space("mcip", Given(), policies, "quick", 3e-4).lr == 3e-4  # the rate found by GPR-FT
+    assert image_space("mcip", Given(), policies, "full", 3e-4).lr is None  # full mode searches again
+    fixed = image_space("mcip", Given(lr=1e-4, captions=True), policies, "quick", None)
+    assert not searchable(fixed)
+    assert searchable(realign_space(Given())) and not searchable(realign_space(Given(realign_lr=1e-4)))
