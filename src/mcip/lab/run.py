@@ -14,8 +14,9 @@ Steps (each is skipped when its output already exists, so an interrupted run con
    the base by WiSE-FT at the alpha ``guarded`` picks on val, holding val zero-shot; then Re-A selected on
    ``combined``; see :class:`LabSettings`) and, with ``all_rows``, GPR-FT
    without projector (ICMR'23); every choice is made on the val split;
-5. evaluation on the test split (emoji never seen in training) with the ``lab_*`` benchmarks, and the
-   report: ``OUT/results/{table1.md,results.json,table1.csv,teaser.png,reading.md}``;
+5. evaluation on the val split with the ``lab_*`` benchmarks (``OUT/results/val``), which chooses the row the
+   demo indexes, then on the test split (emoji never seen in training), read once, and the report:
+   ``OUT/results/{table1.md,results.json,table1.csv,teaser.png,reading.md}``;
 6. search: the test images indexed (``OUT/index``, :mod:`mcip.index`) with the row of the best val average,
    queried by two texts and one image (``OUT/results/search.md``).
 """
