@@ -19,6 +19,7 @@ from mcip.fit.settings import FitSettings
 class FitPlan:
     text: str
     estimate_seconds: float | None
+    estimate_range: tuple[float, float] | None = None  # (low, high) seconds
 
 
 WARM_STEPS = 5  # timed training steps; the first two (allocation, autotuning, caches) are not counted
@@ -213,4 +214,4 @@ def plan_fit(out: Path, s: FitSettings, measure: bool = True) -> FitPlan:
         f"  {out}/results/ (table1.md, results.json, table1.csv, teaser.png, reading.md, search.md, run.json),",
         f"  {out}/index/ (the test images, recommended model) -> {serve_command(out)}",
     ]
-    return FitPlan("\n".join(lines), estimate)
+    return FitPlan("\n".join(lines), estimate, None if estimate is None else (low, high))
