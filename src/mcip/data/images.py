@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from mcip.data.limits import ImageFormatRefused, ImageLimits, ImageRefused, check_size, default_image_limits
-from mcip.data.shard_ref import read_member, split_member_ref
+from mcip.data.shard_ref import member_exists, read_member, split_member_ref
 from mcip.errors import InputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -24,6 +24,12 @@ def read_image_bytes(path: str | os.PathLike) -> bytes:
     if ref is None:
         return Path(path).read_bytes()
     return read_member(*ref, _MEMBER_EXTS)[1]
+
+
+def image_exists(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file, or a shard reference ``SHARD.tar#KEY`` whose shard holds that sample."""
+    ref = split_member_ref(path)
+    return Path(path).is_file() if ref is None else member_exists(*ref)
 
 
 def image_source(path: str | os.PathLike | IO[bytes]) -> str | os.PathLike | IO[bytes]:

@@ -89,6 +89,14 @@ def _shard_members(shard: str) -> tuple[bool, dict[str, dict[str, tuple[int, int
     return compressed, members
 
 
+def member_exists(shard: str | os.PathLike, key: str) -> bool:
+    """Whether ``shard`` is a readable tar holding sample ``key``."""
+    try:
+        return key in _shard_members(os.fspath(shard))[1]
+    except (OSError, tarfile.TarError, EOFError):
+        return False
+
+
 def read_member(shard: str | os.PathLike, key: str, exts: Sequence[str]) -> tuple[str, bytes]:
     """``(ext, bytes)`` of sample ``key``'s first member whose extension is in ``exts``.
 

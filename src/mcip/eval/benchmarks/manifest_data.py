@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mcip.data.manifest import read_manifest, read_manifest_rows
+from mcip.data.images import image_exists
+from mcip.data.manifest import is_shard_source, load_records, read_manifest, read_manifest_rows
 from mcip.data.records import ImageRecord
 from mcip.errors import InputError
 from mcip.eval.benchmarks.base import Images, dataset_missing
@@ -51,8 +52,16 @@ class LabelledImages:
         return Images(self.paths, labels, skipped=self.skipped)
 
 
+def _is_shards(manifest: Path) -> bool:
+    """A shard pattern (``shards/*.tar``, ``s-{0000..0009}.tar``) rather than a manifest file."""
+    return not manifest.is_file() and is_shard_source(manifest)
+
+
 def require_manifest(manifest: Path, download: str = MANIFEST_LAYOUT) -> None:
-    """Fail with the expected layout unless ``manifest`` is a file (a folder gets the folder benchmarks)."""
+    """Fail with the expected layout unless ``manifest`` is a file (a folder gets the folder benchmarks) or
+    webdataset shards (checked when read)."""
+    if _is_shards(manifest):
+        return
     if manifest.is_dir():
         raise InputError(
             f"{manifest} is a folder; the manifest_* benchmarks read a manifest file. For a folder of "
@@ -97,9 +106,11 @@ def select_split(items: Sequence, splits: list[str] | None, split: str | None, m
 
 
 def present_files(records: Sequence[ImageRecord], manifest: Path, what: str) -> LabelledImages:
-    """The records whose file exists, sorted by path; absent ones are counted and warned about once."""
-    kept = sorted((r for r in records if r.path.is_file()), key=lambda r: r.path)
-    absent = [str(r.path) for r in records if not r.path.is_file()]
+    """The records whose file (or shard member ``SHARD.tar#KEY``) exists, sorted by path; absent ones are
+    counted and warned about once."""
+    exists = [image_exists(r.path) for r in records]
+    kept = sorted((r for r, ok in zip(records, exists, strict=True) if ok), key=lambda r: r.path)
+    absent = [str(r.path) for r, ok in zip(records, exists, strict=True) if not ok]
     if absent:
         warnings.warn(
             f"{manifest}: {len(absent)} of the {len(records)} images of {what} are not found and are "
@@ -123,11 +134,15 @@ def read_labelled(
     root: str | os.PathLike | None = None,
     encoding: str | None = None,
 ) -> list[LabelledImages]:
-    """One :class:`LabelledImages` per entry of ``splits`` (None: every row), reading the manifest once."""
+    """One :class:`LabelledImages` per entry of ``splits`` (None: every row), reading the manifest once.
+    ``manifest`` may also be webdataset shards (``shards/*.tar``): every sample, no split column."""
     require_manifest(manifest)
-    records = read_manifest(manifest, root, encoding)
-    wanted = any(s is not None for s in splits)
-    per_row = row_splits(read_manifest_rows(manifest, encoding)) if wanted else None
+    if _is_shards(manifest):
+        records, per_row = load_records(manifest), None
+    else:
+        records = read_manifest(manifest, root, encoding)
+        wanted = any(s is not None for s in splits)
+        per_row = row_splits(read_manifest_rows(manifest, encoding)) if wanted else None
     out = []
     for split in splits:
         chosen = select_split(records, per_row, split, manifest)
