@@ -141,3 +141,21 @@ def test_zeroshot_label_sets_accept_any_mapped_class():
     assert out["top5"] == pytest.approx(100.0)
     plain = evaluate_zeroshot(images, torch.tensor([1, 3, 0]), classifier)
     assert plain["top1"] == pytest.approx(100.0)
+
+
+def test_zeroshot_classifier_of_a_real_model_equals_the_per_prompt_recipe(model_specs):
+    """An EmbeddingModel goes through the length-ordered, deduplicated encoder (two class names collide
+    in one template: 'the {}' with 'dog' and 'the dog' in '{}'): the classifier equals CLIP's recipe on
+    ``encode_text`` of every prompt, one prompt at a time."""
+    import mcip
+
+    kwargs = dict(model_specs["openclip"])
+    model = mcip.load_model(kwargs.pop("spec"), **kwargs).eval()
+    classnames = ["dog", "the dog", "a very long class name with many words in it"]
+    templates = ["the {}", "{}", "a blurry photo of a {} on a sunny day."]
+    got = P.zeroshot_classifier(model, classnames, templates, batch_size=2)
+    with torch.no_grad():
+        for c, name in enumerate(classnames):
+            prompts = torch.cat([model.encode_text([t.replace("{}", name)]).float() for t in templates])
+            mean = torch.nn.functional.normalize(prompts, dim=1).mean(0)
+            assert (got[c] - mean / mean.norm()).abs().max() <= 1e-5

@@ -25,6 +25,8 @@ from mcip.eval.metrics import (
     topk_accuracy,
     zeroshot_scores,
 )
+from mcip.eval.text_encoding import encode_texts_by_length
+from mcip.models.base import EmbeddingModel
 
 REVISITED_SETTINGS = ("easy", "medium", "hard")
 REVISITED_KS = (1, 5, 10)
@@ -109,8 +111,12 @@ def zeroshot_classifier(
 ) -> Tensor:
     """(C, D) zero-shot class embeddings, CLIP's recipe: for each class, every template with ``{}``
     replaced by the class name is encoded and L2-normalised; the T prompt embeddings are averaged and the
-    mean is L2-normalised again. Prompts are encoded ``batch_size`` at a time (class-major order)."""
+    mean is L2-normalised again. Prompts are encoded ``batch_size`` at a time; an :class:`EmbeddingModel`
+    encodes each distinct prompt once, in token-length order
+    (:func:`mcip.eval.text_encoding.encode_texts_by_length`: the same embeddings up to float rounding)."""
     prompts = zeroshot_prompts(classnames, templates)
+    if isinstance(model, EmbeddingModel):
+        return classifier_from_prompts(encode_texts_by_length(model, prompts, batch_size), len(classnames))
     parts = [
         model.encode_text(prompts[i : i + batch_size]).float().cpu()
         for i in range(0, len(prompts), batch_size)
