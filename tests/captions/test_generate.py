@@ -21,7 +21,7 @@ import mcip.captions.generate as gen
 from mcip.captions.generate import DEFAULT_CHAT_PROMPT, generate_captions
 from mcip.data.captions import read_caption_sidecar
 from mcip.data.records import ImageRecord
-from mcip.errors import ConfigError, InputError, ModelLoadError
+from mcip.errors import ConfigError, ModelLoadError
 
 pytest.importorskip("transformers")
 
@@ -478,12 +478,9 @@ def test_invalid_settings_fail_before_loading(records, tmp_path, kwargs, match):
         )
 
 
-def test_out_directory_and_shard_records_are_refused(records, tmp_path):
+def test_out_directory_is_refused(records, tmp_path):  # shard records: tests/data/test_shards_captions.py
     with pytest.raises(ConfigError, match="directory"):
         generate_captions(records, "unused", tmp_path, progress=False)
-    shard = [ImageRecord("k1", tmp_path / "shard-0000.tar", "a")]
-    with pytest.raises(InputError, match="webdataset shard"):
-        generate_captions(shard, "unused", tmp_path / "caps.jsonl", progress=False)
 
 
 def test_qwen2_vl_batches_of_mixed_shapes_equal_one_by_one(qwen2_vl_dir, tmp_path):

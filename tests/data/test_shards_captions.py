@@ -10,6 +10,7 @@ from PIL import Image
 from mcip.cli import main
 from mcip.data import read_caption_sidecar
 from mcip.data.shard_writer import shard_manifest
+from tests.captions.test_generate import blip_dir  # noqa: F401  (the tiny BLIP captioner fixture)
 
 
 def _retrieve(images: str, spec: str, out, cache) -> dict:
@@ -35,3 +36,21 @@ def test_captions_retrieve_reads_shards_as_the_manifest(model_specs, tmp_path):
     assert a == b
     scores = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
     assert scores == [json.loads(line) for line in sorted((tmp_path / "b.jsonl").read_text().splitlines())]
+
+
+def test_captions_generate_reads_shard_samples_as_the_files(tmp_path, blip_dir):  # noqa: F811
+    from mcip.captions.generate import generate_captions
+    from mcip.data import load_records
+
+    rows = []
+    for i, rgb in enumerate([(220, 20, 20), (20, 20, 220), (20, 200, 20)]):
+        Image.new("RGB", (20, 20), rgb).save(tmp_path / f"{i}.png")
+        rows.append(json.dumps({"path": f"{i}.png", "label": "x", "id": f"img{i}"}) + "\n")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(rows))
+    shard_manifest(manifest, tmp_path / "shards", shard_size=2, shuffle=False)
+    kw = {"n": 2, "batch_size": 3, "max_new_tokens": 8, "seed": 1, "progress": False}
+    generate_captions(load_records(manifest), blip_dir, tmp_path / "a.jsonl", **kw)
+    generate_captions(load_records(str(tmp_path / "shards" / "*.tar")), blip_dir, tmp_path / "b.jsonl", **kw)
+    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+    assert sorted(read_caption_sidecar(tmp_path / "a.jsonl")) == ["img0", "img1", "img2"]

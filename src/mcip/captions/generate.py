@@ -38,7 +38,7 @@ import torch
 from mcip.data.captions import read_caption_sidecar, write_caption_sidecar
 from mcip.data.dataset import decode_image
 from mcip.data.records import ImageRecord
-from mcip.errors import ConfigError, InputError, ModelLoadError, require
+from mcip.errors import ConfigError, ModelLoadError, require
 
 __all__ = ["DEFAULT_CHAT_PROMPT", "GenerateSummary", "VLMCaptioner", "generate_captions", "load_captioner"]
 
@@ -248,12 +248,7 @@ def _validate(n, batch_size, max_new_tokens, temperature, top_p, prompts, out: P
 
 def _unique_records(records: Sequence[ImageRecord]) -> list[ImageRecord]:
     seen: dict[str, ImageRecord] = {}
-    for record in records:
-        if record.path.suffix.lower() == ".tar":
-            raise InputError(
-                f"Image '{record.id}' lives in a webdataset shard ({record.path}); captions generate reads "
-                "image files: list the extracted images in a manifest or an image folder."
-            )
+    for record in records:  # a shard sample (SHARD.tar#KEY) decodes like a file
         seen.setdefault(record.id, record)
     return list(seen.values())
 
