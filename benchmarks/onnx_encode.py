@@ -5,9 +5,11 @@ Both run the whole image tower to unit embeddings on (B, 3, S, S) float32 batche
 transformed (decoding is the same code for both and is left out): PyTorch as ``mcip encode`` runs it
 (``model.encode_image`` under inference mode, in the memory layout ``load_model`` chose), onnxruntime as
 ``mcip encode --runtime onnx`` runs it (``OnnxModel.run_image``, CPUExecutionProvider), both with the same
-number of threads. The two alternate, ``--repeats`` times; each keeps its fastest pass.
+number of threads, onnxruntime's idle threads not spinning (they would take the cores from PyTorch's
+next pass). The two alternate, ``--repeats`` times; each keeps its fastest pass.
 
-    python benchmarks/onnx_encode.py                      # composed:lab at 224 px, lab test emoji if prepared
+    python benchmarks/onnx_encode.py                      # composed:lab at 128 px, lab emoji if prepared
+    python benchmarks/onnx_encode.py --image-size 224     # the preset's own size
     python benchmarks/onnx_encode.py --model SPEC --n 512 --batch 64 --threads 2
 
 Prints ``RESULT onnx_vs_torch_images_per_s X`` (onnxruntime / PyTorch) with no target: it is a report
@@ -68,6 +70,7 @@ def onnx_pass(runtime, pixels: np.ndarray, batch: int) -> tuple[float, np.ndarra
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="composed:lab")
+    p.add_argument("--image-size", type=int, default=128, help="composed:lab's image size (128, the lab's)")
     p.add_argument(
         "--images", type=Path, default=LAB_IMAGES, help="images to preprocess (default: the lab's)"
     )
@@ -88,12 +91,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = load_model(args.model)
+    model = load_model(
+        args.model, **({"image_size": args.image_size} if args.model == "composed:lab" else {})
+    )
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.export or Path(tmp) / "export"
         if args.export is None:
             export_onnx(model, folder)
-        runtime = load_onnx_model(folder, threads=args.threads)
+        runtime = load_onnx_model(folder, threads=args.threads, spinning=False)  # no idle spinning
         pixels, what = pixels_for(model, args.images, args.n)
         pixels_np = pixels.contiguous().numpy()
         torch_pass(model, pixels[: args.batch], args.batch)  # warm-up

@@ -49,11 +49,19 @@ class OnnxModel:
         folder: written by :func:`mcip.export.export_onnx`.
         device: ``cpu`` (default) or ``cuda`` (needs onnxruntime-gpu).
         threads: onnxruntime's intra-op threads (None: its default, one per core).
+        spinning: whether idle onnxruntime threads spin-wait for the next run (its default: lower
+            latency, but they hold the cores meanwhile, from PyTorch too).
     """
 
     backend = "onnx"
 
-    def __init__(self, folder: str | os.PathLike, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        device: str = "cpu",
+        threads: int | None = None,
+        spinning: bool = True,
+    ) -> None:
         ort = _onnxruntime()
         self.folder = Path(folder)
         self.config = read_preprocess(self.folder)
@@ -63,6 +71,8 @@ class OnnxModel:
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = int(threads)
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = _providers(device)
         self._image = ort.InferenceSession(
             str(self.folder / self.config["image"]["graph"]), options, providers=providers
@@ -156,6 +166,8 @@ def _only_normalised(normalize: bool) -> None:
         )
 
 
-def load_onnx_model(folder: str | os.PathLike, device: str = "cpu", threads: int | None = None) -> OnnxModel:
+def load_onnx_model(
+    folder: str | os.PathLike, device: str = "cpu", threads: int | None = None, spinning: bool = True
+) -> OnnxModel:
     """Open an export folder for encoding (see :class:`OnnxModel`)."""
-    return OnnxModel(folder, device=device, threads=threads)
+    return OnnxModel(folder, device=device, threads=threads, spinning=spinning)
