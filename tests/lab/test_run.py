@@ -200,7 +200,7 @@ def test_run_resumes_after_an_interrupted_stage(lab_root, tiny_openclip, tmp_pat
     calls = []
     original = lab_run.LabRun.evaluate
 
-    def fail_once(self, models):
+    def fail_once(self, models, split="test"):
         calls.append(1)
         raise KeyboardInterrupt
 
