@@ -50,9 +50,10 @@ def base(tiny_openclip, tmp_path_factory) -> Path:
 
 
 def _train(stage: str, base: Path, train: str, out: Path, *extra: str) -> Path:
+    """``mcip train`` of ``stage`` (``pipeline=NAME`` when it holds a ``+``) into ``out``."""
     args = ["train", "--quiet"]
     sets = [
-        f"stage={stage}",
+        f"{'pipeline' if '+' in stage else 'stage'}={stage}",
         f"model.spec={base}",
         f"data.train={train}",
         f"out={out}",
@@ -122,3 +123,16 @@ def test_mcip_from_shards_takes_captions_from_a_sidecar_keyed_by_the_record_id(d
     )
     _assert_same_run(a, b)
     assert json.loads((tmp_path / "bare" / "shards.json").read_text())["samples"] == len(records)
+
+
+@pytest.mark.slow
+def test_the_wise_step_validates_on_held_out_shard_samples_as_on_files(data, base, tmp_path):
+    """``mcip+wise`` from shards: the val split's images are read by reference; the same alpha curve as
+    from the manifest."""
+    manifest, shards = data
+    a = _train("mcip+wise", base, str(manifest), tmp_path / "manifest", "wise.grid=[0.5,1.0]")
+    b = _train("mcip+wise", base, str(shards / "*.tar"), tmp_path / "shards", "wise.grid=[0.5,1.0]")
+    curve_a = json.loads((a / "02-wise" / "wise_curve.json").read_text())
+    curve_b = json.loads((b / "02-wise" / "wise_curve.json").read_text())
+    assert curve_a.pop("finetuned").startswith(str(a)) and curve_b.pop("finetuned").startswith(str(b))
+    assert curve_a == curve_b

@@ -12,7 +12,6 @@ import json
 import time
 from pathlib import Path
 
-from mcip.data.manifest import is_shard_source
 from mcip.errors import ConfigError
 from mcip.models import IMAGE_PARTS, PARTS, load_model
 from mcip.models.base import EmbeddingModel
@@ -65,11 +64,6 @@ class WiseStep:
         self.first, self.previous, self.val = first, previous, list(val)
         self.gallery = list(train) if seen else None  # seen-class validation, as the stages do
         start, w = first.model, cfg.wise
-        if is_shard_source(cfg.data.train) and not cfg.data.val:
-            raise ConfigError(
-                "The wise step validates on val images read by path: with tar shards as data.train, give "
-                "data.val (a manifest of held-out classes)."
-            )
         if w.alpha == "auto" or self.val:
             check_val(self.val, w.select if w.alpha == "auto" else "i2i", text=not start.drop_projector)
         if w.alpha == "auto":
