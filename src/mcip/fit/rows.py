@@ -1,0 +1,127 @@
+"""What the experiment trains: the run's settings (:class:`RunSettings`, shared by ``mcip lab run`` and
+``mcip fit``) and the rows of its table (:data:`ROWS`, each made by a ``row_<method>`` of
+:class:`mcip.fit.runner.Runner`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcip.errors import ConfigError
+from mcip.losses.mcarcmargin import DEFAULT_HARD_CAPTION_WEIGHT
+
+LOG = Callable[[str], None]
+GUARD_SELECTS = ("combined", "guarded")  # the WiSE-FT selections the guarded row may use (mcip.train.wise)
+GUARD_SIDES = ("t2i", "zeroshot")  # what "guarded" may hold (mcip.train.wise.GUARD_NAMES)
+ModelRef = Path | str  # an mcip model folder, or a model spec (the user's starting model)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How the rows are trained, shared by both sources. Each stage's other hyper-parameters live in the
+    shipped configs the source names (``lab-2sft``/``lab-mcip+rea``, ``fit-2sft``/``fit-mcip+rea``)."""
+
+    stage_epochs: int = 1
+    realign_epochs: int = 30  # an upper bound: Re-A stops when val has not improved for realign_patience
+    realign_patience: int = 3  # validations (one per epoch) without a new best
+    max_steps: int | None = None  # cap on optimiser steps per image stage (quick runs)
+    batch_size: int = 64
+    num_workers: int = 2
+    caption_top_k: int = 10
+    caption_min_sim: float = 0.2
+    hard_caption_weight: float = DEFAULT_HARD_CAPTION_WEIGHT
+    mc_weight: float = 0.25  # MCIP: arc_weight = 1 - mc_weight
+    all_rows: bool = False  # also GPR-FT without projector (ICMR'23)
+    # the guarded row: an MCIP stage (the MCIP row's model when guard_distill_weight is 0, else one trained
+    # with that drift regulariser) merged with the base by WiSE-FT at the alpha of this grid that
+    # guard_select picks on val ("combined" or "guarded", holding the guard_sides, see mcip.train.wise),
+    # then Re-A selected on "combined"
+    wise_grid: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+    guard_distill_weight: float = 0.0
+    guard_select: str = "combined"
+    guard_sides: tuple[str, ...] = GUARD_SIDES
+    stage_overrides: tuple[str, ...] = ()  # extra --set overrides for every stage
+
+    def validate(self):
+        epochs = [e for e in (self.stage_epochs, self.realign_epochs) if e is not None]
+        if min(*epochs, self.batch_size) < 1:
+            raise ConfigError("Epochs and batch size must be >= 1.")
+        if self.realign_patience < 1:
+            raise ConfigError(f"realign_patience must be >= 1, got {self.realign_patience}.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1 (or None), got {self.max_steps}.")
+        if self.mc_weight is not None and not 0 <= self.mc_weight <= 1:
+            raise ConfigError(f"mc_weight must be in [0, 1], got {self.mc_weight}.")
+        if not self.wise_grid or any(not 0 <= a <= 1 for a in self.wise_grid):
+            raise ConfigError(f"wise_grid must hold alphas in [0, 1], got {self.wise_grid}.")
+        if not (
+            isinstance(self.guard_distill_weight, int | float) and 0 <= self.guard_distill_weight < math.inf
+        ):
+            raise ConfigError(
+                f"guard_distill_weight must be a number >= 0, got {self.guard_distill_weight!r}."
+            )
+        if self.guard_select not in GUARD_SELECTS:
+            raise ConfigError(
+                f"guard_select must be one of {', '.join(GUARD_SELECTS)}, got {self.guard_select!r}."
+            )
+        sides = tuple(self.guard_sides) if isinstance(self.guard_sides, list | tuple) else ()
+        if not sides or not set(sides) <= set(GUARD_SIDES):
+            raise ConfigError(
+                f"guard_sides must be one or both of {', '.join(GUARD_SIDES)}, got {self.guard_sides!r}."
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the table: ``method`` names the :class:`Runner` method (``row_<method>``) that makes its
+    model; ``pipeline`` the method family it belongs to (``mcip fit --method``)."""
+
+    name: str
+    description: str
+    method: str
+    extra: bool = False  # only with ``all_rows``
+    pipeline: str = ""  # "2sft", "mcip+rea" or "" (the baseline: every run has it)
+
+    def __iter__(self):  # (name, description), as rows were once pairs
+        return iter((self.name, self.description))
+
+
+GUARDED = "MCIP+Re-A (guarded)"
+ROWS: tuple[Row, ...] = (
+    Row("baseline", "the starting model", "baseline"),
+    Row(
+        "GPR-FT (no proj.)",
+        "ArcMargin on the image tower, embedding before the projector (ICMR'23)",
+        "gpr_no_proj",
+        extra=True,
+        pipeline="2sft",
+    ),
+    Row("GPR-FT", "ArcMargin on the image tower and projector", "gpr", pipeline="2sft"),
+    Row(
+        "2SFT",
+        "GPR-FT, then Re-A of the text tower (until val T2I stops improving)",
+        "sft",
+        pipeline="2sft",
+    ),
+    Row("MCIP", "ArcMargin + multi-caption ArcMargin on pseudo-captions", "mcip", pipeline="mcip+rea"),
+    Row("MCIP+Re-A", "MCIP, then Re-A of the text tower", "mcip_rea", pipeline="mcip+rea"),
+    Row(
+        GUARDED,
+        "MCIP (the lab: with the drift regulariser), WiSE-FT merge with the base (alpha picked on val), "
+        "Re-A selected on combined: every choice on val",
+        "guarded",
+        pipeline="mcip+rea",
+    ),
+)
+METHODS = ("mcip+rea", "2sft", "both")
+
+
+def select_rows(all_rows: bool = False, method: str = "both") -> list[Row]:
+    """The rows a run trains, in table order: the baseline and the rows of ``method``."""
+    if method not in METHODS:
+        raise ConfigError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    wanted = {"2sft", "mcip+rea"} if method == "both" else {method}
+    return [r for r in ROWS if (all_rows or not r.extra) and (not r.pipeline or r.pipeline in wanted)]
