@@ -25,6 +25,8 @@ def test_serve_is_registered_with_defaults():
     ("argv", "message"),
     [
         (["--max-upload-mb", "0"], "--max-upload-mb must be positive"),
+        (["--max-upload-mb", "nan"], "--max-upload-mb must be positive and finite"),  # was a ValueError
+        (["--max-upload-mb", "inf"], "--max-upload-mb must be positive and finite"),  # was an OverflowError
         (["--port", "70000"], "between 0 and 65535"),
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -12,8 +13,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mcip.serve.guard import QueryGate
     from mcip.serve.server import ServerSettings, run_server
 
-    if args.max_upload_mb <= 0:
-        raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}.")
+    if not (0 < args.max_upload_mb < math.inf):  # also refuses NaN
+        raise ConfigError(f"--max-upload-mb must be positive and finite (MiB), got {args.max_upload_mb}.")
     limits = default_image_limits()
     overrides = {"max_aspect_ratio": args.max_aspect_ratio, "max_pixels": args.max_image_pixels}
     limits = dataclasses.replace(limits, **{k: v for k, v in overrides.items() if v is not None})
@@ -34,6 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         image_limits=limits,
         settings=settings,
         api_key_file=args.api_key_file,
+        allow_shared_key_file=args.allow_shared_key_file,
         query_gate=gate,
     )
     return 0
@@ -99,8 +101,14 @@ def _add_limit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--api-key-file",
         metavar="FILE",
-        help="require 'Authorization: Bearer KEY' with a key of FILE (one per line, >= 16 characters) on "
-        "every route but the search page, which asks for the key once; 401 without it",
+        help="require 'Authorization: Bearer KEY' with a key of FILE (UTF-8, one per line, >= 16 characters, "
+        "readable by its owner only: chmod 600) on every route but the search page, which asks for the key "
+        "once; 401 without it",
+    )
+    p.add_argument(
+        "--allow-shared-key-file",
+        action="store_true",
+        help="accept an --api-key-file that group or others may read (with a warning) instead of refusing it",
     )
     p.add_argument(
         "--max-concurrent-queries", type=int, default=8, metavar="N", help="searches run at once (default 8)"

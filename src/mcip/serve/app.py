@@ -5,8 +5,10 @@ Routes: ``GET /search?text=...|id=...&k=``, ``POST /search`` (multipart: ``image
 gets a 4xx whose JSON ``detail`` says what was wrong: 400 (the index refused the query, an image that does
 not decode or is over the image limits, a Host the server does not answer to), 404 (unknown id), 408
 (upload too slow), 413 (upload too large), 415 (not multipart, or an image format outside the allow-list),
-422 (k or alpha not a number in range). Queries run in the server's thread pool, so one slow model call
-does not stop the other requests; uploaded images are decoded and encoded ``image_concurrency`` at a time.
+422 (k or alpha not a number in range), 503 (busy: see Retry-After). Queries run in the server's thread
+pool, so one slow model call does not stop the other requests; text and id queries pass one gate
+(``query_gate``), uploads another (``upload_gate``: decoded and encoded ``image_concurrency`` at a time), so
+uploads never hold a text query's slot. ``HEAD`` on a ``GET`` route answers as ``GET`` without the body.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from starlette.requests import ClientDisconnect  # noqa: E402
 from mcip.index import MAX_K, MAX_TEXT_CHARS, SearchIndex, UnknownId  # noqa: E402
 from mcip.index.filters import parse_where  # noqa: E402
 from mcip.serve import schemas  # noqa: E402
-from mcip.serve.guard import ApiKeys, Metrics, MetricsMiddleware, QueryGate  # noqa: E402
+from mcip.serve.guard import ApiKeys, HeadAsGet, Metrics, MetricsMiddleware, QueryGate  # noqa: E402
 from mcip.serve.hosts import HostCheck  # noqa: E402
 from mcip.serve.image_search import ImageSearch  # noqa: E402
 from mcip.serve.upload import DEFAULT_UPLOAD_TIMEOUT_S, read_image_form  # noqa: E402
@@ -42,6 +44,8 @@ WHERE_HELP = (
     "(e.g. label=cereal, price<5); KEY is id, path, label or a column of the indexed manifest"
 )
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
+UPLOADS_WAITING = 16  # uploads that may wait for the upload slot (more: 503 at once)
+UPLOAD_QUEUE_TIMEOUT_S = 10.0  # an upload waiting longer for its slot: 503
 ERRORS = {
     400: {"model": schemas.Problem, "description": "the query was refused (the detail says why)"},
     404: {"model": schemas.Problem, "description": "no image with this id in the index"},
@@ -88,6 +92,7 @@ def create_app(
     upload_timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S,
     api_keys: Sequence[str] | None = None,
     query_gate: QueryGate | None = None,
+    upload_gate: QueryGate | None = None,
 ) -> FastAPI:
     """The FastAPI application serving ``index``.
 
@@ -101,11 +106,15 @@ def create_app(
             passes :func:`mcip.serve.hosts.default_allowed_hosts`).
         image_concurrency: uploads decoded and encoded at once (the model encodes one query at a time
             anyway); the others wait without holding a thread, so N uploads never hold N decoded images.
+            Ignored when ``upload_gate`` is given.
         upload_timeout_s: an upload body must arrive within this many seconds (408 after).
         api_keys: when given, every route but the page needs ``Authorization: Bearer KEY`` (401 otherwise;
             :mod:`mcip.serve.guard`).
-        query_gate: how many searches run at once, how many may wait and how long (503 with Retry-After
-            beyond); default :class:`~mcip.serve.guard.QueryGate` ().
+        query_gate: how many text and id searches run at once, how many may wait and how long (503 with
+            Retry-After beyond); default :class:`~mcip.serve.guard.QueryGate` ().
+        upload_gate: the same for uploads (``POST /search``), apart, so that text and id queries never
+            wait behind them; default ``QueryGate(image_concurrency, UPLOADS_WAITING,
+            UPLOAD_QUEUE_TIMEOUT_S)``.
     """
     if max_upload_bytes < 1:
         raise InputError(f"max_upload_bytes must be positive, got {max_upload_bytes}.")
@@ -126,15 +135,17 @@ def create_app(
     app.add_exception_handler(InputError, _problem(400))
     app.add_exception_handler(ClientDisconnect, _client_gone)
     gate = query_gate or QueryGate()
-    metrics = Metrics(gate)
-    app.state.gate, app.state.metrics = gate, metrics
-    if api_keys is not None:  # innermost: a wrong Host is refused before the key is looked at
+    uploads = upload_gate or QueryGate(image_concurrency, UPLOADS_WAITING, UPLOAD_QUEUE_TIMEOUT_S)
+    metrics = Metrics(gate, uploads)
+    app.state.gate, app.state.upload_gate, app.state.metrics = gate, uploads, metrics
+    app.add_middleware(HeadAsGet)  # innermost: the key check and the metrics see HEAD
+    if api_keys is not None:  # a wrong Host is refused before the key is looked at
         app.add_middleware(ApiKeys, keys=list(api_keys))
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, allowed_hosts=list(allowed_hosts))
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts refusals too
-    images = ImageSearch(index, limits, image_concurrency)
-    _add_search_routes(app, index, max_upload_bytes, images, upload_timeout_s, gate)
+    images = ImageSearch(index, limits)
+    _add_search_routes(app, index, max_upload_bytes, images, upload_timeout_s, gate, uploads)
     _add_image_route(app, index)
     _add_page_routes(app, index, max_upload_bytes, limits)
 
@@ -181,6 +192,7 @@ def _add_search_routes(
     images: ImageSearch,
     upload_timeout_s: float,
     gate: QueryGate,
+    uploads: QueryGate,
 ) -> None:
     @app.get("/search", response_model=schemas.SearchResponse, responses=ERRORS | BUSY)
     async def search(
@@ -238,10 +250,9 @@ def _add_search_routes(
             where=list(form.where) or None,
         )
         weight = 0.5 if alpha is None else alpha
-        async with gate.slot():
-            return await images.run(
-                lambda: _respond(query, k, lambda: images.search(form.image, text, weight, k, conditions))
-            )
+        return await uploads.run(  # the uploads' own gate: text and id queries never wait behind them
+            lambda: _respond(query, k, lambda: images.search(form.image, text, weight, k, conditions))
+        )
 
 
 def _number(name: str, raw: str | None, cast: type, default, low, high):

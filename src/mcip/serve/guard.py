@@ -3,13 +3,20 @@
 - :class:`ApiKeys` (``mcip serve --api-key-file FILE``): every route except the search page and its static
   files needs ``Authorization: Bearer KEY`` with one of the file's keys (one per line, so a key can be
   rotated by listing old and new for a while); compared in constant time (``hmac.compare_digest`` against
-  every key, no early exit); 401 with ``WWW-Authenticate: Bearer`` otherwise. The page asks for the key
-  once and keeps it for the browser session.
+  every key, no early exit); 401 with ``WWW-Authenticate: Bearer`` otherwise, for every method, answered
+  from the headers alone (the body is never read) and with ``Connection: close``, so a client without a
+  key cannot hold a connection by trickling a body. The page asks for the key once and keeps it for the
+  browser session. :func:`read_api_keys` refuses a key file that group or others may read (as ssh does
+  with a private key) unless told otherwise.
 - :class:`QueryGate`: searches run at most ``concurrency`` at a time; up to ``max_waiting`` more wait,
   each at most ``wait_timeout_s`` seconds; beyond that a request gets 503 with ``Retry-After`` at once
-  (a burst is refused quickly instead of piling up threads and memory).
-- :class:`Metrics` (``GET /metrics``, the Prometheus text format 0.0.4): requests by route and status,
-  a latency histogram by route, queries running and waiting.
+  (a burst is refused quickly instead of piling up threads and memory). Uploads have a gate of their own,
+  so text and id queries never wait behind them.
+- :class:`Metrics` (``GET /metrics``, the Prometheus text format 0.0.4): requests by method (the HTTP
+  methods, anything else counted as ``other``), route and status, a latency histogram by route, queries
+  and uploads running and waiting; requests refused for want of a key are one unlabelled counter, so no
+  client without a key can add series.
+- :class:`HeadAsGet`: ``HEAD`` on a ``GET`` route is answered as ``GET`` without the body.
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ import contextlib
 import hmac
 import math
 import os
+import stat
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -37,15 +46,46 @@ PUBLIC_PATHS = ("/", "/favicon.ico")
 PUBLIC_PREFIXES = ("/static/",)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RETRY_AFTER_S = 1
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
 
 
-def read_api_keys(path: str | os.PathLike) -> tuple[str, ...]:
-    """The keys of an API-key file: one per line, blank lines and ``#`` comments ignored; at least one,
-    each at least 16 characters (a short key can be guessed)."""
+def method_label(method: str) -> str:
+    """The metrics label of an HTTP method: one of :data:`METHODS`, else ``other`` (a bounded set)."""
+    return method if method in METHODS else "other"
+
+
+def _check_private(path: Path, allow_shared: bool) -> None:
+    """Refuse (or with ``allow_shared`` only warn about) a key file that group or others may read."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        mode = path.stat().st_mode
+    except OSError:
+        return  # reading it fails next, with the reason
+    if not mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return
+    message = (
+        f"The API-key file {path} can be read by other users (permissions {stat.filemode(mode)[1:]}); "
+        f"make it private with: chmod 600 {path}"
+    )
+    if not allow_shared:
+        raise ConfigError(message + " (or pass --allow-shared-key-file to accept it).")
+    warnings.warn(message + ".", stacklevel=3)
+
+
+def read_api_keys(path: str | os.PathLike, allow_shared: bool = False) -> tuple[str, ...]:
+    """The keys of an API-key file: one per line, blank lines and ``#`` comments ignored; at least one,
+    each at least 16 characters (a short key can be guessed). The file must be UTF-8 and readable by its
+    owner only (``chmod 600``); ``allow_shared`` accepts a file that group or others may read, warning."""
+    path = Path(path)
+    _check_private(path, allow_shared)
+    try:
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"Cannot read the API-key file {path}: {exc.strerror or exc}.") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"The API-key file {path} is not UTF-8 text (byte {exc.start}); write one key per line, "
+            "e.g. from `openssl rand -hex 24`."
+        ) from None
     keys = tuple(k for line in text.splitlines() if (k := line.strip()) and not k.startswith("#"))
     if not keys:
         raise ConfigError(
@@ -83,10 +123,10 @@ class ApiKeys:
             return
         header = dict(scope.get("headers", [])).get(b"authorization", b"")
         if not self._allowed(header):
-            response = JSONResponse(
+            response = JSONResponse(  # from the headers alone: the body is never read
                 {"detail": "This server needs an API key: send the header 'Authorization: Bearer KEY'."},
                 status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
+                headers={"WWW-Authenticate": "Bearer", "Connection": "close"},
             )
             await response(scope, receive, send)
             return
@@ -145,18 +185,24 @@ class QueryGate:
 
 
 class Metrics:
-    """Request counts and latencies per route, and the gate's queue (Prometheus text format)."""
+    """Request counts and latencies per route, and the gates' queues (Prometheus text format)."""
 
-    def __init__(self, gate: QueryGate | None = None) -> None:
-        self.gate = gate
+    def __init__(self, gate: QueryGate | None = None, upload_gate: QueryGate | None = None) -> None:
+        self.gate, self.upload_gate = gate, upload_gate
         self._lock = threading.Lock()
         self.requests: dict[tuple[str, str, int], int] = {}
         self.latency: dict[str, list[int]] = {}  # route -> counts per bucket (+Inf last)
         self.latency_sum: dict[str, float] = {}
+        self.unauthorized = 0
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count a request: ``method`` is labelled as :func:`method_label` says; a 401 (no valid API key)
+        only adds to the unlabelled ``mcip_unauthorized_requests_total``."""
         with self._lock:
-            key = (method, route, status)
+            if status == 401:
+                self.unauthorized += 1
+                return
+            key = (method_label(method), route, status)
             self.requests[key] = self.requests.get(key, 0) + 1
             buckets = self.latency.setdefault(route, [0] * (len(LATENCY_BUCKETS) + 1))
             for i, bound in enumerate((*LATENCY_BUCKETS, math.inf)):
@@ -187,22 +233,35 @@ class Metrics:
                     f'mcip_request_duration_seconds_sum{{route="{r}"}} {self.latency_sum[route]:.6f}'
                 )
                 lines.append(f'mcip_request_duration_seconds_count{{route="{r}"}} {counts[-1]}')
-        if self.gate is not None:
             lines += [
-                "# HELP mcip_queries_running Searches running now.",
-                "# TYPE mcip_queries_running gauge",
-                f"mcip_queries_running {self.gate.running}",
-                "# HELP mcip_queries_waiting Searches waiting for a slot now.",
-                "# TYPE mcip_queries_waiting gauge",
-                f"mcip_queries_waiting {self.gate.waiting}",
-                "# HELP mcip_queries_refused_total Searches refused with 503 (queue full or wait too long).",
-                "# TYPE mcip_queries_refused_total counter",
-                f"mcip_queries_refused_total {self.gate.refused}",
+                "# HELP mcip_unauthorized_requests_total Requests refused with 401 (no valid API key).",
+                "# TYPE mcip_unauthorized_requests_total counter",
+                f"mcip_unauthorized_requests_total {self.unauthorized}",
             ]
+        for name, gate, what in (
+            ("queries", self.gate, "Searches"),
+            ("uploads", self.upload_gate, "Uploads"),
+        ):
+            if gate is not None:
+                lines += _gate_lines(name, gate, what)
         return "\n".join(lines) + "\n"
 
     def response(self) -> PlainTextResponse:
         return PlainTextResponse(self.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _gate_lines(name: str, gate: QueryGate, what: str) -> list[str]:
+    return [
+        f"# HELP mcip_{name}_running {what} running now.",
+        f"# TYPE mcip_{name}_running gauge",
+        f"mcip_{name}_running {gate.running}",
+        f"# HELP mcip_{name}_waiting {what} waiting for a slot now.",
+        f"# TYPE mcip_{name}_waiting gauge",
+        f"mcip_{name}_waiting {gate.waiting}",
+        f"# HELP mcip_{name}_refused_total {what} refused with 503 (queue full or wait too long).",
+        f"# TYPE mcip_{name}_refused_total counter",
+        f"mcip_{name}_refused_total {gate.refused}",
+    ]
 
 
 def _esc(value: str) -> str:
@@ -244,3 +303,25 @@ class MetricsMiddleware:
             await self.app(scope, receive, sending)
         finally:
             observe()
+
+
+class HeadAsGet:
+    """ASGI middleware: ``HEAD`` is answered as ``GET`` (status and headers, ``Content-Length`` included)
+    without the body, as HTTP requires; FastAPI's ``GET`` routes would otherwise answer 405."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return  # the body's parts are dropped; the last (empty) one ends the response
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)

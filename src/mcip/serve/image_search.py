@@ -1,44 +1,30 @@
-"""Uploaded-image queries: decoded within the image limits, a bounded number at a time.
+"""Uploaded-image queries: decoded within the image limits.
 
 Decoding and resizing an upload is where its memory goes (the model encodes one query at a time under
-the index's lock anyway), so the decode runs inside the same bounded slot as the query: N concurrent
-uploads hold at most ``concurrency`` decoded images. Requests waiting for a slot wait on the event loop,
-not in a thread, so text and id queries keep the thread pool.
+the index's lock anyway), so the app runs :meth:`ImageSearch.search` (decode and query) inside one slot
+of the uploads' own :class:`~mcip.serve.guard.QueryGate`: N concurrent uploads hold at most its
+``concurrency`` decoded images, wait on the event loop (not in a thread) for a bounded time, and never
+take the slots of text and id queries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
-
-import anyio
-import anyio.to_thread
 from starlette.exceptions import HTTPException
 
 from mcip.data.limits import ImageLimits, check_resize
 from mcip.serve.upload import decode_upload
 
-T = TypeVar("T")
-
 
 class ImageSearch:
-    """``index.search`` with an uploaded image, at most ``concurrency`` at a time.
+    """``index.search`` with an uploaded image.
 
     Args:
         index: the :class:`mcip.index.SearchIndex` (or anything with its ``search``).
         limits: formats, aspect ratio and pixels accepted (see :class:`mcip.data.limits.ImageLimits`).
-        concurrency: uploads decoded and encoded at once.
     """
 
-    def __init__(self, index, limits: ImageLimits, concurrency: int = 1) -> None:
-        self.index, self.limits, self.concurrency = index, limits, int(concurrency)
-        self._limiter = None  # made on first use: it needs a running event loop on older anyio
-
-    async def run(self, work: Callable[[], T]) -> T:
-        """``work()`` in a worker thread once a slot is free."""
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.concurrency)
-        return await anyio.to_thread.run_sync(work, limiter=self._limiter)
+    def __init__(self, index, limits: ImageLimits) -> None:
+        self.index, self.limits = index, limits
 
     def search(self, image: bytes, text: str | None, alpha: float, k: int, where=None) -> list:
         """Decode ``image`` (HTTPException 415 / 400 when refused) and search with it (and ``text``).

@@ -65,13 +65,15 @@ def run_server(
     settings: ServerSettings | None = None,
     api_key_file: str | os.PathLike | None = None,
     query_gate=None,
+    allow_shared_key_file: bool = False,
 ) -> None:
     """Open the index at ``index_dir`` (with the model it was built with) and serve it until interrupted.
     ``port=0`` picks a free port; the address is printed once the index is loaded.
 
     ``allowed_hosts`` adds Host names to :func:`~mcip.serve.hosts.default_allowed_hosts` (the loopback
     names and the bound address; any Host when bound to 0.0.0.0 / :: and none are given).
-    ``api_key_file``: keys that every route but the page requires (``mcip.serve.guard``); ``query_gate``:
+    ``api_key_file``: keys that every route but the page requires (``mcip.serve.guard``; a file that group or
+    others may read is refused unless ``allow_shared_key_file``); ``query_gate``:
     a :class:`~mcip.serve.guard.QueryGate` (searches at once, waiting, wait timeout).
     """
     from mcip.index import SearchIndex
@@ -80,7 +82,9 @@ def run_server(
     from mcip.serve.hosts import default_allowed_hosts
 
     settings = settings or ServerSettings()
-    keys = read_api_keys(api_key_file) if api_key_file is not None else None  # before anything loads
+    keys = None  # read before anything loads
+    if api_key_file is not None:
+        keys = read_api_keys(api_key_file, allow_shared=allow_shared_key_file)
     hosts = default_allowed_hosts(host, allowed_hosts)
     sock = bind(host, port)  # before the (slow) model load: a busy port fails at once
     try:
