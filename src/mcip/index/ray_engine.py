@@ -42,6 +42,7 @@ from mcip.models.base import EmbeddingModel
 
 ENGINES = ("local", "ray")
 DEFAULT_SHARD_ROWS = 4096
+DECODE_WORKER_BYTES = 768 * 2**20  # a decoding task's process (Python, torch, PIL): ~624 MiB measured
 
 
 @dataclass
@@ -303,13 +304,13 @@ def _stream(ray, model, records, staging, todo, size, batch_size, options, compi
     context.enable_progress_bars = False
     actors, gpus = _pool(ray, options)
     ds = ray.data.from_items(items, override_num_blocks=len(items))  # one batch per block
-    # Decoding reserves the memory of a batch of float32 pixels: resources unlike the actors', so Ray
-    # does not fuse the two stages and decoding runs in tasks of its own, beside the model.
+    # Decoding reserves a worker's memory and a batch of float32 pixels: resources unlike the actors', so
+    # Ray does not fuse the two stages and decoding runs in tasks of its own, beside the model.
     ds = ds.map(
         _decode,
         fn_kwargs={"transform": model.eval_transform, "hash_files": hash_files},
         num_cpus=1,
-        memory=batch_size * 3 * model.image_size**2 * 4,
+        memory=DECODE_WORKER_BYTES + batch_size * 3 * model.image_size**2 * 4,
     )
     ds = ds.map_batches(
         _Encoder,
