@@ -147,6 +147,19 @@ def test_replace_dir_keeps_the_previous_version_at_old_until_the_swap(tmp_path, 
     assert (dst / "v").read_text() == "2" and not old.exists() and not src.exists()
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_dir_folders_follow_the_umask(tmp_path, umask):
+    """Like ``mkdir``: a folder made under umask 022 is readable by others (a server running as another
+    user can read an index); it used to be 0700 whatever the umask."""
+    old = os.umask(umask)
+    try:
+        with _io.atomic_dir(tmp_path / "out") as tmp:
+            (tmp / "f").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o777 & ~umask
+
+
 def test_a_symlink_is_never_replaced_by_a_folder(tmp_path):
     """``link -> real``: the swap replaces the folder the link points to; the link stays a link (twice, so
     that nothing the first swap left, such as a ``.link.old`` symlink, breaks the second)."""

@@ -153,12 +153,13 @@ def _remove(path: Path) -> None:
 
 
 def temp_dir_for(path: str | os.PathLike) -> Path:
-    """A new empty hidden sibling folder ``.NAME.tmp-RANDOM`` of ``path``, for building its next version."""
+    """A new empty hidden sibling folder ``.NAME.tmp-RANDOM`` of ``path``, for building its next version;
+    its permissions follow the umask, like ``mkdir``'s (it becomes ``path``)."""
     path = Path(path)
     while True:
         tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
         try:
-            tmp.mkdir(mode=0o700)
+            tmp.mkdir()
             return tmp
         except FileExistsError:
             continue

@@ -93,3 +93,18 @@ def test_a_writer_through_the_link_is_refused_while_another_process_writes_the_f
         proc.kill()
         proc.wait()
     assert len(_ids(linked / "base.index")) == 6
+
+
+def test_index_folders_follow_the_umask(model_dir, tmp_path):
+    """Under umask 022 the index folder and its files are readable by others (a server running as another
+    user can open it); the folder used to be 0700 whatever the umask."""
+    import stat
+
+    write_pngs(tmp_path / "img", ["0.png", "1.png"])
+    old = os.umask(0o022)
+    try:
+        build_index(model_dir, tmp_path / "img", tmp_path / "index", progress=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "index").stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "index").iterdir()} == {0o644}

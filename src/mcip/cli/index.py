@@ -167,12 +167,19 @@ def cmd_index_check(args: argparse.Namespace) -> int:
 
 def cmd_index_remove(args: argparse.Namespace) -> int:
     from mcip.data.textfile import open_text
+    from mcip.errors import InputError
     from mcip.index.maintain import remove_from_index
 
     ids = list(args.id or [])
     if args.ids:
-        with open_text(args.ids, args.encoding) as f:
-            ids += [line.strip() for line in f if line.strip()]
+        try:
+            with open_text(args.ids, args.encoding) as f:
+                ids += [line.strip() for line in f if line.strip()]
+        except OSError as exc:  # a folder, a missing or unreadable file
+            raise InputError(
+                f"Cannot read the id file {args.ids} ({exc.strerror or exc}); --ids takes a text file "
+                "with one id per line."
+            ) from None
     summary = remove_from_index(args.index, ids, args.where, wait=args.wait, missing_ok=args.missing_ok)
     if args.json:
         print(json.dumps(summary, indent=2))
