@@ -34,6 +34,14 @@ _members: OrderedDict[str, tuple[tuple[int, int], bool, dict[str, dict[str, tupl
 _lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:  # a fork while another thread held the lock would leave it held
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def member_ref(shard: str | os.PathLike, key: str) -> Path:
     """``Path("SHARD#KEY")``: the reference to sample ``key`` of ``shard``."""
     return Path(f"{os.fspath(shard)}{SEPARATOR}{key}")
