@@ -144,7 +144,7 @@ def test_lab_test_split_indexes_as_the_local_path(ray_session, model_dir, tmp_pa
 
 @pytest.mark.slow
 def test_a_killed_job_redoes_only_its_unfinished_shards(
-    ray_session, model_dir, photos, tmp_path, monkeypatch
+    ray_session, model_dir, photos, tmp_path, monkeypatch, capsys
 ):
     """17 files in batches of 4, shards of 4 records: 5 shards. The first run dies after writing 2."""
     written = []
@@ -166,10 +166,22 @@ def test_a_killed_job_redoes_only_its_unfinished_shards(
 
     written.clear()
     monkeypatch.setattr(ray_engine, "write_shard", lambda *a: (write_shard(*a), written.append(a[1])))
-    summary = build_index(model_dir, photos, tmp_path / "ray", batch_size=4, progress=False, engine="ray",
-                          ray_options=options)  # fmt: skip
+    args = [
+        "index",
+        "build",
+        "--model",
+        str(model_dir),
+        "--images",
+        str(photos),
+        "--out",
+        str(tmp_path / "ray"),
+    ]
+    args += ["--batch-size", "4", "--engine", "ray", "--shard-size", "4", "--quiet", "--json"]
+    capsys.readouterr()
+    assert main(args) == 0  # the same job again, from the command line
+    summary = json.loads(capsys.readouterr().out)
     assert written == [2, 3, 4]  # the shards that were not on disk, and only those
-    assert summary["resumed_rows"] == 8
+    assert summary["resumed_rows"] == 8 and summary["skipped_unreadable"] == 1
     assert not staging.exists()
     build_index(model_dir, photos, tmp_path / "local", batch_size=4, progress=False)
     _same_index(tmp_path / "local", tmp_path / "ray")
