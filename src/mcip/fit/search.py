@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from mcip.errors import ConfigError
+from mcip.fit.search_report import fmt_value as _fmt
+from mcip.fit.search_report import write_search_report
 
 SEARCH_MODES = ("auto", "quick", "full", "off")
 LR_RANGE = (1e-6, 1e-3)
@@ -361,8 +363,6 @@ class RecipeSearch:
 
     def write_report(self, out: Path) -> dict[str, Path]:
         """``recipe.md``, ``recipe.json`` and ``recipe.png`` in ``out`` (:mod:`mcip.fit.search_report`)."""
-        from mcip.fit.search_report import write_search_report
-
         return write_search_report(self, out)
 
 
@@ -378,15 +378,6 @@ def _steps_per_epoch(result) -> float | None:
 def _last(trial) -> float | None:
     values = trial.intermediate_values
     return max(values.values()) if values else None
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        if value and abs(value) < 0.01:  # learning rates: 1e-04, 3e-05, 4.43e-05
-            mantissa, exponent = f"{value:.2e}".split("e")
-            return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
-        return f"{value:.3f}".rstrip("0").rstrip(".")
-    return "n/a" if value is None else str(value)
 
 
 def read_search(path: Path) -> dict | None:

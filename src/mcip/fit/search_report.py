@@ -6,12 +6,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from mcip.fit.search import TrialRecord, _fmt
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mcip.fit.search import RecipeSearch
+    from mcip.fit.search import RecipeSearch, TrialRecord
+
+
+def fmt_value(value: Any) -> str:
+    """A value as the trial table shows it."""
+    if isinstance(value, float):
+        if value and abs(value) < 0.01:  # learning rates: 1e-04, 3e-05, 4.43e-05
+            mantissa, exponent = f"{value:.2e}".split("e")
+            return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
+        return f"{value:.3f}".rstrip("0").rstrip(".")
+    return "n/a" if value is None else str(value)
 
 
 def write_search_report(search: RecipeSearch, out: Path) -> dict[str, Path]:
@@ -51,9 +59,9 @@ def trial_table(records: Sequence[TrialRecord], mode: str) -> str:
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for r in rows:
             cells = [str(r.number) + (" (chosen)" if r.chosen else "")]
-            cells += [_fmt(r.params.get(k)) for k in keys]
-            cells += [_fmt(r.value), *(_fmt(r.val.get(s)) for s in sides)]
-            cells += [_fmt(r.epochs), _fmt(r.best_epoch), _fmt(r.seconds), r.state.lower()]
+            cells += [fmt_value(r.params.get(k)) for k in keys]
+            cells += [fmt_value(r.value), *(fmt_value(r.val.get(s)) for s in sides)]
+            cells += [fmt_value(r.epochs), fmt_value(r.best_epoch), fmt_value(r.seconds), r.state.lower()]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines).rstrip()
