@@ -125,16 +125,15 @@ def estimate_seconds(s: FitSettings, d, rows, c: Costs, pool_texts: int = 0) -> 
     low += rea_epoch * ((p + 1) * realigns + (rea_grid - 1))
     high += rea_epoch * (s.realign_epochs * (realigns + rea_grid - 1))
     names = len(d.names)
+    # WiSE-FT merges the image side only: its val zero-shot prompts are the base text tower's (encoded once)
     wise = (
-        len(s.wise_grid) * (validation + c.text * names * 80)
-        if any(r.method == "guarded" for r in rows)
-        else 0
+        len(s.wise_grid) * validation + c.text * names * 80 if any(r.method == "guarded" for r in rows) else 0
     )
     captions = c.image * n + c.text * pool_texts
     towers = sum(r.method in ("baseline", "sft", "mcip_rea", "guarded") for r in rows)
-    evaluation = (
-        len(rows) * c.image * (n_val + n_test + (n if d.knn else 0)) + towers * c.text * names * 80 * 2
-    )
+    # every row encodes val, test and (k-NN) train images once; the prompts once per distinct text tower
+    # (cached across val and test, and across the rows that share a text tower)
+    evaluation = len(rows) * c.image * (n_val + n_test + (n if d.knn else 0)) + towers * c.text * names * 80
     common = wise + captions + evaluation
     return expected + common, low + common, high + common
 
