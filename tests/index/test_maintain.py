@@ -174,7 +174,7 @@ def test_cli_remove_and_rebuild(model_dir, other_model_dir, photos, tmp_path, ca
 
 
 KILL_SCRIPT = """
-import sys, time
+import os, sys, time
 import mcip.index.write as write
 from mcip.index.maintain import remove_from_index
 
@@ -186,8 +186,17 @@ def slow(fn):  # stretch each step of the write so that a kill can land inside i
         return out
     return wrapped
 
-for name in ("write_embeddings", "write_records", "swap_into_place", "write_json"):
+for name in ("write_embeddings", "write_records", "write_json"):
     setattr(write, name, slow(getattr(write, name)))
+rename = os.replace
+
+def pausing_rename(src, dst, *args, **kwargs):  # swap_into_place: NAME -> .NAME.old, pause, new -> NAME
+    rename(src, dst, *args, **kwargs)
+    if os.path.basename(dst) == ".i.old":
+        print("between", flush=True)
+        time.sleep(0.5)
+
+os.replace = pausing_rename
 print("writing", flush=True)
 remove_from_index(sys.argv[1], where=["label=red"])
 print("done", flush=True)
@@ -196,14 +205,16 @@ print("done", flush=True)
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_of_a_remove_leaves_the_old_or_the_new_index(model_dir, photos, tmp_path):
-    """A remove in a subprocess (each write step stretched), killed at a random moment of its write, 8
-    times: the index always opens, consistent, with all 16 images or the 8 that are not red, and the next
-    remove works (leftovers of the killed one are cleaned up)."""
+    """A remove in a subprocess (each write step stretched, a pause between the two renames of its swap),
+    killed 8 times: 4 times at a random moment of its write, 4 times between the two renames. Every time
+    the index opens, consistent, with all 16 images or the 8 that are not red (after a kill between the
+    renames: the old 16, put back from .i.old), and the next remove works (leftovers are cleaned up)."""
     rng = random.Random(0)
     build_index(model_dir, photos, tmp_path / "i", progress=False)
-    outcomes = []
+    outcomes = {"random": [], "between": []}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    for _ in range(8):
+    for trial in range(8):
+        where = "between" if trial % 2 else "random"
         proc = subprocess.Popen(
             [sys.executable, "-c", KILL_SCRIPT, str(tmp_path / "i")],
             env=env,
@@ -211,17 +222,22 @@ def test_sigkill_at_random_points_of_a_remove_leaves_the_old_or_the_new_index(mo
             text=True,
         )
         assert proc.stdout.readline().strip() == "writing"
-        time.sleep(rng.uniform(0.0, 2.0))
+        if where == "between":
+            assert proc.stdout.readline().strip() == "between"
+            assert not (tmp_path / "i").exists() and (tmp_path / ".i.old").is_dir()  # really in between
+        else:
+            time.sleep(rng.uniform(0.0, 2.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         with SearchIndex.open(tmp_path / "i", load_model=False) as index:
             labels = {index.record(i).metadata["label"] for i in index.ids}
-            assert (len(index), labels) in ((16, {"red", "blue"}), (8, {"blue"}))
-            outcomes.append(len(index))
-        if outcomes[-1] == 8:  # put the red ones back for the next trial
+            assert (len(index), labels) in ((16, {"red", "blue"}), (8, {"blue"})), where
+            outcomes[where].append(len(index))
+        if outcomes[where][-1] == 8:  # put the red ones back for the next trial
             build_index(model_dir, photos, tmp_path / "i", progress=False)
     assert remove_from_index(tmp_path / "i", where=["label=red"])["count"] == 8
-    assert 16 in outcomes  # some kills landed before the swap (the old version stayed)
+    assert outcomes["between"] == [16] * 4  # the old version, complete, back in place
+    assert 16 in outcomes["random"]  # some kills landed before the swap (the old version stayed)
 
 
 def test_reduced_dimension_index_is_kept_by_remove_and_refused_where_meaningless(model_dir, photos, tmp_path):
