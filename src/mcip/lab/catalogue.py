@@ -128,6 +128,7 @@ def _sources(root: Path, rows: list[dict]) -> dict[tuple[str, str], Path]:
 
 def choose_products(root: Path, count: int, seed: int) -> list[Product]:
     """``count`` products of the lab's test split in ``sha256(f"{seed}:{label}")`` order."""
+    root = Path(root).expanduser()
     rows = read_lab_manifest(root, "test")
     products = _group(rows, _sources(root, rows))
     if count < 1 or count > len(products):
