@@ -192,3 +192,27 @@ def test_given_flags_and_set_keys_fix_dimensions():
     fixed = image_space("mcip", Given(lr=1e-4, captions=True), policies, "quick", None)
     assert not searchable(fixed)
     assert searchable(realign_space(Given())) and not searchable(realign_space(Given(realign_lr=1e-4)))
+
+
+def test_dry_run_estimate_adds_up_the_parts_by_hand():
+    """2SFT with --search off and 2 fixed epochs, costs chosen round: every term written out by hand."""
+    from mcip.fit import FitSettings
+    from mcip.fit.data import FitData
+    from mcip.fit.plan import Costs, estimate_seconds
+    from mcip.fit.runner import select_rows
+
+    rec = SimpleNamespace
+    d = FitData(
+        train=[rec()] * 100, val=[rec()] * 10, test=[rec()] * 20, names={str(i): "x" for i in range(5)},
+        val_on_seen=True, val_source="", test_source="", dropped={}, knn=True,
+    )  # fmt: skip
+    s = FitSettings(data="d", model="m", method="2sft", search="off", stage_epochs=2, batch_size=50)
+    costs = Costs(step=1.0, image=0.01, text=0.001, text_step=2.0)
+    # validation: 0.01 * (10 val + 100 gallery) + 0.001 * 10 * 3 = 1.13; an epoch: 2 steps + 1.13 = 3.13
+    # GPR-FT: 2 epochs = 6.26 (every bound); Re-A: ceil(100 * 7 / 256) = 3 steps * 2 * 0.5 + 1.13 = 4.13 an
+    # epoch, patience 3: expected 6 epochs, low 4, high 30; captions: 0.01 * 100 = 1; evaluation: 3 rows *
+    # 0.01 * (10 + 20 + 100) + 2 text towers * 0.001 * 5 names * 80 = 4.7
+    expected, low, high = estimate_seconds(s, d, select_rows(method="2sft"), costs)
+    assert expected == pytest.approx(6.26 + 6 * 4.13 + 1 + 4.7)
+    assert low == pytest.approx(6.26 + 4 * 4.13 + 1 + 4.7)
+    assert high == pytest.approx(6.26 + 30 * 4.13 + 1 + 4.7)
