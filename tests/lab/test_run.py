@@ -337,7 +337,7 @@ def _fit_on_a_lab_catalogue(tmp_path, base: str) -> None:
     out = tmp_path / "fit"
     args = ["fit", "--data", str(catalogue), "--model", base, "--out", str(out), "--quiet"]
     args += ["--epochs", "1", "--max-steps", "4", "--batch-size", "32", "--workers", "0"]
-    args += ["--realign-epochs", "2", "--patience", "1", "--wise-grid", "0,0.5,1"]
+    args += ["--realign-epochs", "2", "--patience", "1", "--wise-grid", "0,0.5,1", "--trials", "2"]
     assert main([*args, "--dry-run"]) == 0 and not out.exists()
     assert main(args) == 0
     data = json.loads((out / "results" / "results.json").read_text())
