@@ -269,7 +269,10 @@ def read_config_file(path_or_name: str | Path) -> dict[str, Any]:
                 f"({', '.join(sorted(shipped))})."
             )
         path = shipped[str(path_or_name)]
-    data = _yaml(path.read_text()) or {}
+    try:
+        data = _yaml(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML ({' '.join(str(exc).split())}); fix the file.") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a YAML mapping at the top level.")
     return data
