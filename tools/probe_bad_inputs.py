@@ -4,9 +4,13 @@ argparse's usage error), never a Python traceback.
     python tools/probe_bad_inputs.py [--model MODEL_DIR] [--jobs 2]
 
 Builds its own small inputs in a temporary folder (a tiny index, manifests in odd encodings, broken
-images); without ``--model`` the cases that need a model use the tiny test architecture registered here
-(random weights: the answers do not matter, only that the command fails cleanly). Prints one line per case
-(``ok`` / ``TRACEBACK`` / ``exit 0``) and ends with ``RESULT cli_bad_input_tracebacks N target <=0``.
+images, key files that are too short, not UTF-8 or readable by others); without ``--model`` the cases that
+need a model use the tiny test architecture registered here (random weights: the answers do not matter,
+only that the command fails cleanly). Prints one line per case (``ok`` / ``TRACEBACK`` / ``exit 0``) and
+ends with ``RESULT cli_bad_input_tracebacks N target <=0``.
+
+The test suite imports it (``tests/index/test_bad_input_probe.py``): :func:`cases` of the index, search
+and serve commands run in-process in the quick loop, every case in subprocesses under ``-m slow``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ from PIL import Image
 def _write(path: Path, data: bytes | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    return path
+
+
+def _private(path: Path) -> Path:
+    path.chmod(0o600)  # a key file others may read is refused before its content is looked at
     return path
 
 
@@ -55,7 +64,12 @@ def make_inputs(root: Path) -> dict[str, Path]:
     p["captions_latin1"] = _write(
         root / "caps.jsonl", '{"id": "a/0.png", "captions": ["caf\xe9"]}\n'.encode("latin-1")
     )
-    p["keys_short"] = _write(root / "keys.txt", "short\n")
+    p["keys_short"] = _private(_write(root / "keys.txt", "short\n"))
+    p["keys_latin1"] = _private(
+        _write(root / "keys-latin1.txt", "k3y-0123456789abcd\xe9f\n".encode("latin-1"))
+    )
+    p["keys_shared"] = _write(root / "keys-shared.txt", "k3y-0123456789abcdef\n")
+    p["keys_shared"].chmod(0o644)
     p["notindex"] = root / "notindex"
     p["notindex"].mkdir()
     _write(p["notindex"] / "file.txt", "x")
@@ -163,7 +177,16 @@ def cases(model: str, index: Path, p: dict[str, Path]) -> list[list[str]]:
         ["search", "--index", str(index), "--text", "a", "--k", "0"],
         ["search", "--index", str(index), "--text", "a", "--alpha", "2"],
         ["search", "--index", str(index), "--text", "a", "--where", "=x"],
+        ["index", "remove", "--index", str(index), "--ids", str(p["notindex"])],
+        ["index", "remove", "--index", str(index), "--where", "price<"],
+        ["search", "--index", str(index), "--text", "a", "--where", "price>=abc"],
         ["serve", "--index", str(index), "--api-key-file", str(p["keys_short"]), "--port", "0"],
+        ["serve", "--index", str(index), "--api-key-file", str(p["keys_latin1"]), "--port", "0"],
+        ["serve", "--index", str(index), "--api-key-file", str(p["keys_shared"]), "--port", "0"],
+        ["serve", "--index", str(index), "--max-upload-mb", "nan", "--port", "0"],
+        ["serve", "--index", str(index), "--max-upload-mb", "inf", "--port", "0"],
+        ["serve", "--index", str(index), "--header-timeout", "inf", "--port", "0"],
+        ["serve", "--index", str(index), "--max-connections", "0", "--port", "0"],
         ["serve", "--index", "/nope", "--port", "0"],
         ["eval", model, "--benchmarks", "no_such_benchmark", "--data-root", out],
         ["eval", model, "--benchmarks", f"manifest_i2i:manifest={p['garbage']}", "--data-root", out],
@@ -196,39 +219,56 @@ def run_case(args: list[str], env: dict) -> tuple[str, int, bool]:
     )
 
 
+def tiny_model(root: Path) -> str:
+    """A tiny random-weight open_clip model saved under ``root`` (its folder, for ``--model``)."""
+    import open_clip
+    import torch
+
+    import mcip
+
+    cfg = root / "mcip-probe-tiny.json"
+    cfg.write_text(json.dumps({
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }))  # fmt: skip
+    open_clip.add_model_config(cfg)
+    torch.manual_seed(0)
+    return str(mcip.save_model(mcip.load_model("openclip:mcip-probe-tiny"), root / "model"))
+
+
+def prepare(root: Path, model: str | None = None) -> tuple[str, Path, dict[str, Path]]:
+    """The inputs under ``root``, the model (``model`` or :func:`tiny_model`) and a tiny index of it."""
+    from mcip.index import build_index
+
+    p = make_inputs(root)
+    model = model or tiny_model(root)
+    index = root / "index"
+    build_index(model, p["imgs"], index, progress=False)
+    return model, index, p
+
+
+def run_all(jobs: int = 2, model: str | None = None) -> list[tuple[str, int, bool]]:
+    """Every case in its own ``python -m mcip.cli`` process: ``(shown, exit status, traceback?)``."""
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        model, index, p = prepare(root, model)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONWARNINGS": "ignore"}
+        os.chdir(root)
+        try:
+            with ThreadPoolExecutor(jobs) as pool:
+                return list(pool.map(lambda a: run_case(a, env), cases(model, index, p)))
+        finally:
+            os.chdir(cwd)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="an mcip model folder (default: a tiny random open_clip model)")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        p = make_inputs(root)
-        model = args.model
-        if model is None:
-            import torch
-
-            import mcip
-
-            cfg = root / "mcip-probe-tiny.json"
-            cfg.write_text(json.dumps({
-                "embed_dim": 16,
-                "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-            }))  # fmt: skip
-            import open_clip
-
-            open_clip.add_model_config(cfg)
-            torch.manual_seed(0)
-            model = str(mcip.save_model(mcip.load_model("openclip:mcip-probe-tiny"), root / "model"))
-        from mcip.index import build_index
-
-        index = root / "index"
-        build_index(model, p["imgs"], index, progress=False)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONWARNINGS": "ignore"}
-        os.chdir(root)
-        with ThreadPoolExecutor(args.jobs) as pool:
-            results = list(pool.map(lambda a: run_case(a, env), cases(model, index, p)))
+    results = run_all(args.jobs, args.model)
     tracebacks = 0
     for shown, code, traceback in results:
         status = "TRACEBACK" if traceback else ("exit 0" if code == 0 else "ok")

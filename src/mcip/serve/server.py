@@ -3,6 +3,7 @@ benchmarks, notebooks)."""
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
@@ -34,8 +35,8 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         for name in ("header_timeout_s", "keep_alive_s", "max_connections", "max_header_bytes"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}.")
+            if not 0 < getattr(self, name) < math.inf:  # also refuses NaN
+                raise ConfigError(f"{name} must be positive (and finite), got {getattr(self, name)}.")
 
     def uvicorn_config(self, app, log_level: str, **kwargs):
         """The ``uvicorn.Config`` serving ``app`` with these limits (h11, header deadline)."""
