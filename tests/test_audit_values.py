@@ -97,3 +97,35 @@ def test_mcip_caption_cache_and_rea_image_cache_equal_the_frozen_towers(folder, 
     assert np.allclose(np.asarray(images, dtype=np.float32), direct, atol=2e-3)
     again = image_embeddings(model, records, tmp_path / "cache")  # read back from the cache, same rows
     assert np.array_equal(np.asarray(again), np.asarray(images))
+
+
+def test_shared_captions_are_encoded_once_and_read_back_per_caption(folder, model, tmp_path, monkeypatch):
+    """Each distinct caption reaches the text tower once (first-seen order); every record still gets its
+    own rows, equal to encoding its captions directly (the same reference as above)."""
+    import mcip.train.features as features
+    from mcip.train.features import caption_embeddings, frozen_text_features
+
+    seen: list[list[str]] = []
+    real_embed, real_feats = features.cached_text_embeddings, features.cached_text_features
+    monkeypatch.setattr(
+        features, "cached_text_embeddings", lambda m, t, *a: seen.append(list(t)) or real_embed(m, t, *a)
+    )
+    monkeypatch.setattr(
+        features, "cached_text_features", lambda m, t, *a: seen.append(list(t)) or real_feats(m, t, *a)
+    )
+    paths = sorted(folder.glob("class*/*.png"))[:4]
+    records = [ImageRecord(str(p), p, p.parent.name, (f"a {p.parent.name}", "a square")) for p in paths]
+    labels = [p.parent.name for p in paths]
+    distinct = list(dict.fromkeys(c for name in labels for c in (f"a {name}", "a square")))
+    captions = caption_embeddings(model, records, tmp_path / "cache")
+    feats = frozen_text_features(model, records, tmp_path / "cache")
+    assert seen == [distinct, distinct]
+    assert feats.shape[0] == 2 * len(records) and len(captions) == len(records)
+    with torch.no_grad():
+        for i, r in enumerate(records):
+            rows, _ = captions.rows_for([i])
+            assert torch.allclose(rows, model.encode_text(list(r.captions)).float(), atol=2e-3)
+        tokens = model.tokenize([c for r in records for c in r.captions])
+        direct = model.text_features(tokens).float().numpy()
+    assert np.allclose(np.asarray(feats, dtype=np.float32), direct, atol=1e-4)
+    assert np.allclose(feats[np.array([3, 1])], direct[[3, 1]], atol=1e-4)

@@ -130,6 +130,30 @@ class FeatureCache:
         del out
 
 
+class IndexedRows:
+    """Rows ``base[index[i]]`` without copying ``base`` (a memory map of the distinct rows): ``view[i]``,
+    ``view[array]`` and ``view[a:b]`` read only the rows asked for. Shapes ``(len(index), dim)``."""
+
+    def __init__(self, base: np.ndarray, index: np.ndarray) -> None:
+        self.base, self.index = base, np.asarray(index, dtype=np.int64)
+        if self.index.ndim != 1 or (
+            self.index.size and (self.index.min() < 0 or self.index.max() >= len(base))
+        ):
+            raise InputError(f"index must be 1-D with values in [0, {len(base)}).")
+        self.shape = (len(self.index), *base.shape[1:])
+        self.ndim, self.dtype = len(self.shape), base.dtype
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key):
+        return np.asarray(self.base[self.index[key]])
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.asarray(self.base[self.index])
+        return out if dtype is None else out.astype(dtype)
+
+
 class RaggedFeatures:
     """A variable number of feature rows per record, e.g. the embeddings of each image's captions.
 
