@@ -267,3 +267,20 @@ def test_chunked_batches_have_the_loss_and_gradients_of_the_whole_batch(
     torch.testing.assert_close(
         emb, whole_encode(model, batch["caption_index"], chunked=False), atol=1e-5, rtol=0
     )
+
+
+def test_repeated_captions_are_stored_once_and_read_back_per_caption(model_specs, tmp_path):
+    """Captions shared by several images (templates, class names) are cached once; every caption index
+    still reads its own states and encodes to the full tower's embedding."""
+    model = _model(model_specs, "composed")
+    distinct = ["a photo of a dog", "a red car", "two small birds in a tree"]
+    texts = [distinct[i] for i in (0, 1, 0, 2, 1, 0)]  # 6 captions, 3 distinct
+    cache = cached_text_hidden(model, texts, 1, tmp_path)
+    lengths = model.text_hidden_lengths(model.tokenize(distinct))
+    assert len(cache) == 6 and cache.hidden.features.shape[0] == int(lengths.sum())  # each stored once
+    assert cache.index.tolist() == [0, 1, 0, 2, 1, 0]
+    assert cache.lengths([3, 2]).tolist() == [int(lengths[2]), int(lengths[0])]
+    with torch.no_grad():
+        got = cache.encode(model, torch.arange(6))
+        want = model.encode_text(texts)
+    torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)  # float16 storage

@@ -97,20 +97,36 @@ class TextHiddenCache:
         tokens: the same offsets + (T, K) token rows.
         keys: the K tokenizer tensor names.
         n_last: the unlocked blocks the states enter.
+        index: (N,) caption -> its row of ``hidden`` / ``tokens`` when those hold each distinct caption
+            once (None: one row per caption).
     """
 
-    def __init__(self, hidden: RaggedFeatures, tokens: RaggedFeatures, keys: Sequence[str], n_last: int):
+    def __init__(
+        self,
+        hidden: RaggedFeatures,
+        tokens: RaggedFeatures,
+        keys: Sequence[str],
+        n_last: int,
+        index: np.ndarray | None = None,
+    ):
         self.hidden, self.tokens, self.keys, self.n_last = hidden, tokens, list(keys), n_last
+        self.index = None if index is None else np.asarray(index, dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.hidden)
+        return len(self.hidden) if self.index is None else len(self.index)
+
+    def _stored(self, index: Tensor | Sequence[int]) -> np.ndarray:
+        """Captions ``index`` -> their stored rows."""
+        idx = torch.as_tensor(index).cpu().numpy().astype(np.int64).reshape(-1)
+        return idx if self.index is None else self.index[idx]
 
     def batch(self, index: Tensor | Sequence[int], device, dtype: torch.dtype) -> tuple[Tensor, Tokens]:
         """Captions ``index`` (B,) -> hidden (B, L, F_hidden) in ``dtype`` + tokens {key: (B, L)}, each
         row zero-padded after its stored positions (L = the longest in the batch)."""
-        flat, owner = self.hidden.rows_for(index, dtype=torch.float16 if self._half else torch.float32)
-        tok, _ = self.tokens.rows_for(index, dtype=torch.long)
-        b = len(torch.as_tensor(index).reshape(-1))
+        stored = self._stored(index)
+        flat, owner = self.hidden.rows_for(stored, dtype=torch.float16 if self._half else torch.float32)
+        tok, _ = self.tokens.rows_for(stored, dtype=torch.long)
+        b = len(stored)
         counts = torch.bincount(owner, minlength=b)
         pos = torch.arange(len(owner)) - (torch.cumsum(counts, 0) - counts)[owner]
         length = int(counts.max()) if b else 0
@@ -127,7 +143,7 @@ class TextHiddenCache:
 
     def lengths(self, index: Tensor | Sequence[int]) -> np.ndarray:
         """(B,) the stored positions of captions ``index``."""
-        idx = torch.as_tensor(index).cpu().numpy().astype(np.int64).reshape(-1)
+        idx = self._stored(index)
         return self.hidden.offsets[idx + 1] - self.hidden.offsets[idx]
 
     def encode(self, model: EmbeddingModel, index: Tensor | Sequence[int], chunked: bool = True) -> Tensor:
@@ -213,11 +229,14 @@ def cached_text_hidden(
     cache_dir: str | os.PathLike,
     dtype: str = "float16",
 ) -> TextHiddenCache:
-    """The lower-block states of ``texts`` (computed once, memory-mapped afterwards; an interrupted
-    computation resumes). Raises :class:`UnsupportedError` when the backend cannot split its text tower."""
-    texts = list(texts)
+    """The lower-block states of ``texts`` (computed once per distinct text, memory-mapped afterwards; an
+    interrupted computation resumes). Raises :class:`UnsupportedError` when the backend cannot split its
+    text tower."""
     if not texts:
         raise InputError("No captions to cache: the Re-A stage needs captioned training images.")
+    positions: dict[str, int] = {}
+    inverse = np.fromiter((positions.setdefault(t, len(positions)) for t in texts), np.int64, len(texts))
+    texts = list(positions)  # the distinct captions, first seen first
     fingerprint = model_fingerprint(model, ("text_encoder",))
     key = cache_key("text-hidden", fingerprint, str(n_last), dtype, cache_key(*texts))
     folder = Path(cache_dir) / key
@@ -244,7 +263,10 @@ def cached_text_hidden(
         _save_json(folder / "tokens.json", keys)
         _save_npy(folder / "offsets.npy", offsets)
     tokens = np.load(folder / "tokens.npy", mmap_mode="r")
-    return TextHiddenCache(RaggedFeatures(offsets, hidden), RaggedFeatures(offsets, tokens), keys, n_last)
+    index = None if len(texts) == len(inverse) else inverse
+    return TextHiddenCache(
+        RaggedFeatures(offsets, hidden), RaggedFeatures(offsets, tokens), keys, n_last, index
+    )
 
 
 def realign_text_cache(model: EmbeddingModel, cfg, records, cache_dir: Path) -> TextHiddenCache | None:
