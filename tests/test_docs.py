@@ -265,8 +265,11 @@ def test_parse_time_log_and_result_lines():
     assert gen.parse_time_log("\tElapsed (wall clock) time (h:mm:ss or m:ss): 11:06.20\n") == {
         "wall_s": 666.2
     }
-    lines = ["x 1", "RESULT eval_map_vs_matmul 1.18 target <=1.5", "RESULT bad"]
-    assert gen.parse_result_lines(lines) == [{"name": "eval_map_vs_matmul", "value": 1.18, "target": "<=1.5"}]
+    lines = ["x 1", "RESULT eval_map_vs_matmul 1.18 target <=1.5", "RESULT bad", "RESULT speedup 4.6"]
+    assert gen.parse_result_lines(lines) == [
+        {"name": "eval_map_vs_matmul", "value": 1.18, "target": "<=1.5"},
+        {"name": "speedup", "value": 4.6, "target": None},
+    ]
 
 
 def test_replace_block_refuses_missing_or_repeated_markers():

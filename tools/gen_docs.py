@@ -182,8 +182,12 @@ def speed_block(files: dict[str, dict]) -> str:
     out = ["| benchmark | result | value | target | met |", "|---|---|---|---|---|"]
     for data in files.values():
         for r in data["results"]:
-            met = {True: "yes", False: "**no**", None: "?"}[target_met(r["value"], r["target"])]
-            out.append(f"| `{data['command']}` | `{r['name']}` | {r['value']:g} | {r['target']} | {met} |")
+            if r["target"] is None:
+                target, met = "none", "-"
+            else:
+                target = r["target"]
+                met = {True: "yes", False: "**no**", None: "?"}[target_met(r["value"], target)]
+            out.append(f"| `{data['command']}` | `{r['name']}` | {r['value']:g} | {target} | {met} |")
     for name, data in files.items():
         out += ["", f"`{data['command']}` printed:", "", "```", *data["output"], "```", ""]
         out.append(provenance(data, name))
@@ -261,10 +265,11 @@ def parse_time_log(text: str) -> dict:
 
 
 def parse_result_lines(lines: list[str]) -> list[dict]:
-    """``RESULT <name> <value> target <op><number>`` lines."""
+    """``RESULT <name> <value> [target <op><number>]`` lines (a line without a target is a figure to
+    report: its target is None)."""
     out = []
     for line in lines:
-        m = re.fullmatch(r"RESULT (\S+) (\S+) target (\S+)", line.strip())
+        m = re.fullmatch(r"RESULT (\S+) (\S+)(?: target (\S+))?", line.strip())
         if m:
             out.append({"name": m.group(1), "value": float(m.group(2)), "target": m.group(3)})
     return out
