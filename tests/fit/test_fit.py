@@ -304,6 +304,8 @@ def _report(model: str, values: dict[str, float | None]):
         ({"A": (40, 19.6, 30.0), "B": (45, 18.0, 31.0), "C": (42, 20.0, 29.6)}, "C"),
         # nothing keeps the text side: the starting model
         ({"A": (40, 10.0, 30.0), "B": (45, 18.0, 20.0)}, "baseline"),
+        # equal image search (a Re-A row keeps its image stage's embeddings): the better text side
+        ({"MCIP": (45, 20.0, 30.0), "MCIP+Re-A": (45, 24.0, 36.0), "C": (44, 30.0, 40.0)}, "MCIP+Re-A"),
     ],
 )
 def test_recommend_picks_the_best_image_search_that_keeps_text(monkeypatch, rows, expected):

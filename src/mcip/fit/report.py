@@ -31,12 +31,24 @@ def _keeps_text(avg: dict, base: dict) -> bool:
 def recommend(reports, columns) -> str:
     """The row to deploy, chosen on the VAL ``reports``: among the rows with every column measured whose
     zero-shot and text search each stay within :data:`GUARD_TEXT_SLACK` points of the starting model, the
-    best image search (I2I); the starting model itself when no fine-tuned row keeps the text side."""
+    best image search (I2I), and among equal image search (a Re-A row has its image stage's image side)
+    the best mean of zero-shot and text search; the starting model itself when no fine-tuned row keeps the
+    text side."""
     avgs = _family_averages(reports, columns)
     base = avgs[reports[0].model]
     complete = [r.model for r in reports if not r.missing]
     keeping = [m for m in complete if _keeps_text(avgs[m], base)] or [reports[0].model]
-    return max(keeping, key=lambda m: (avgs[m].get("i2i") or float("-inf"), m == reports[0].model))
+
+    def key(m):  # image search first; on a tie (Re-A keeps the image side) the better text side
+        a = avgs[m]
+        text = [a[f] for f in ("zeroshot", "t2i") if a.get(f) is not None]
+        return (
+            a.get("i2i") or float("-inf"),
+            sum(text) / len(text) if text else float("-inf"),
+            m == reports[0].model,
+        )
+
+    return max(keeping, key=key)
 
 
 def _fmt(v):
