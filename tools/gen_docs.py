@@ -159,11 +159,18 @@ def fit_block(data: dict | None) -> str:
             f"{PLACEHOLDER}: `docs/results/fit_example.json` does not exist yet. It is written from a run "
             "of the example above with `python tools/gen_docs.py record fit`."
         )
-    out = [full_table(data["results"]), "", provenance(data, "fit_example.json")]
+    out = ["On the test photos (read once, after every choice):", "", full_table(data["results"])]
+    if data.get("val_results"):
+        out += ["", "On the val photos (which chose the recipe and the recommended row):", ""]
+        out += [full_table(data["val_results"])]
+    if recommended := (data.get("run") or {}).get("recommended"):
+        out += ["", f"Recommended model (chosen on val): {recommended}."]
+    if data.get("recipe_md"):  # the search's trial table, its headings one level down
+        recipe = data["recipe_md"].strip().splitlines()[1:]
+        out += ["", "The recipe search's trials:", *(("#" + x) if x.startswith("## ") else x for x in recipe)]
+    out += ["", provenance(data, "fit_example.json")]
     if timing := timing_line(data):
         out += ["", timing]
-    if recommended := (data.get("run") or {}).get("recommended"):
-        out += ["", f"Recommended model: {recommended}."]
     return "\n".join(out)
 
 
@@ -282,6 +289,10 @@ def record(args: argparse.Namespace) -> int:
         data["results"] = json.loads((results / "results.json").read_text())
         data["run"] = json.loads((results / "run.json").read_text())
         data["table1_md"] = (results / "table1.md").read_text()
+        if (results / "val" / "results.json").is_file():  # what chose the recommended row
+            data["val_results"] = json.loads((results / "val" / "results.json").read_text())
+        if (results / "recipe.md").is_file():  # mcip fit's recipe search
+            data["recipe_md"] = (results / "recipe.md").read_text()
     else:
         lines = Path(args.log).read_text().splitlines()
         data["output"] = [line for line in lines if line.strip()]
