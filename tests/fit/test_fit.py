@@ -350,3 +350,14 @@ def test_guard_settings_are_checked_before_anything_runs(change, message):
         "combined",
         ("t2i", "zeroshot"),
     )
+
+
+def test_without_test_the_report_is_the_val_evaluation_and_says_so(catalogue, tiny_model, tmp_path):
+    """No --test: the val evaluation that chose is also the report, written where the report goes."""
+    out = tmp_path / "out"
+    s = _settings(catalogue, tiny_model, test=None, method="2sft", trials=1, search="quick")
+    result = run_fit(out, s, progress=False, log=lambda m: None)
+    test = json.loads((out / "results" / "results.json").read_text())
+    val = json.loads((out / "results" / "val" / "results.json").read_text())
+    assert test["models"] == val["models"] and [m["model"] for m in test["models"]] == list(result.models)
+    assert "The report is on the val images, which also chose" in result.reading

@@ -437,12 +437,15 @@ class Runner:
         self.log("[4/7] fine-tuning the rows")
         models = self._timed("training", lambda: self.stages(base, captions))
         self.log("[5/7] evaluation on the val split (it chooses the recommended row)")
-        val_reports, val_files, _ = self._timed("evaluation (val)", lambda: self.evaluate(models, "val"))
+        val_reports, _, _ = self._timed("evaluation (val)", lambda: self.evaluate(models, "val"))
         best = self.recommend(val_reports)
         self.log(f"  recommended on val: {best}")
         if self.test_is_val():
             self.log("[6/7] no test split of its own: the report is on the val images")
-            reports, files, table = val_reports, dict(val_files), markdown_table_of(val_reports, self.columns)
+            from mcip.eval.report import write_report
+
+            reports, table = val_reports, markdown_table_of(val_reports, self.columns)
+            files = write_report(val_reports, self.columns, self.out / "results")  # the report's place
         else:
             self.log("[6/7] evaluation on the test split (read once, after every choice)")
             reports, files, table = self._timed("evaluation (test)", lambda: self.evaluate(models, "test"))
