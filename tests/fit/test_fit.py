@@ -361,3 +361,18 @@ def test_without_test_the_report_is_the_val_evaluation_and_says_so(catalogue, ti
     val = json.loads((out / "results" / "val" / "results.json").read_text())
     assert test["models"] == val["models"] and [m["model"] for m in test["models"]] == list(result.models)
     assert "The report is on the val images, which also chose" in result.reading
+
+
+def test_test_images_that_copy_a_train_image_are_left_out_and_counted(catalogue, tiny_model, tmp_path):
+    """A test photo with the bytes of a train photo (another name) measures memory: left out, counted."""
+    with Path(catalogue["train"]).open(encoding="utf-8") as f:
+        train = [r for r in csv.DictReader(f) if Path(r["path"]).is_file()]
+    with Path(catalogue["test"]).open(encoding="utf-8") as f:
+        tests = list(csv.DictReader(f))
+    copy = tmp_path / "renamed.png"
+    shutil.copy(train[3]["path"], copy)
+    manifest = _write(tmp_path / "test.csv", [*tests, {"path": str(copy), "label": train[3]["label"]}])
+    data = read_fit_data(_settings(catalogue, tiny_model, test=str(manifest)))
+    assert data.excluded_test == 1 and len(data.test) == len(tests)
+    assert str(copy) not in {str(r.path) for r in data.test}
+    assert "1 test image(s) left out (copies of train/val images)" in data.summary()

@@ -149,22 +149,13 @@ def read_fit_data(s: FitSettings) -> FitData:
     return FitData(train, val, test, names, val_on_seen, val_source, test_source, dropped, knn, excluded)
 
 
-def content_hash(path) -> str:
-    """blake2b of the file's bytes (equal for copies of one image under other names)."""
-    import hashlib
-
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _without_copies(test, seen) -> tuple[list, int]:
     """The test records whose file content equals no train or val image's, and how many were left out
     (a test image that is also a training or validation image measures memory, not search)."""
-    known = {content_hash(r.path) for r in seen}
-    kept = [r for r in test if content_hash(r.path) not in known]
+    from mcip.index.records import file_hash  # the content hash indexes store (shard members too)
+
+    known = {file_hash(r.path) for r in seen}
+    kept = [r for r in test if file_hash(r.path) not in known]
     if not kept:
         raise InputError(
             "Every --test image is also a --data or --val image (same file content): the report would "

@@ -24,7 +24,6 @@ study; checkpoints are deleted as trials end.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -378,8 +377,3 @@ def _steps_per_epoch(result) -> float | None:
 def _last(trial) -> float | None:
     values = trial.intermediate_values
     return max(values.values()) if values else None
-
-
-def read_search(path: Path) -> dict | None:
-    """``recipe.json`` of an earlier run (None when absent)."""
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -59,7 +59,7 @@ def image_embeddings(
     )
 
 
-def _distinct(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+def distinct_texts(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """(the distinct texts in first-seen order, each text's index among them): a caption shared by many
     images (a class name, a template, a pool sentence) is encoded once."""
     index: dict[str, int] = {}
@@ -75,7 +75,7 @@ def caption_embeddings(
     texts = [c for r in records for c in r.captions]
     counts = np.array([len(r.captions) for r in records], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)])
-    distinct, inverse = _distinct(texts)
+    distinct, inverse = distinct_texts(texts)
     features = _rank0_first(
         lambda: cached_text_embeddings(model, distinct, cache_dir, batch_size, "caching caption embeddings")
     )
@@ -95,6 +95,6 @@ def frozen_text_features(
 ) -> IndexedRows:
     """(T, F_txt) float32 text-encoder features of every caption of every record, in record order; each
     distinct caption is encoded once (the lab's 60,524 train captions hold 5,573 distinct texts)."""
-    distinct, inverse = _distinct([c for r in records for c in r.captions])
+    distinct, inverse = distinct_texts([c for r in records for c in r.captions])
     features = _rank0_first(lambda: cached_text_features(model, distinct, cache_dir, batch_size))
     return IndexedRows(features, inverse)

@@ -234,9 +234,9 @@ def cached_text_hidden(
     text tower."""
     if not texts:
         raise InputError("No captions to cache: the Re-A stage needs captioned training images.")
-    positions: dict[str, int] = {}
-    inverse = np.fromiter((positions.setdefault(t, len(positions)) for t in texts), np.int64, len(texts))
-    texts = list(positions)  # the distinct captions, first seen first
+    from mcip.train.features import distinct_texts
+
+    texts, inverse = distinct_texts(texts)  # each distinct caption stored once, first seen first
     fingerprint = model_fingerprint(model, ("text_encoder",))
     key = cache_key("text-hidden", fingerprint, str(n_last), dtype, cache_key(*texts))
     folder = Path(cache_dir) / key
