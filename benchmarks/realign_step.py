@@ -1,4 +1,4 @@
-"""Re-A step cost with the frozen lower text blocks cached (mcip.train.text_cache) vs the full text tower.
+"""Re-A step cost with the frozen lower text blocks cached (mcip.stages.text_cache) vs the full text tower.
 
 One step = collate a batch (tokenize, or only caption indices when cached) + the RealignTask forward /
 backward + an AdamW step over the unlocked parameters (last ``--unlock`` text blocks, final norm, text
@@ -24,9 +24,9 @@ from mcip.data import ImageRecord
 from mcip.data.pairs import CollatePairs, SampledCaptionDataset
 from mcip.losses import InfoNCELoss
 from mcip.models import unlock_last_text_blocks
-from mcip.train import text_cache
-from mcip.train.task import RealignTask
-from mcip.train.text_cache import cached_text_hidden, no_tokens
+from mcip.stages import text_cache
+from mcip.stages.realign import RealignTask
+from mcip.stages.text_cache import cached_text_hidden, no_tokens
 
 CHUNK_TARGET = 1.0  # length chunks never slower than whole batches (they are chosen only when they save rows)
 TARGET = 2.0  # composed:lab, batch 256, 1 of 6 blocks unlocked, 2 CPU cores: 3.2x (load 3), 2.2x (load 12)

@@ -29,8 +29,10 @@ import mcip
 from mcip.data.cache import RaggedFeatures
 from mcip.losses import ArcMarginLoss, InfoNCELoss, MCIPLoss
 from mcip.models import set_trainable_parts, unlock_last_text_blocks
+from mcip.stages.gpr import GPRTask
+from mcip.stages.mcip import MCIPTask
+from mcip.stages.realign import RealignTask
 from mcip.train import LoopConfig, OptimConfig, train
-from mcip.train.task import GPRTask, MCIPTask, RealignTask
 
 
 def sync(device: str) -> None:

@@ -81,7 +81,7 @@ def test_retrieve_captions_returns_the_true_top_k_with_their_cosines(folder, mod
 
 
 def test_mcip_caption_cache_and_rea_image_cache_equal_the_frozen_towers(folder, model, tmp_path):
-    from mcip.train.features import caption_embeddings, image_embeddings
+    from mcip.stages.features import caption_embeddings, image_embeddings
 
     paths = sorted(folder.glob("class*/*.png"))
     records = [ImageRecord(str(p), p, p.parent.name, (f"a {p.parent.name}", "a square")) for p in paths]
@@ -102,8 +102,8 @@ def test_mcip_caption_cache_and_rea_image_cache_equal_the_frozen_towers(folder, 
 def test_shared_captions_are_encoded_once_and_read_back_per_caption(folder, model, tmp_path, monkeypatch):
     """Each distinct caption reaches the text tower once (first-seen order); every record still gets its
     own rows, equal to encoding its captions directly (the same reference as above)."""
-    import mcip.train.features as features
-    from mcip.train.features import caption_embeddings, frozen_text_features
+    import mcip.stages.features as features
+    from mcip.stages.features import caption_embeddings, frozen_text_features
 
     seen: list[list[str]] = []
     real_embed, real_feats = features.cached_text_embeddings, features.cached_text_features

@@ -18,8 +18,8 @@ def _default(cls, name):
 def test_precisions():
     import torch
 
-    from mcip.train import optim
-    from mcip.train.loop import LoopConfig
+    from mcip.engine import optim
+    from mcip.engine.loop import LoopConfig
 
     assert WEIGHT_PRECISIONS == ("fp32", "bf16", "fp16") == tuple(WEIGHT_DTYPES)
     assert ("auto", *WEIGHT_PRECISIONS) == AMP_PRECISIONS and optim.PRECISIONS == AMP_PRECISIONS
@@ -31,7 +31,7 @@ def test_precisions():
 def test_hard_caption_weight_default():
     from mcip.fit.runner import RunSettings
     from mcip.lab.run import LabSettings
-    from mcip.train.config import LossConfig
+    from mcip.stages.config import LossConfig
 
     assert DEFAULT_HARD_CAPTION_WEIGHT == 0.1  # the authors' value
     assert _default(MCArcMarginLoss, "hard_caption_weight") == DEFAULT_HARD_CAPTION_WEIGHT
@@ -44,13 +44,18 @@ def test_hard_caption_weight_default():
 
 
 def test_stage_names():
-    from mcip.train.config import IMAGE_STAGES, PIPELINES, STAGE_DEFAULTS, STAGE_REGISTRY, STAGES
+    from mcip.stages.catalog import image_stages, stage_entry
+    from mcip.stages.config import PIPELINES, STAGES
+    from mcip.stages.registry import STAGES as STAGE_REGISTRY
 
     assert set(STAGE_REGISTRY.names()) == set(STAGES)  # one registry entry per name of the Stage literal
-    builders = {n for n in STAGES if STAGE_REGISTRY.get(n).builder is not None}
+    builders = {n for n in STAGES if stage_entry(n).builder is not None}
     assert builders == set(STAGES) - {"wise"}  # wise is a pipeline step, not a stage
-    assert set(STAGE_DEFAULTS) <= builders and set(IMAGE_STAGES) == {"gpr", "mcip"}
+    assert {n for n in STAGES if stage_entry(n).defaults} <= builders and set(image_stages()) == {
+        "gpr",
+        "mcip",
+    }
     for name in builders:  # every stage says what it selects on and which Task it trains
-        spec = STAGE_REGISTRY.get(name)
+        spec = stage_entry(name)
         assert spec.val_metric in ("i2i_map", "t2i_r5") and spec.task is not None and spec.description
     assert all(step in STAGES for steps in PIPELINES.values() for step in steps)

@@ -13,7 +13,7 @@ import time
 
 
 def _slow_down(seconds: float) -> None:
-    from mcip.train import loop
+    from mcip.engine import loop
 
     after_step = loop._Trainer._after_step
 

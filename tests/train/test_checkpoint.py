@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mcip.errors import ConfigError, InputError
-from mcip.train.checkpoint import (
+from mcip.engine.checkpoint import (
     Selection,
     TrainingCheckpoints,
     load_state,
@@ -18,6 +17,7 @@ from mcip.train.checkpoint import (
     save_state,
     set_rng_state,
 )
+from mcip.errors import ConfigError, InputError
 
 
 def test_save_and_load_round_trip(tmp_path) -> None:

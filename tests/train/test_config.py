@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mcip.errors import ConfigError
-from mcip.train.config import load_config, parse_overrides, plan, shipped_configs
+from mcip.stages.resolve import load_config, parse_overrides, plan, shipped_configs
 
 REQUIRED = ["out=runs/x", "data.train=train.csv", "data.captions=caps.jsonl"]
 

@@ -10,8 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from mcip.train import LoopConfig, OptimConfig, init_distributed, train
-from mcip.train.distributed import (
+from mcip.engine.distributed import (
     DistInfo,
     all_reduce_mean,
     barrier,
@@ -20,6 +19,7 @@ from mcip.train.distributed import (
     is_main,
     run_on_main,
 )
+from mcip.train import LoopConfig, OptimConfig, init_distributed, train
 from tests.train.toy import ToyData, accuracy_validator, make_task, weights
 
 WORLD, BATCH = 2, 4

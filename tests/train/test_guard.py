@@ -10,12 +10,13 @@ import pytest
 import torch
 
 import mcip
+from mcip.engine.validate import Validator, combined_score
 from mcip.errors import ConfigError
 from mcip.losses import ArcMarginLoss
-from mcip.train.config import load_config, plan
-from mcip.train.stages import run, run_stage
-from mcip.train.task import DriftGuard, GPRTask
-from mcip.train.validate import Validator, combined_score
+from mcip.stages.common import DriftGuard
+from mcip.stages.gpr import GPRTask
+from mcip.stages.resolve import load_config, plan
+from mcip.stages.run import run, run_stage
 from tests.train.synth import make_dataset
 from tests.train.test_stages import FAST
 
@@ -220,8 +221,8 @@ def test_seen_class_validation_queries_the_training_images(tiny_base, messy, tmp
 
 def test_seen_class_validator_values_equal_the_metric_on_the_embeddings(tiny_openclip, messy):
     from mcip.data import load_records, split_within_classes
+    from mcip.engine.validate import encode_records
     from mcip.eval.metrics import query_gallery_average_precision
-    from mcip.train.validate import encode_records
 
     model = mcip.load_model(f"openclip:{tiny_openclip}")
     records = load_records(messy["train"])
@@ -283,7 +284,7 @@ def test_val_sharing_classes_is_seen_under_auto_and_refused_under_unseen(tiny_ba
 
 
 def test_val_captions_are_capped_round_robin():
-    from mcip.train.validate import _round_robin
+    from mcip.engine.validate import _round_robin
 
     caps = [["a1", "a2", "a3"], [], ["c1"], ["d1", "d2"]]
     assert _round_robin(caps, 10) == [(0, "a1"), (0, "a2"), (0, "a3"), (2, "c1"), (3, "d1"), (3, "d2")]
@@ -298,8 +299,9 @@ def test_realign_validation_on_cached_val_text_states_equals_the_full_tower(
     tower, before and after the unlocked block moves (as in training), without running the lower blocks
     again; the val captions of images without captions or unreadable stay out as before."""
     from mcip.data import load_records
+    from mcip.engine.validate import encode_records
     from mcip.models import unlock_last_text_blocks
-    from mcip.train.validate import encode_records
+    from mcip.stages.text_cache import cache_val_text_hidden
 
     kwargs = dict(model_specs[name])
     torch.manual_seed(0)
@@ -317,7 +319,7 @@ def test_realign_validation_on_cached_val_text_states_equals_the_full_tower(
     cache[rows] = images
     full = Validator(model, val, image_cache=cache.numpy())
     cached = Validator(model, val, image_cache=cache.numpy())
-    cached.cache_text_hidden(1, tmp_path / "cache")
+    cache_val_text_hidden(cached, 1, tmp_path / "cache")
     assert cached.text_hidden is not None and len(cached.text_hidden) == len(cached.texts) > 0
     below = model.text_hidden_below
     calls = []

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-import mcip.train.optim as optim_module
+import mcip.engine.optim as optim_module
+from mcip.engine.progress import read_metrics
 from mcip.errors import ConfigError, InputError
 from mcip.train import LoopConfig, OptimConfig, TrainingCheckpoints, load_state, train
-from mcip.train.progress import read_metrics
 from tests.train.toy import ToyData, accuracy_validator, make_task, weights
 
 OPTIM = OptimConfig(lr=1e-2, min_lr=1e-3)

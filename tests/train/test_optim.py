@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mcip.errors import ConfigError
-from mcip.train.optim import (
+from mcip.engine.optim import (
     AmpOptimizer,
     OptimConfig,
     build_optimizer,
@@ -18,6 +17,7 @@ from mcip.train.optim import (
     lr_factor,
     param_groups,
 )
+from mcip.errors import ConfigError
 
 
 class Model(nn.Module):

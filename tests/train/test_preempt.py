@@ -16,9 +16,9 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from mcip.cli import run_command
+from mcip.engine.distributed import cleanup, init_distributed
+from mcip.engine.preempt import StopSignals
 from mcip.train import LoopConfig, OptimConfig, TrainingCheckpoints, TrainingInterrupted, load_state, train
-from mcip.train.distributed import cleanup, init_distributed
-from mcip.train.preempt import StopSignals
 from tests.train.toy import ToyData, accuracy_validator, make_task, weights
 
 OPTIM = OptimConfig(lr=1e-2, min_lr=1e-4, warmup_steps=2)

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import mcip
+from mcip.engine.progress import read_metrics
 from mcip.train import TrainingCheckpoints, load_state
-from mcip.train.progress import read_metrics
 from tests.train.synth import make_dataset
 
 ROOT = Path(__file__).resolve().parents[2]

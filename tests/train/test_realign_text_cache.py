@@ -1,4 +1,4 @@
-"""The realign stage on cached lower-text-block states (mcip.train.text_cache): it trains only the unlocked
+"""The realign stage on cached lower-text-block states (mcip.stages.text_cache): it trains only the unlocked
 side, never runs the frozen blocks per step, and reuses the cache on a second run."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import mcip
-import mcip.train.run as stages
-from mcip.train.config import load_config, plan
-from mcip.train.stages import run_stage
+import mcip.stages.run as stages
+from mcip.stages.resolve import load_config, plan
+from mcip.stages.run import run_stage
 from tests.train.synth import make_dataset
 from tests.train.test_stages import FAST
 
@@ -86,7 +86,7 @@ def test_realign_on_the_cache_trains_only_the_unlocked_side(name, model_specs, s
 
 
 def test_second_run_reuses_the_cache_and_the_switch_turns_it_off(model_specs, synth, tmp_path, monkeypatch):
-    import mcip.train.text_cache as text_cache
+    import mcip.stages.text_cache as text_cache
 
     base = mcip.save_model(mcip.load_model(model_specs["openclip"]["spec"]), tmp_path / "base")
     computed = []

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mcip.engine.progress import read_metrics
 from mcip.train import TrainingCheckpoints, load_state
-from mcip.train.progress import read_metrics
 from tests.train.resume_run import BATCHES_PER_EPOCH, run
 from tests.train.toy import weights
 

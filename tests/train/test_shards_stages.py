@@ -13,7 +13,7 @@ import torch
 import mcip
 from mcip.cli import main
 from mcip.data.captions import write_caption_sidecar
-from mcip.train.progress import read_metrics
+from mcip.engine.progress import read_metrics
 from tests.train.synth import make_dataset
 from tests.train.test_stages import FAST
 

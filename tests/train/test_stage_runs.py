@@ -12,8 +12,8 @@ import torch
 
 import mcip
 from mcip.cli import main
+from mcip.engine.validate import encode_records
 from mcip.eval.metrics import retrieval_average_precision
-from mcip.train.validate import encode_records
 from tests.train.synth import make_dataset
 from tests.train.test_stages import FAST
 
@@ -159,8 +159,8 @@ def test_the_papers_effect_in_miniature(tiny_openclip, tmp_path):
 
 
 def _run(stage, spec, manifest, tmp_path, sets, *extra):
-    from mcip.train.config import load_config, plan
-    from mcip.train.stages import run_stage
+    from mcip.stages.resolve import load_config, plan
+    from mcip.stages.run import run_stage
 
     out = tmp_path / f"run-{stage}"
     raw = load_config(

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import mcip
-from mcip.train.config import load_config, plan
-from mcip.train.stages import run, run_stage
-from mcip.train.validate import encode_records
+from mcip.engine.validate import encode_records
+from mcip.stages.resolve import load_config, plan
+from mcip.stages.run import run, run_stage
 from tests.train.synth import HELD_OUT, make_dataset
 
 FAST = [
@@ -137,8 +137,8 @@ def test_align_on_cached_frozen_features_equals_running_the_frozen_encoders(
     from mcip.data.dataset import decode_image
     from mcip.data.pairs import CollatePairs, SampledCaptionDataset
     from mcip.losses import InfoNCELoss
-    from mcip.train.features import frozen_image_features, frozen_text_features
-    from mcip.train.task import AlignTask
+    from mcip.stages.align import AlignTask
+    from mcip.stages.features import frozen_image_features, frozen_text_features
 
     model = mcip.load_model(model_specs["composed"]["spec"], embed_dim=16, image_size=32)
     records = load_records(synth)[:12]
@@ -229,7 +229,7 @@ def test_gpr_trains_and_validates_from_tar_shards(tiny_openclip, synth, tmp_path
 def test_training_runs_in_train_mode_with_idle_towers_in_eval(model_specs, synth, tmp_path, monkeypatch):
     """load_model returns eval mode; a stage must train in train mode (dropout, patch dropout, BN), except
     towers that have nothing to train."""
-    import mcip.train.run as stages
+    import mcip.stages.run as stages
 
     seen = {}
     real_train = stages.train
@@ -267,7 +267,7 @@ def test_collate_pairs_reports_unreadable_images_and_pickles(tmp_path):
 
 
 def test_explicit_validation_manifest_replaces_the_class_fraction(tiny_openclip, synth, tmp_path):
-    from mcip.train.inputs import read_records as _records
+    from mcip.stages.inputs import read_records as _records
 
     val = make_dataset(tmp_path / "held", per_class=3, held_out=True)
     cfg = _config("gpr", f"openclip:{tiny_openclip}", synth, tmp_path, f"data.val={val}")
@@ -281,7 +281,7 @@ def test_explicit_validation_manifest_replaces_the_class_fraction(tiny_openclip,
 
 def test_explicit_validation_manifest_of_trained_classes_needs_seen_mode(tiny_openclip, synth, tmp_path):
     from mcip.errors import InputError
-    from mcip.train.inputs import read_records as _records
+    from mcip.stages.inputs import read_records as _records
 
     cfg = _config(
         "gpr",
@@ -300,16 +300,16 @@ def test_explicit_validation_manifest_of_trained_classes_needs_seen_mode(tiny_op
 @pytest.mark.parametrize("stage", ["gpr", "mcip"])
 def test_class_mean_centres_start_at_the_starting_models_class_means(stage, tiny_openclip, synth, tmp_path):
     from mcip.data import class_index
+    from mcip.engine.distributed import init_distributed
     from mcip.models import load_model
-    from mcip.train.config import STAGE_REGISTRY
-    from mcip.train.distributed import init_distributed
-    from mcip.train.inputs import read_inputs
+    from mcip.stages.catalog import stage_entry
+    from mcip.stages.inputs import read_inputs
 
     cfg = _config(stage, f"openclip:{tiny_openclip}", synth, tmp_path, "loss.centre_init=class_means")
     model = load_model(cfg.model.spec)
     inputs = read_inputs(cfg)
     train = inputs.train
-    prepared = STAGE_REGISTRY.get(stage).builder(model, cfg, inputs, init_distributed())
+    prepared = stage_entry(stage).builder(model, cfg, inputs, init_distributed())
     arc = prepared.task.loss if stage == "gpr" else prepared.task.loss.arc
     classes = class_index(train)
     emb, rows_kept = encode_records(model, train)

@@ -1,4 +1,4 @@
-"""Re-A's cache of the frozen lower text blocks (mcip.train.text_cache): same loss and gradients as the
+"""Re-A's cache of the frozen lower text blocks (mcip.stages.text_cache): same loss and gradients as the
 full tower, ragged storage, reuse and invalidation, fallback."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import pytest
 import torch
 
 import mcip
-import mcip.train.text_cache as text_cache
+import mcip.stages.text_cache as text_cache
 from mcip.data import ImageRecord
 from mcip.data.pairs import CollatePairs, SampledCaptionDataset
 from mcip.errors import UnsupportedError
 from mcip.losses import InfoNCELoss
 from mcip.models import unlock_last_text_blocks
-from mcip.train.task import RealignTask
-from mcip.train.text_cache import cached_text_hidden, realign_text_cache
+from mcip.stages.realign import RealignTask
+from mcip.stages.text_cache import cached_text_hidden, realign_text_cache
 from tests.conftest import BACKEND_CASES
 
 CAPTIONS = [
@@ -158,7 +158,7 @@ def test_stage_helper_follows_the_switch_and_falls_back_when_unsupported(
         raise UnsupportedError("this tower cannot be split; set realign_text_cache=false.")
 
     monkeypatch.setattr(model, "text_hidden_below", unsupported)
-    with caplog.at_level(logging.WARNING, logger="mcip.train.text_cache"):
+    with caplog.at_level(logging.WARNING, logger="mcip.stages.text_cache"):
         assert realign_text_cache(model, cfg, records, tmp_path / "unsupported") is None
     assert "full text tower" in caplog.text and "cannot be split" in caplog.text
 

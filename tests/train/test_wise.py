@@ -1,4 +1,4 @@
-"""WiSE-FT alpha chosen on val (mcip.train.wise), `mcip merge`, and the pipelines' wise step."""
+"""WiSE-FT alpha chosen on val (mcip.wise.curve), `mcip merge`, and the pipelines' wise step."""
 
 from __future__ import annotations
 
@@ -11,21 +11,14 @@ import torch
 
 import mcip
 from mcip.cli import main
+from mcip.engine.validate import Validator, encode_records
 from mcip.errors import ConfigError, InputError
 from mcip.eval.protocols import evaluate_zeroshot, zeroshot_classifier
 from mcip.models import IMAGE_PARTS
-from mcip.train.config import load_config, plan
-from mcip.train.stages import run
-from mcip.train.validate import Validator, encode_records
-from mcip.train.wise import (
-    _choose,
-    check_grid,
-    check_guard,
-    check_tolerance,
-    parse_alpha,
-    wise_curve,
-    write_curve,
-)
+from mcip.stages.resolve import load_config, plan
+from mcip.stages.run import run
+from mcip.wise.curve import wise_curve, write_curve
+from mcip.wise.select import check_grid, check_guard, check_tolerance, choose_alpha, parse_alpha
 from tests.train.synth import make_dataset
 from tests.train.test_stages import FAST
 
@@ -111,7 +104,7 @@ def test_a_merge_that_moves_the_text_side_revalidates_text_at_each_alpha(models,
 
 def test_val_images_are_decoded_once_and_encoded_like_encode_records(models, data, tmp_path):
     from mcip.data import ImageRecord
-    from mcip.train.wise_encode import FrozenText, ValImages
+    from mcip.wise.encode import FrozenText, ValImages
 
     model = mcip.load_model(models["start"])
     val = mcip.data.load_records(data["val"])[:6]
@@ -209,7 +202,7 @@ def test_guarded_picks_the_best_i2i_that_keeps_the_text_side(seed):
     with_zs = seed % 2 == 0
     points = [_point(a / 8, i2i[a], t2i[a], zs[a] if with_zs else None) for a in range(n)]
     for tol in (0.0, 0.5, 2.0):
-        alpha, reason = _choose(points, "i2i_map", "guarded", tol)
+        alpha, reason = choose_alpha(points, "i2i_map", "guarded", tol)
         assert alpha == _naive_guarded(points, tol)
         assert f"within {tol:g} points" in reason and ("zero-shot" in reason) == with_zs
 
@@ -221,30 +214,30 @@ def test_a_zero_shot_guard_lets_an_alpha_give_up_text_search(seed):
     i2i, t2i, zs = (torch.rand(3, 9, generator=g) * 4 + 30).tolist()
     points = [_point(a / 8, i2i[a], t2i[a], zs[a]) for a in range(9)]
     for tol in (0.0, 0.5, 2.0):
-        alpha, reason = _choose(points, "i2i_map", "guarded", tol, ("zeroshot",))
+        alpha, reason = choose_alpha(points, "i2i_map", "guarded", tol, ("zeroshot",))
         assert alpha == _naive_guarded(points, tol, ("zeroshot",))
         assert "zero-shot" in reason and "T2I" not in reason
-        assert _choose(points, "i2i_map", "guarded", tol, ("t2i",))[0] == _naive_guarded(
+        assert choose_alpha(points, "i2i_map", "guarded", tol, ("t2i",))[0] == _naive_guarded(
             points, tol, ("t2i",)
         )
 
 
 def test_the_guard_names_its_sides_and_needs_data_for_them():
     points = [_point(0, 30, 40, 20), _point(0.5, 35, 30, 20), _point(1, 38, 20, 19.6)]
-    assert _choose(points, "i2i_map", "guarded", 0.5)[0] == 0  # T2I held: every merge drops it
-    assert _choose(points, "i2i_map", "guarded", 0.5, ("zeroshot",))[0] == 1  # zero-shot within 0.4
+    assert choose_alpha(points, "i2i_map", "guarded", 0.5)[0] == 0  # T2I held: every merge drops it
+    assert choose_alpha(points, "i2i_map", "guarded", 0.5, ("zeroshot",))[0] == 1  # zero-shot within 0.4
     assert check_guard("zeroshot, T2I") == ("t2i", "zeroshot") and check_guard(["t2i"]) == ("t2i",)
     for bad in ("", (), "i2i", ["t2i", "knn"]):
         with pytest.raises(ConfigError, match=r"one or both, e\.g\. t2i,zeroshot"):
             check_guard(bad)
     no_names = [_point(0, 30, 40), _point(1, 38, 20)]
     with pytest.raises(InputError, match="give class names"):
-        _choose(no_names, "i2i_map", "guarded", 0.5, ("zeroshot",))
+        choose_alpha(no_names, "i2i_map", "guarded", 0.5, ("zeroshot",))
 
 
 def test_a_zero_shot_guard_without_names_fails_before_any_merging(models, data, tmp_path, monkeypatch):
-    import mcip.train.wise as wise
-    import mcip.train.wise_merge as wise_merge_module
+    import mcip.wise.curve as wise
+    import mcip.wise.merge as wise_merge_module
 
     monkeypatch.setattr(wise, "plan_merge", lambda *a, **k: pytest.fail("merged before checking names"))
     monkeypatch.setattr(
@@ -262,9 +255,9 @@ def test_a_zero_shot_guard_without_names_fails_before_any_merging(models, data, 
 
 def test_guarded_keeps_the_start_when_every_merge_costs_text():
     points = [_point(0, 30, 40, 20), _point(0.5, 35, 39, 20), _point(1, 38, 40, 19)]
-    assert _choose(points, "i2i_map", "guarded", 0.5)[0] == 0
-    assert _choose(points, "i2i_map", "guarded", 1.0)[0] == 1  # both within a point
-    assert _choose(points, "i2i_map", "i2i")[0] == 1
+    assert choose_alpha(points, "i2i_map", "guarded", 0.5)[0] == 0
+    assert choose_alpha(points, "i2i_map", "guarded", 1.0)[0] == 1  # both within a point
+    assert choose_alpha(points, "i2i_map", "i2i")[0] == 1
 
 
 def test_guarded_selection_on_a_real_curve(models, data):
@@ -282,7 +275,7 @@ def test_guarded_selection_on_a_real_curve(models, data):
 
 
 def test_bad_validation_data_fails_before_any_merging(models, data, tmp_path, monkeypatch):
-    import mcip.train.wise as wise
+    import mcip.wise.curve as wise
 
     monkeypatch.setattr(wise, "plan_merge", lambda *a, **k: pytest.fail("merged before checking val"))
     start, tuned = _load(models)
@@ -308,7 +301,7 @@ def test_bad_grids_and_alphas_are_refused(grid):
 
 # ------------------------------------------------------------------ mcip merge
 def test_cli_auto_without_val_exits_2_before_loading_models(models, tmp_path, capsys, monkeypatch):
-    import mcip.train.wise_merge as wise_merge
+    import mcip.wise.merge as wise_merge
 
     monkeypatch.setattr(wise_merge, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     code = main(
@@ -448,9 +441,9 @@ def test_mcip_wise_rea_runs_end_to_end_and_resumes(models, data, tmp_path):
 
 
 def test_mcip_train_prints_the_wise_steps_alpha(tmp_path, capsys, monkeypatch):
-    import mcip.train.run as stages
-    from mcip.train.progress import TrainResult
-    from mcip.train.run import StageResult
+    import mcip.stages.run as stages
+    from mcip.engine.progress import TrainResult
+    from mcip.stages.run import StageResult
 
     done = TrainResult(0, 0, 1.5, 1.04, None, {"alpha": 0.3}, 0, tmp_path, None, None, val_metric="combined")
     fake = [StageResult("wise", tmp_path, tmp_path / "model", done)]
@@ -460,7 +453,7 @@ def test_mcip_train_prints_the_wise_steps_alpha(tmp_path, capsys, monkeypatch):
 
 
 def test_pipeline_checks_the_wise_step_before_the_first_stage_trains(models, data, tmp_path, monkeypatch):
-    import mcip.train.run as stages
+    import mcip.stages.run as stages
 
     monkeypatch.setattr(stages, "run_stage", lambda *a, **k: pytest.fail("a stage trained first"))
     bare = data["val"].parent / "bare.csv"  # the val images without captions
@@ -481,7 +474,7 @@ def test_a_random_weight_spec_is_rebuilt_with_the_first_stages_seed(tiny_opencli
 
 
 def test_pipeline_refuses_a_start_that_does_not_reload(tiny_openclip, data, tmp_path, monkeypatch):
-    import mcip.train.wise_step as wise_step
+    import mcip.stages.wise_step as wise_step
 
     monkeypatch.setattr(wise_step, "seed_everything", lambda seed: torch.manual_seed(seed + 1))
     raw = _raw({"start": f"openclip:{tiny_openclip}"}, data, tmp_path, "mcip+wise")

@@ -102,7 +102,7 @@ def run_command(args: argparse.Namespace) -> int:
     except MCIPError as exc:
         print(f"mcip {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:  # mcip.train.preempt.TrainingInterrupted: 128 + its signal, once
+    except KeyboardInterrupt as exc:  # mcip.engine.preempt.TrainingInterrupted: 128 + its signal, once
         if getattr(exc, "rank", 0) == 0:
             print(f"mcip {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
         return getattr(exc, "exit_status", 130)

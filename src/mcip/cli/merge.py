@@ -10,8 +10,8 @@ from mcip.cli._common import add_device_arg
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from mcip.data import load_records
-    from mcip.train.wise import parse_alpha, parse_grid
-    from mcip.train.wise_merge import format_summary, wise_merge
+    from mcip.wise.merge import format_summary, wise_merge
+    from mcip.wise.select import parse_alpha, parse_grid
 
     alpha = parse_alpha(args.alpha)
     if alpha == "auto" and not args.val:  # before any model is loaded

@@ -8,8 +8,8 @@ from pathlib import Path
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mcip.train.config import load_config, shipped_configs
-    from mcip.train.run import run
+    from mcip.stages.resolve import load_config, shipped_configs
+    from mcip.stages.run import run
 
     if args.list_configs:
         for name, path in sorted(shipped_configs().items()):
@@ -21,7 +21,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from mcip.train.preempt import TrainingInterrupted
+    from mcip.engine.preempt import TrainingInterrupted
 
     raw = load_config(args.config, args.set)
     try:

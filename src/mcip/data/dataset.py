@@ -2,7 +2,7 @@
 
 A truncated, corrupt or missing image becomes an item ``{"index": i, "error": "path: reason"}`` instead
 of an exception; :func:`collate_images` drops it from the batch and lists it under ``skipped``;
-the training loop (mcip.train.progress.SkipCounter) adds them up and stops a mostly unreadable run.
+the training loop (mcip.engine.progress.SkipCounter) adds them up and stops a mostly unreadable run.
 """
 
 from __future__ import annotations

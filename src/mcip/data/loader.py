@@ -8,7 +8,7 @@ dropout, restored from a checkpoint) are left alone. Shards: each sample is seed
 its index in the epoch's stream).
 
 Workers ignore SIGINT, SIGTERM and SIGUSR1: a scheduler signals every process of a job, and the main
-process stops training cleanly on them (mcip.train.preempt), then ends its workers.
+process stops training cleanly on them (mcip.engine.preempt), then ends its workers.
 """
 
 from __future__ import annotations

@@ -175,8 +175,8 @@ class FitRun(Runner):
 
     def _search(self, pipeline: str, stage: str, space, values: dict[str, Any]) -> Path:
         from mcip.fit.recipe import stage_values
-        from mcip.train.run import run_stage
-        from mcip.train.stage_registry import STAGES
+        from mcip.stages.registry import STAGES
+        from mcip.stages.run import run_stage
 
         def train_trial(params, folder, on_validate):
             trial = {**values, **stage_values(stage, params, self.caption_sets.files), "out": str(folder)}

@@ -92,8 +92,8 @@ def estimate_seconds(s: FitSettings, d, rows, c: Costs, pool_texts: int = 0) -> 
     """(expected, low, high) seconds of the run: the search's trials (quick: the first runs until early
     stopping, the others stop at the pruner's first rung; low: every trial at its earliest stop; high:
     every trial to its last epoch), the other rows' stages, Re-A, WiSE-FT, captions and evaluation."""
+    from mcip.engine.validate import MAX_GALLERY
     from mcip.fit.search import QUICK, resolve_mode
-    from mcip.train.validate import MAX_GALLERY
 
     mode = resolve_mode(s.search)
     lengths = QUICK if mode in ("quick", "off") else {"max_epochs": 10, "patience": 3}

@@ -98,7 +98,7 @@ def stage_config(
     """The shipped config (or YAML file) ``name`` resolved for one of its stages, with typed ``values``
     (dotted keys, e.g. ``{"loss.mc_weight": 0.25}``: no round trip through text) and a user's ``--set``
     style ``overrides`` on top (and the backend options ``model_kwargs`` replacing the file's, when given)."""
-    from mcip.train.config import load_config, resolve_stage
+    from mcip.stages.resolve import load_config, resolve_stage
 
     raw = load_config(name, list(overrides), dict(values))
     raw.pop("pipeline", None)
@@ -110,7 +110,7 @@ def stage_config(
 
 def run_stage_once(cfg, log: LOG, what: str, progress: bool) -> Path:
     """Run one stage unless its model exists; continue an interrupted one from its last checkpoint."""
-    from mcip.train.run import run_stage
+    from mcip.stages.run import run_stage
 
     model_dir = Path(cfg.out) / "model"
     if model_done(model_dir):
@@ -313,8 +313,8 @@ class Runner:
         :attr:`RunSettings.guard_select` picks on val (``mcip merge --alpha auto --select ...``; the curve
         is written next to the model)."""
         from mcip.data import load_records
-        from mcip.train.wise import DEFAULT_TEMPLATES
-        from mcip.train.wise_merge import wise_merge
+        from mcip.wise.curve import DEFAULT_TEMPLATES
+        from mcip.wise.merge import wise_merge
 
         folder = self.out / "runs" / out
         if model_done(folder / "model"):

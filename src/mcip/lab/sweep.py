@@ -6,7 +6,7 @@ Each variant trains the lab's MCIP stage from the same base model and pseudo-cap
 changed (``loss.hard_caption_weight``, ``loss.mc_weight`` with ``arc_weight = 1 - mc_weight``,
 ``loss.distill_weight``), selected on val I2I as the lab's MCIP row is, and reports the val numbers of the
 starting model and of the selected checkpoint: I2I mAP, T2I R@5 and ``combined`` (their mean, each relative
-to the starting model: see ``mcip.train.validate``).
+to the starting model: see ``mcip.engine.validate``).
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ class EmbeddingModel(nn.Module, ABC):
         """D, the width of the joint embedding."""
 
     # ----------------------------------------------------------------- the text tower in two halves
-    # Optional (Re-A caches the frozen lower blocks, mcip.train.text_cache); see mcip.models.text_split.
+    # Optional (Re-A caches the frozen lower blocks, mcip.stages.text_cache); see mcip.models.text_split.
     def text_hidden_below(self, tokens: Tokens, n_last: int) -> torch.Tensor:
         """Tokenizer output (B, L) -> (B, L, F_hidden): the token states entering the first of the last
         ``n_last`` text blocks (embeddings + the lower blocks; ``n_last=0``: the last block's output,

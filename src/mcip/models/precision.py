@@ -5,7 +5,7 @@
   torch dtypes by :data:`WEIGHT_DTYPES`.
 - :data:`AmpPrecision` / :data:`AMP_PRECISIONS`: the training loop's autocast (``LoopConfig.precision``):
   ``auto`` (bf16 on a CUDA device that supports it, else plain fp32) or one of the weight precisions;
-  the weights themselves stay fp32 (``mcip.train.optim.resolve_precision``).
+  the weights themselves stay fp32 (``mcip.engine.optim.resolve_precision``).
 """
 
 from __future__ import annotations

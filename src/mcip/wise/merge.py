@@ -15,21 +15,17 @@ from mcip.errors import ConfigError
 from mcip.models import load_model, save_model
 from mcip.models.base import EmbeddingModel
 from mcip.models.merge import check_parts, merge_record, plan_merge
-from mcip.train.wise import (
+from mcip.wise.curve import DEFAULT_TEMPLATES, WiseCurve, class_names, evaluate_curve, write_curve
+from mcip.wise.select import (
     DEFAULT_GRID,
     DEFAULT_GUARD,
-    DEFAULT_TEMPLATES,
     GUARD_TOLERANCE,
-    WiseCurve,
     check_grid,
     check_guard,
     check_guard_data,
     check_tolerance,
     check_val,
-    class_names,
-    evaluate_curve,
     parse_alpha,
-    write_curve,
 )
 
 ModelArg = EmbeddingModel | str | os.PathLike
@@ -91,7 +87,7 @@ def wise_merge(
         gallery: seen-class validation: val images query these training images (as the stages do
             under ``data.val_mode=seen_classes``); None: val images query each other.
         tolerance, guard: ``select="guarded"``: the points of val T2I R@5 / zero-shot top-1 an alpha may
-            give up, and which of the two it holds (``("t2i", "zeroshot")``; see :mod:`mcip.train.wise`).
+            give up, and which of the two it holds (``("t2i", "zeroshot")``; see :mod:`mcip.wise.curve`).
 
     Everything that can be checked without the models (alpha, grid, parts, val, names) is checked
     before they are loaded; the models' compatibility before any merging.

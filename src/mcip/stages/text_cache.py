@@ -234,7 +234,7 @@ def cached_text_hidden(
     text tower."""
     if not texts:
         raise InputError("No captions to cache: the Re-A stage needs captioned training images.")
-    from mcip.train.features import distinct_texts
+    from mcip.stages.features import distinct_texts
 
     texts, inverse = distinct_texts(texts)  # each distinct caption stored once, first seen first
     fingerprint = model_fingerprint(model, ("text_encoder",))
@@ -273,7 +273,7 @@ def realign_text_cache(model: EmbeddingModel, cfg, records, cache_dir: Path) -> 
     """The Re-A stage's cache of ``records``' captions (in record order: SampledCaptionDataset's
     ``caption_index``), or None (full text tower) when ``cfg.realign_text_cache`` is off or the backend
     cannot split its text tower (logged). Under DDP rank 0 writes it, the others read it."""
-    from mcip.train.features import _rank0_first
+    from mcip.stages.features import _rank0_first
 
     if not getattr(cfg, "realign_text_cache", True):
         return None
@@ -284,3 +284,13 @@ def realign_text_cache(model: EmbeddingModel, cfg, records, cache_dir: Path) -> 
         log.warning("Re-A runs the full text tower every step: %s", exc)
         return None
     return _rank0_first(lambda: cached_text_hidden(model, texts, cfg.unlock_text_blocks, cache_dir))
+
+
+def cache_val_text_hidden(checker, n_last: int, cache_dir) -> None:
+    """Give ``checker`` (a :class:`mcip.engine.validate.Validator`) the states of its val captions below
+    the last ``n_last`` text blocks (float32: the same embeddings as the full tower to float rounding),
+    computed once and cached on disk like Re-A's training captions; valid while only those blocks (and
+    what follows them) train."""
+    if checker.texts:
+        texts = [c for _, c in checker.texts]
+        checker.text_hidden = cached_text_hidden(checker.model, texts, n_last, cache_dir, dtype="float32")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mcip.train.wise import WiseCurve
+    from mcip.wise.curve import WiseCurve
 
 
 def plot_available() -> bool:

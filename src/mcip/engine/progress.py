@@ -16,8 +16,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mcip._io import atomic_write_json, atomic_write_text
-from mcip.train.checkpoint import rng_state, set_rng_state
-from mcip.train.distributed import DistInfo, all_reduce_mean, all_reduce_sum
+from mcip.engine.checkpoint import rng_state, set_rng_state
+from mcip.engine.distributed import DistInfo, all_reduce_mean, all_reduce_sum
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -156,7 +156,7 @@ class Reporter:
 
 @dataclass
 class TrainResult:
-    """What :func:`mcip.train.loop.train` did.
+    """What :func:`mcip.engine.loop.train` did.
 
     Attributes:
         steps: optimizer steps taken in total (over resumes).

@@ -1,9 +1,11 @@
 """The training stages, one entry each, in the spirit of timm's ``register_model``: a stage's builder is
-declared with ``@register_stage(name, ...)`` next to its code (``mcip.train.builders``), and the entry
-carries everything else the system needs to know about it:
+declared with ``@register_stage(name, ...)`` in the stage's own module (``mcip.stages.gpr``, ``mcip``,
+``realign``, ``align``; the ``wise`` step in ``mcip.stages.wise_step``), and the entry carries everything
+else the system needs to know about it. :mod:`mcip.stages.catalog` imports every stage's module, so
+whatever looks an entry up imports that (the config types never do):
 
-- ``defaults``: its per-stage config values (SPEC section 5; resolution order in ``mcip.train.config``);
-- ``task``: the Task class it trains (``mcip.train.task``);
+- ``defaults``: its per-stage config values (SPEC section 5; resolution order in ``mcip.stages.resolve``);
+- ``task``: the Task class it trains (defined next to its builder);
 - ``val_metric``: the validation key it selects checkpoints on with ``loop.select=auto``;
 - ``trains``: which side it changes, ``image`` (image tower + projector: WiSE-FT after it merges those),
   ``text`` (image embeddings stay: ``loop.select=i2i`` cannot pick its checkpoints) or ``both``;
@@ -31,9 +33,9 @@ class Prepared:
     """What a stage builder hands to the loop."""
 
     task: Any  # torch.nn.Module: task(batch) -> {"loss", ...}
-    data: Any  # a DataSource (mcip.train.loop)
+    data: Any  # a DataSource (mcip.engine.loop)
     head_params: tuple
-    validate: Any  # mcip.train.validate.Validator | None
+    validate: Any  # mcip.engine.validate.Validator | None
 
 
 @dataclass(frozen=True)
@@ -77,5 +79,5 @@ def register_step(name: str, *, description: str, trains: Trains = "both") -> No
 
 def _add(spec: StageSpec) -> None:
     if spec.name not in STAGE_NAMES:
-        raise ValueError(f"Stage {spec.name!r} is not in mcip.train.stage_registry.Stage {STAGE_NAMES}.")
+        raise ValueError(f"Stage {spec.name!r} is not in mcip.stages.registry.Stage {STAGE_NAMES}.")
     STAGES.register(spec.name)(spec)

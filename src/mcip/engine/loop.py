@@ -11,19 +11,17 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import torch
 from torch import nn
 
-from mcip.errors import ConfigError, InputError
-from mcip.models.precision import AmpPrecision
-from mcip.train import distributed as D
-from mcip.train.checkpoint import (
+from mcip.engine import distributed as D
+from mcip.engine.checkpoint import (
     RunPosition,
     Selection,
     TrainingCheckpoints,
@@ -32,82 +30,16 @@ from mcip.train.checkpoint import (
     seed_everything,
     unpack_training_state,
 )
-from mcip.train.distributed import DistInfo, move_to, wrap_ddp
-from mcip.train.optim import PRECISIONS, AmpOptimizer, OptimConfig, param_groups, resolve_precision
-from mcip.train.preempt import StopSignals, TrainingInterrupted
-from mcip.train.progress import Reporter, SkipCounter, TrainResult, run_validation
+from mcip.engine.distributed import DistInfo, move_to, wrap_ddp
+from mcip.engine.loop_config import DataSource, LoopConfig, ValidationHook
+from mcip.engine.optim import PRECISIONS, AmpOptimizer, OptimConfig, param_groups, resolve_precision
+from mcip.engine.preempt import StopSignals, TrainingInterrupted
+from mcip.engine.progress import Reporter, SkipCounter, TrainResult, run_validation
+from mcip.errors import ConfigError, InputError
 
 __all__ = ["PRECISIONS", "DataSource", "LoopConfig", "TrainResult", "resolve_precision", "train"]
 
 log = logging.getLogger(__name__)
-
-SELECT_CHOICES = ("auto", "i2i", "t2i", "combined")
-ValidationHook = Callable[[float, int, dict[str, float]], bool]  # (epoch, step, val results) -> stop now
-
-
-def _check_int(name: str, value: Any, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        hint = " or None" if optional else ""
-        raise ConfigError(f"LoopConfig.{name} must be an int >= 1{hint}, got {value!r}.")
-
-
-@dataclass(frozen=True)
-class LoopConfig:
-    """How to train. ``max_steps``, when set, replaces ``epochs`` (as many epochs as it needs);
-    ``checkpoint_every`` / ``val_every`` count optimizer steps (None: only at the end / each epoch end);
-    ``clip_grad_norm=None`` disables clipping; ``early_stopping_patience`` counts validations without
-    a new best ``val_metric``; ``seed`` is offset by the rank. ``select`` is read by the training stages
-    (mcip.train.validate): which validation result picks the best checkpoint, ``auto`` (the stage's own:
-    val I2I mAP for gpr/mcip, val T2I R@5 for realign/align, the authors' choice), ``i2i``, ``t2i`` or
-    ``combined`` (both sides, each relative to the starting model; the starting model itself is then a
-    candidate, so a stage never returns a model worse than its start on val)."""
-
-    epochs: int = 3
-    max_steps: int | None = None
-    grad_accum: int = 1
-    precision: AmpPrecision = "auto"
-    clip_grad_norm: float | None = 1.0
-    compile: bool = False
-    log_every: int = 10
-    checkpoint_every: int | None = 500
-    keep_last: int = 2
-    val_every: int | None = None
-    seed: int = 0
-    early_stopping_patience: int | None = None
-    max_skipped_fraction: float = 0.5
-    select: Literal["auto", "i2i", "t2i", "combined"] = "auto"
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "grad_accum", "log_every", "keep_last"):
-            _check_int(name, getattr(self, name))
-        for name in ("max_steps", "checkpoint_every", "val_every", "early_stopping_patience"):
-            _check_int(name, getattr(self, name), optional=True)
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"LoopConfig.precision must be one of {PRECISIONS}, got {self.precision!r}.")
-        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
-            raise ConfigError(
-                f"clip_grad_norm must be > 0 (None disables clipping), got {self.clip_grad_norm}."
-            )
-        if not 0 < self.max_skipped_fraction <= 1:
-            raise ConfigError(f"max_skipped_fraction must be in (0, 1], got {self.max_skipped_fraction}.")
-        if self.select not in SELECT_CHOICES:
-            raise ConfigError(f"loop.select must be one of {SELECT_CHOICES}, got {self.select!r}.")
-        if not isinstance(self.seed, int):
-            raise ConfigError(f"LoopConfig.seed must be an int, got {self.seed!r}.")
-
-
-class DataSource(Protocol):
-    """Batches for the loop. ``iterate(epoch, start_batch)`` yields batches ``start_batch ..
-    batches_per_epoch - 1`` of ``epoch`` in a deterministic per-epoch order (so a resumed run sees the
-    same batches). A batch is a dict of tensors / nested dicts / other values, optionally with
-    ``"skipped": [(index, error), ...]``; ``None``, or a batch without rows, means every item of the
-    batch was unreadable: the loop skips it without a step (on every rank)."""
-
-    batches_per_epoch: int
-
-    def iterate(self, epoch: int, start_batch: int = 0) -> Iterator[dict | None]: ...
 
 
 def _loss_of(out: Any) -> torch.Tensor:
@@ -191,7 +123,7 @@ class _Trainer:
 
     def _train_epochs(self) -> None:
         """Train until the last step or early stopping. SIGTERM / SIGUSR1 / SIGINT finish the step in
-        progress, checkpoint it and raise TrainingInterrupted (mcip.train.preempt)."""
+        progress, checkpoint it and raise TrainingInterrupted (mcip.engine.preempt)."""
         self.signals, self.stop_signal = StopSignals(), None
         try:
             with self.signals:
@@ -401,14 +333,14 @@ def train(
     Writes ``run_dir/metrics.jsonl`` (training averages every ``log_every`` steps, ``val/...`` records),
     ``run_dir/checkpoints/`` (every ``checkpoint_every`` steps, on a new best ``val_metric`` (higher is
     better), at the end and on a stop signal) and ``run_dir/summary.json``. SIGTERM, SIGUSR1 and Ctrl-C
-    finish the current step, checkpoint it and raise :class:`~mcip.train.preempt.TrainingInterrupted`
-    (see :mod:`mcip.train.preempt`; a second Ctrl-C stops at once). ``validate(task)`` runs on rank 0
+    finish the current step, checkpoint it and raise :class:`~mcip.engine.preempt.TrainingInterrupted`
+    (see :mod:`mcip.engine.preempt`; a second Ctrl-C stops at once). ``validate(task)`` runs on rank 0
     in eval mode under ``no_grad``, with the RNG streams saved and restored around it, every
     ``val_every`` steps and at each epoch end. ``resume=True`` continues from the newest checkpoint
     in ``run_dir`` at the next batch of its epoch. ``dist`` defaults to the running process group
-    (see :func:`mcip.train.distributed.init_distributed`). ``progress`` shows the bar and prints the
+    (see :func:`mcip.engine.distributed.init_distributed`). ``progress`` shows the bar and prints the
     summary on rank 0. ``initial_val``: the validation results of the model before training (see
-    :class:`mcip.train.validate.Validator`); a fresh run logs them at step 0, and with
+    :class:`mcip.engine.validate.Validator`); a fresh run logs them at step 0, and with
     ``start_candidate`` counts them as a candidate for the best checkpoint (checkpointed at step 0).
     ``on_validate(epoch, step, results)`` is called after every validation of the run (with the same
     results on every rank; ``epoch`` fractional as in the logs); when it returns True the run stops there

@@ -24,8 +24,8 @@ from mcip.embed import (
     cached_text_features,
     default_cache_dir,
 )
+from mcip.engine.distributed import barrier, current
 from mcip.models.base import EmbeddingModel
-from mcip.train.distributed import barrier, current
 
 __all__ = [
     "caption_embeddings",

@@ -2,7 +2,7 @@
 
 :func:`read_inputs` reads ``data.train`` (a manifest, an image folder or tar shards: :attr:`TrainInputs.kind`),
 attaches the caption sidecar, and splits off or reads the validation images (``data.val``,
-``data.val_fraction`` and ``data.val_mode``); the stage builders (``mcip.train.builders``) get the result
+``data.val_fraction`` and ``data.val_mode``); the stage builders (``mcip.stages.gpr``) get the result
 and the loaders below.
 """
 
@@ -29,12 +29,12 @@ from mcip.data import (
 )
 from mcip.data.manifest import is_shard_source
 from mcip.data.records import ImageRecord
+from mcip.engine.distributed import DistInfo
 from mcip.errors import ConfigError, InputError
 from mcip.models.base import EmbeddingModel
-from mcip.train.distributed import DistInfo
 
 if TYPE_CHECKING:
-    from mcip.train.config import TrainConfig
+    from mcip.stages.config import TrainConfig
 
 VAL_MODES = ("auto", "unseen_classes", "seen_classes")
 SourceKind = Literal["shards", "records"]

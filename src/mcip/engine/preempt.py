@@ -2,7 +2,7 @@
 SIGUSR1 with SLURM's ``--signal=USR1@SECONDS``) and Ctrl-C (SIGINT).
 
 While :class:`StopSignals` is active, each of these signals only records that a stop was asked for.
-The training loop (mcip.train.loop) finishes the optimizer step it is in, every rank agrees to stop
+The training loop (mcip.engine.loop) finishes the optimizer step it is in, every rank agrees to stop
 after the same step (one tiny all-reduce per step), a checkpoint of that step is written atomically,
 and :class:`TrainingInterrupted` is raised; ``mcip train`` then exits with 128 + the signal number
 (143 for SIGTERM, 130 for SIGINT, 138 for SIGUSR1) after saying how to resume. A second Ctrl-C stops

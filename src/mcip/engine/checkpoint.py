@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from mcip._io import atomic_open, fsync_dir
+from mcip.engine.distributed import all_gather_object, is_main
 from mcip.errors import ConfigError, InputError
-from mcip.train.distributed import all_gather_object, is_main
 
 _STEP_FILE = re.compile(r"^step_(\d{8,})\.pt$")
 

@@ -186,7 +186,7 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, cfg: Opt
     return LambdaLR(optimizer, factor)
 
 
-PRECISIONS = AMP_PRECISIONS  # re-exported by mcip.train.loop
+PRECISIONS = AMP_PRECISIONS  # re-exported by mcip.engine.loop
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:

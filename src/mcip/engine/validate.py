@@ -109,9 +109,9 @@ class Validator:
     apply) for ``model`` on the ``val`` records.
 
     ``image_cache`` (N_val, D): precomputed image embeddings of ``val`` (NaN rows: unreadable), used when
-    the image side does not train (Re-A) instead of encoding the images again. :meth:`cache_text_hidden`
-    (Re-A) runs the frozen lower text blocks over the val captions once, so each validation runs only
-    the unlocked ones, as the training steps do. ``shards``: read the val
+    the image side does not train (Re-A) instead of encoding the images again. ``text_hidden``: set by Re-A
+    (:func:`mcip.stages.text_cache.cache_val_text_hidden`), the frozen lower text blocks' states of
+    the val captions (``texts``), so each validation runs only the unlocked ones, as the training steps do. ``shards``: read the val
     images from tar shards. ``text=False`` skips the text side (no captions, no text tower, or an
     embedding without a matching text projector). Set ``reference`` (e.g. from :meth:`calibrate` on the
     starting model) to get ``combined``.
@@ -135,16 +135,6 @@ class Validator:
         self._frozen_i2i: dict[str, float] | None = None
         self.gallery: list[ImageRecord] | None = None
         self.text_hidden = None  # a TextHiddenCache of the captions in self.texts, in that order
-
-    def cache_text_hidden(self, n_last: int, cache_dir) -> None:
-        """Keep the states of the val captions below the last ``n_last`` text blocks (float32: the same
-        embeddings as the full tower to float rounding), computed once and cached on disk like Re-A's
-        training captions; valid while only those blocks (and what follows them) train."""
-        from mcip.train.text_cache import cached_text_hidden
-
-        if self.texts:
-            texts = [c for _, c in self.texts]
-            self.text_hidden = cached_text_hidden(self.model, texts, n_last, cache_dir, dtype="float32")
 
     def set_gallery(self, records: Sequence[ImageRecord]) -> None:
         """Seen-class validation: val images query these (training) images instead of each other; a

@@ -1,8 +1,8 @@
 """Running stages and pipelines: ``run_stage(config)`` runs one stage; ``run(raw_config)`` runs a stage or a
 pipeline, each stage's best model feeding the next (``wise`` steps merge in between). Every stage writes
 ``OUT/model`` (an mcip model directory), ``config.yaml``, ``metrics.jsonl``, ``summary.json`` and
-``checkpoints/``. What a stage builds is its registry entry's (:mod:`mcip.train.stage_registry`,
-:mod:`mcip.train.builders`); what it reads is :func:`mcip.train.inputs.read_inputs`'s.
+``checkpoints/``. What a stage builds is its registry entry's (:mod:`mcip.stages.registry`,
+:mod:`mcip.stages.gpr`); what it reads is :func:`mcip.stages.inputs.read_inputs`'s.
 """
 
 from __future__ import annotations
@@ -16,16 +16,18 @@ from typing import Any
 import torch
 import yaml
 
+from mcip.engine.checkpoint import load_state, seed_everything
+from mcip.engine.distributed import DistInfo, init_distributed, run_on_main
+from mcip.engine.loop import TrainResult, train
 from mcip.errors import ConfigError
 from mcip.models import load_model, save_model
 from mcip.models.base import EmbeddingModel
 from mcip.models.checkpoint import META_FILE
-from mcip.train.checkpoint import load_state, seed_everything
-from mcip.train.config import STAGE_REGISTRY, TrainConfig, plan, save_resolved
-from mcip.train.distributed import DistInfo, init_distributed, run_on_main
-from mcip.train.inputs import read_inputs
-from mcip.train.loop import TrainResult, train
-from mcip.train.stage_registry import Prepared
+from mcip.stages.catalog import stage_entry
+from mcip.stages.config import TrainConfig, save_resolved
+from mcip.stages.inputs import read_inputs
+from mcip.stages.registry import Prepared
+from mcip.stages.resolve import plan
 
 
 @dataclass
@@ -56,8 +58,8 @@ def select_metric(prepared: Prepared, cfg: TrainConfig) -> str | None:
             )
         return None
     if select == "auto":
-        return STAGE_REGISTRY.get(cfg.stage).val_metric
-    if select == "i2i" and STAGE_REGISTRY.get(cfg.stage).trains == "text":
+        return stage_entry(cfg.stage).val_metric
+    if select == "i2i" and stage_entry(cfg.stage).trains == "text":
         raise ConfigError(
             f"loop.select=i2i cannot pick a {cfg.stage} checkpoint: the stage never changes image "
             "embeddings. Use t2i or combined."
@@ -72,7 +74,7 @@ def _preflight(prepared: Prepared, cfg: TrainConfig, dist: DistInfo, progress: b
     val_metric = select_metric(prepared, cfg)
     if prepared.validate is None:
         return val_metric, None
-    from mcip.train.progress import run_validation
+    from mcip.engine.progress import run_validation
 
     validator = prepared.validate
     initial = run_on_main(lambda: run_validation(validator.calibrate, prepared.task), dist)
@@ -83,12 +85,10 @@ def _preflight(prepared: Prepared, cfg: TrainConfig, dist: DistInfo, progress: b
     return val_metric, initial
 
 
-def run_stage(
-    cfg: TrainConfig, resume: bool = False, progress: bool = True, on_validate=None
-) -> StageResult:
+def run_stage(cfg: TrainConfig, resume: bool = False, progress: bool = True, on_validate=None) -> StageResult:
     """Run one stage described by a resolved config; returns where the trained model was written.
-    ``on_validate``: see :func:`mcip.train.loop.train` (called after each validation; True stops)."""
-    spec = STAGE_REGISTRY.get(cfg.stage)
+    ``on_validate``: see :func:`mcip.engine.loop.train` (called after each validation; True stops)."""
+    spec = stage_entry(cfg.stage)
     if spec.builder is None:
         raise ConfigError(f"'{cfg.stage}' is a pipeline step, not a stage; run it in a pipeline.")
     dist = init_distributed()
@@ -143,9 +143,9 @@ def run_stage(
 
 def _wise_steps(configs: list[TrainConfig]) -> dict[int, Any]:
     """The pipeline's ``wise`` steps by position (1-based), each checked now (its val split exactly as the
-    stages compute it, ``select``), before the first stage trains (mcip.train.wise_step)."""
-    from mcip.train.inputs import read_records
-    from mcip.train.wise_step import WiseStep
+    stages compute it, ``select``), before the first stage trains (mcip.stages.wise_step)."""
+    from mcip.stages.inputs import read_records
+    from mcip.stages.wise_step import WiseStep
 
     return {
         i: WiseStep(cfg, configs[0], configs[i - 2], read_records(cfg))
@@ -155,7 +155,7 @@ def _wise_steps(configs: list[TrainConfig]) -> dict[int, Any]:
 
 
 def run(raw: dict[str, Any], resume: bool = False, progress: bool = True) -> list[StageResult]:
-    """Run the stage or pipeline in ``raw`` (see mcip.train.config.load_config)."""
+    """Run the stage or pipeline in ``raw`` (see mcip.stages.config.load_config)."""
     configs = plan(raw)
     if len(configs) == 1:
         return [run_stage(configs[0], resume, progress)]

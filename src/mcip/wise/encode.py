@@ -1,4 +1,4 @@
-"""Validating the same val data at many alphas cheaply (mcip.train.wise).
+"""Validating the same val data at many alphas cheaply (mcip.wise.curve).
 
 Every alpha changes the image side, so the image tower runs once per alpha; what does not change is done
 once: the val images are decoded (eval transform) once when their pixels fit in ``PIXEL_BUDGET_BYTES``,
@@ -13,15 +13,15 @@ import torch
 
 from mcip.data.dataset import decode_image
 from mcip.data.records import ImageRecord
+from mcip.engine.validate import encode_records
 from mcip.models.base import EmbeddingModel
-from mcip.train.validate import encode_records
 
 PIXEL_BUDGET_BYTES = 1 << 30  # decoded val pixels kept in memory (float32) up to this size
 
 
 class ValImages:
     """``encode(model) -> ((M, D) L2-normalised embeddings, (M,) indices into val)`` of the readable val
-    images, as :func:`mcip.train.validate.encode_records` computes them, without decoding again."""
+    images, as :func:`mcip.engine.validate.encode_records` computes them, without decoding again."""
 
     def __init__(
         self,

@@ -1,5 +1,5 @@
 """The pipelines' ``wise`` step: WiSE-FT between the pipeline's starting model and the previous stage's
-output, alpha from ``wise.alpha`` (``auto``: chosen on the val split, :mod:`mcip.train.wise`).
+output, alpha from ``wise.alpha`` (``auto``: chosen on the val split, :mod:`mcip.wise.curve`).
 
 Writes ``OUT/NN-wise/model`` (the merged model; the next stage starts from it), ``config.yaml`` and
 ``wise_curve.json`` / ``.png``. It is checked when the pipeline starts (val data, ``select``), so a bad
@@ -12,20 +12,21 @@ import json
 import time
 from pathlib import Path
 
+from mcip.engine.checkpoint import seed_everything
+from mcip.engine.distributed import init_distributed, run_on_main
+from mcip.engine.progress import TrainResult
 from mcip.errors import ConfigError
 from mcip.models import IMAGE_PARTS, PARTS, load_model
 from mcip.models.base import EmbeddingModel
-from mcip.train.checkpoint import seed_everything
-from mcip.train.config import IMAGE_STAGES, TrainConfig, save_resolved
-from mcip.train.distributed import init_distributed, run_on_main
-from mcip.train.progress import TrainResult
-from mcip.train.wise import check_guard_data, check_val
-from mcip.train.wise_merge import WiseResult, wise_merge
+from mcip.stages.config import TrainConfig, save_resolved
+from mcip.stages.registry import STAGES, register_step
+from mcip.wise.merge import WiseResult, wise_merge
+from mcip.wise.select import check_guard_data, check_val
 
 
 def frozen_parts(previous: TrainConfig) -> tuple[str, ...]:
     """The parts ``previous`` (the stage before ``wise``) never trains."""
-    if previous.stage in IMAGE_STAGES:
+    if STAGES.get(previous.stage).trains == "image":
         trained = IMAGE_PARTS
     elif previous.stage == "align":
         trained = tuple(previous.align_parts)
@@ -51,6 +52,12 @@ def check_same_start(start: EmbeddingModel, finetuned: EmbeddingModel, previous:
             f"{differ[0]}), so the spec builds (partly) random weights. Save it once (mcip save {spec} "
             "--out base) and set model.spec to that directory."
         )
+
+
+register_step(
+    "wise",
+    description="WiSE-FT: the pipeline's start merged with the previous stage's output, alpha chosen on val",
+)
 
 
 class WiseStep:

@@ -1,0 +1,56 @@
+"""GPR-FT: ArcMargin on class labels, training the image tower and projector (SPEC section 2).
+
+Batches: ``pixels (B,3,S,S)``, ``labels (B,)``; with ``loss.distill_weight`` > 0 the drift guard's frozen
+starting model runs on the same pixels (:class:`~mcip.stages.common.DriftGuard`).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from mcip.engine.distributed import DistInfo
+from mcip.losses import ArcMarginLoss
+from mcip.models import set_trainable_parts
+from mcip.models.base import EmbeddingModel
+from mcip.stages.common import (
+    IMAGE_SIDE,
+    IMAGE_STAGE_DEFAULTS,
+    DriftGuard,
+    drift_guard,
+    init_centres,
+    validator,
+    with_drift,
+)
+from mcip.stages.inputs import TrainInputs, image_loader
+from mcip.stages.registry import Prepared, register_stage
+
+
+class GPRTask(nn.Module):
+    """GPR-FT: ArcMargin on the (normalised) image embedding; the text side is untouched."""
+
+    def __init__(self, model: EmbeddingModel, loss: ArcMarginLoss, drift: DriftGuard | None = None) -> None:
+        super().__init__()
+        self.model, self.loss, self.drift = model, loss, drift
+
+    def forward(self, batch: dict) -> dict[str, Tensor]:
+        emb = self.model.encode_image(batch["pixels"])
+        out = {"loss": self.loss(emb, batch["labels"])}
+        return with_drift(out, self.drift, batch["pixels"], emb)
+
+
+@register_stage(
+    "gpr",
+    description="GPR-FT: ArcMargin on the image tower and projector (class labels)",
+    defaults=IMAGE_STAGE_DEFAULTS,
+    task=GPRTask,
+    val_metric="i2i_map",
+    trains="image",
+)
+def prepare_gpr(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared:
+    set_trainable_parts(model, IMAGE_SIDE)
+    data, classes = image_loader(model, cfg, inputs, dist)
+    validate = validator(model, inputs.val, shards=inputs.shards)
+    loss = ArcMarginLoss(len(classes), model.embed_dim, cfg.loss.scale, cfg.loss.margin, cfg.loss.sub_centers)
+    init_centres(loss, model, cfg, inputs, classes)
+    task = GPRTask(model, loss.to(dist.device), drift_guard(model, cfg))
+    return Prepared(task, data, tuple(loss.parameters()), validate)

@@ -1,0 +1,90 @@
+"""MCIP: ArcMargin on class labels plus multi-caption ArcMargin on (pseudo-)captions, training the image
+tower and projector (SPEC section 3).
+
+Batches: ``pixels``, ``labels``, ``index (B,)`` = record index into the cached caption embeddings (the
+text tower is frozen, so the captions are encoded once, :func:`mcip.stages.features.caption_embeddings`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mcip.engine.distributed import DistInfo
+from mcip.errors import ConfigError
+from mcip.losses import MCIPLoss
+from mcip.models import set_trainable_parts
+from mcip.models.base import EmbeddingModel
+from mcip.stages.common import (
+    IMAGE_SIDE,
+    IMAGE_STAGE_DEFAULTS,
+    DriftGuard,
+    cache_dir,
+    drift_guard,
+    init_centres,
+    validator,
+    with_drift,
+)
+from mcip.stages.features import caption_embeddings
+from mcip.stages.inputs import TrainInputs, captioned, image_loader
+from mcip.stages.registry import Prepared, register_stage
+
+
+class MCIPTask(nn.Module):
+    """MCIP: ``arc_weight`` ArcMargin + ``mc_weight`` MCArcMargin against the batch's cached caption
+    embeddings (:class:`mcip.losses.MCIPLoss`).
+
+    ``caption_rows(index) -> (caption_emb (N, D), caption_owner (N,))`` returns the cached, frozen
+    text-tower embeddings of the captions of the batch's records (see mcip.data.cache.RaggedFeatures).
+    """
+
+    def __init__(
+        self, model: EmbeddingModel, loss: MCIPLoss, caption_rows, drift: DriftGuard | None = None
+    ) -> None:
+        super().__init__()
+        self.model, self.loss, self.drift = model, loss, drift
+        self.caption_rows = caption_rows
+
+    def forward(self, batch: dict) -> dict[str, Tensor]:
+        emb = self.model.encode_image(batch["pixels"])
+        captions, owner = self.caption_rows(batch["index"].cpu().tolist())
+        captions = captions.to(device=emb.device, dtype=torch.float32)
+        parts = self.loss.forward_parts(emb, batch["labels"], captions, owner.to(emb.device))
+        out = {
+            "loss": parts["loss"],
+            "arc": parts["arc"].detach(),
+            "mc": parts["mc"].detach(),
+            "captions_per_image": torch.tensor(len(owner) / max(len(emb), 1)),
+        }
+        return with_drift(out, self.drift, batch["pixels"], emb)
+
+
+@register_stage(
+    "mcip",
+    description="MCIP: ArcMargin + multi-caption ArcMargin on (pseudo-)captions, image tower and projector",
+    defaults=IMAGE_STAGE_DEFAULTS,
+    task=MCIPTask,
+    val_metric="i2i_map",
+    trains="image",
+)
+def prepare_mcip(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared:
+    if model.modifications.get("drop_image_projector"):
+        raise ConfigError("The mcip stage trains the joint embedding; remove model.drop_projector.")
+    captioned(inputs.train, "mcip")
+    set_trainable_parts(model, IMAGE_SIDE)
+    captions = caption_embeddings(model, inputs.train, cache_dir(cfg))
+    data, classes = image_loader(model, cfg, inputs, dist, stream=False)  # batches carry record indices
+    c = cfg.loss
+    loss = MCIPLoss(
+        len(classes),
+        model.embed_dim,
+        c.arc_weight,
+        c.mc_weight,
+        c.scale,
+        c.margin,
+        c.sub_centers,
+        c.hard_caption_weight,
+    ).to(dist.device)
+    init_centres(loss.arc, model, cfg, inputs, classes)
+    task = MCIPTask(model, loss, captions.rows_for, drift_guard(model, cfg))
+    return Prepared(task, data, tuple(loss.arc.parameters()), validator(model, inputs.val))
