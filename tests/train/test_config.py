@@ -38,7 +38,7 @@ def test_paper_values_reach_each_stage():
         realign.optim.lr == 1e-5 and realign.optim.weight_decay == 0.2 and realign.optim.betas == (0.9, 0.98)
     )
     assert realign.optim.eps == 1e-6 and realign.unlock_text_blocks == 1
-    assert gpr.loss.margin == 0.1 and gpr.loss.scale == 30.0
+    assert gpr.loss.settings["margin"] == 0.1 and gpr.loss.settings["scale"] == 30.0
     assert gpr.model.kwargs == {"force_patch_dropout": 0.33} and gpr.model.grad_checkpointing
     assert realign.loop.epochs == 5 and gpr.loop.epochs == 3
 
@@ -108,7 +108,7 @@ def _stages(values=None, overrides=()):
 
 def test_precedence_file_level():
     mcip, realign = _stages()
-    assert (mcip.loss.mc_weight, mcip.optim.lr, realign.optim.lr, realign.data.batch_size) == (
+    assert (mcip.loss.settings["mc_weight"], mcip.optim.lr, realign.optim.lr, realign.data.batch_size) == (
         0.25,
         1e-4,
         1e-4,
@@ -119,7 +119,7 @@ def test_precedence_file_level():
 def test_precedence_code_values_over_file():
     values = {"loss.mc_weight": 0.5, "optim.lr": 3e-4, "stages.realign.data.batch_size": 40}
     mcip, realign = _stages(values)
-    assert mcip.loss.mc_weight == 0.5
+    assert mcip.loss.settings["mc_weight"] == 0.5
     assert mcip.optim.lr == 3e-4 and realign.optim.lr == 3e-4  # a plain key replaces the file's stage keys
     assert realign.data.batch_size == 40
 
@@ -127,8 +127,8 @@ def test_precedence_code_values_over_file():
 @pytest.mark.parametrize(
     "override, read, expected",
     [
-        ("loss.mc_weight=0.1", lambda m, r: m.loss.mc_weight, 0.1),
-        ("loss.hard_caption_weight=0.0", lambda m, r: m.loss.hard_caption_weight, 0.0),
+        ("loss.mc_weight=0.1", lambda m, r: m.loss.settings["mc_weight"], 0.1),
+        ("loss.hard_caption_weight=0.0", lambda m, r: m.loss.settings["hard_caption_weight"], 0.0),
         ("optim.lr=2e-6", lambda m, r: (m.optim.lr, r.optim.lr), (2e-6, 2e-6)),
         ("stages.mcip.optim.lr=7e-6", lambda m, r: (m.optim.lr, r.optim.lr), (7e-6, 3e-4)),
         ("stages.realign.optim.lr=2e-5", lambda m, r: (m.optim.lr, r.optim.lr), (3e-4, 2e-5)),
@@ -149,3 +149,29 @@ def test_precedence_user_set_wins_over_code_values(override, read, expected):
     }
     mcip, realign = _stages(values, [override])
     assert read(mcip, realign) == expected
+
+
+def test_loss_settings_are_the_stage_losss_own_with_its_defaults():
+    from mcip.losses import loss_settings
+
+    raw = load_config(
+        None, ["pipeline=mcip+rea", "out=o", "model.spec=m", "data.train=t", "loss.mc_weight=0.1"]
+    )
+    mcip, realign = plan(raw)
+    assert mcip.loss.name == "mcip" and realign.loss.name == "infonce"
+    assert mcip.loss.settings == {**loss_settings("mcip"), "mc_weight": 0.1}
+    assert mcip.loss.settings["arc_weight"] == 0.75  # not 1 - mc_weight: --set changes one key, as before
+    assert realign.loss.settings == loss_settings("infonce")  # MCIP's keys stay with MCIP
+    assert mcip.to_dict()["loss"]["mc_weight"] == 0.1  # written flat, as it is read
+    again = plan({**mcip.to_dict(), "out": "o2"})[0]  # a resolved config reads back the same
+    assert again.loss == mcip.loss
+
+
+def test_unknown_loss_key_fails_with_the_valid_ones():
+    raw = load_config(None, ["stage=gpr", "out=o", "model.spec=m", "data.train=t", "loss.marjin=0.2"])
+    with pytest.raises(ConfigError, match=r"marjin.*arcmargin takes scale, margin, sub_centers"):
+        plan(raw)
+    with pytest.raises(ConfigError, match="trains with 'arcmargin'"):
+        plan({**raw, "loss": {"name": "mcip"}})
+    with pytest.raises(ConfigError, match=r"loss\.contrastive must be one of infonce, siglip"):
+        plan({**raw, "loss": {"contrastive": "clip"}})

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcip.fit.search import HARD_CAPTION_WEIGHTS, MC_WEIGHTS, REALIGN_LR_GRID, SearchSpace
+from mcip.losses.mcip import convex_weights
 
 IMAGE_STAGES = ("gpr", "mcip")
 
@@ -116,8 +117,7 @@ def stage_values(stage: str, params: dict[str, Any], caption_files: dict[str, An
         if params.get("caption_policy") in caption_files:
             values["data.captions"] = str(caption_files[params["caption_policy"]])
         if params.get("mc_weight") is not None:
-            values["loss.mc_weight"] = float(params["mc_weight"])
-            values["loss.arc_weight"] = 1 - float(params["mc_weight"])
+            values |= {f"loss.{k}": v for k, v in convex_weights(float(params["mc_weight"])).items()}
         if params.get("hard_caption_weight") is not None:
             values["loss.hard_caption_weight"] = float(params["hard_caption_weight"])
     return values

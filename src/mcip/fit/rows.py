@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mcip.errors import ConfigError
 from mcip.losses.mcarcmargin import DEFAULT_HARD_CAPTION_WEIGHT
+from mcip.losses.mcip import DEFAULT_MC_WEIGHT
 
 LOG = Callable[[str], None]
 GUARD_SELECTS = ("combined", "guarded")  # the WiSE-FT selections the guarded row may use (mcip.wise.curve)
@@ -32,7 +33,7 @@ class RunSettings:
     caption_top_k: int = 10
     caption_min_sim: float = 0.2
     hard_caption_weight: float = DEFAULT_HARD_CAPTION_WEIGHT
-    mc_weight: float = 0.25  # MCIP: arc_weight = 1 - mc_weight
+    mc_weight: float = DEFAULT_MC_WEIGHT  # MCIP: arc_weight = 1 - mc_weight (mcip.losses.mcip.convex_weights)
     all_rows: bool = False  # also GPR-FT without projector (ICMR'23)
     # the guarded row: an MCIP stage (the MCIP row's model when guard_distill_weight is 0, else one trained
     # with that drift regulariser) merged with the base by WiSE-FT at the alpha of this grid that

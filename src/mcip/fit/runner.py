@@ -45,6 +45,7 @@ from mcip.fit.rows import (  # the rows and settings live in mcip.fit.rows; re-e
     RunSettings,
     select_rows,
 )
+from mcip.losses.mcip import convex_weights
 
 
 def averages_of(report, columns) -> float:
@@ -269,7 +270,7 @@ class Runner:
         if s.hard_caption_weight is not None:
             values["loss.hard_caption_weight"] = s.hard_caption_weight
         if s.mc_weight is not None:
-            values |= {"loss.mc_weight": s.mc_weight, "loss.arc_weight": 1 - s.mc_weight}
+            values |= {f"loss.{k}": v for k, v in convex_weights(s.mc_weight).items()}
         return values
 
     def row_baseline(self) -> ModelRef:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mcip.lab.run import LabRun
+from mcip.losses.mcip import convex_weights
 
 SETTINGS = {"h": "loss.hard_caption_weight", "mc": "loss.mc_weight", "distill": "loss.distill_weight"}
 
@@ -29,7 +30,7 @@ def _values(lab: LabRun, variant: Mapping[str, float]) -> dict:
     for key, value in variant.items():
         values[SETTINGS[key]] = value
         if key == "mc":
-            values["loss.arc_weight"] = 1 - value
+            values |= {f"loss.{k}": v for k, v in convex_weights(value).items()}
     return values
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "SigLIPLoss",
     "create_loss",
     "list_losses",
+    "loss_settings",
 ]
 
 LOSSES: Registry[type[nn.Module]] = Registry("loss")
@@ -40,8 +41,22 @@ LOSSES.register("mcip")(MCIPLoss)
 # EmbeddingDriftLoss is a regulariser the image stages add (loss.distill_weight), not a stage loss.
 
 
+def loss_settings(name: str) -> dict[str, object]:
+    """The settings of the loss registered as ``name`` with their defaults (defined once, in the loss's
+    signature): its constructor arguments that have a default. The others (``num_classes``,
+    ``embed_dim``) are given by the stage that builds it.
+
+    >>> loss_settings("mcarcmargin")
+    {'scale': 30.0, 'margin': 0.1, 'hard_caption_weight': 0.1}
+    """
+    params = inspect.signature(LOSSES.get(name)).parameters.values()
+    return {p.name: p.default for p in params if p.default is not p.empty}
+
+
 def create_loss(name: str, **kwargs: object) -> nn.Module:
-    """Build the loss registered as ``name`` with its constructor arguments.
+    """Build the loss registered as ``name`` with its constructor arguments (the stage's, such as
+    ``num_classes``, and its settings, see :func:`loss_settings`): ``create_loss("mcip", num_classes=C,
+    embed_dim=D, mc_weight=0.25)``.
 
     Unknown names fail with the list of valid ones; unknown or missing arguments fail with the
     loss's signature.

@@ -17,6 +17,13 @@ from mcip.losses._checks import (
 )
 from mcip.losses._precision import autocast_off, compute_dtype
 
+DEFAULT_SCALE = 30.0
+"""s, the logit multiplier of ArcMargin and MCArcMargin: the authors' value."""
+DEFAULT_MARGIN = 0.1
+"""m in radians, the angular margin of ArcMargin and MCArcMargin: the authors' value."""
+DEFAULT_SUB_CENTERS = 1
+"""k, ArcMargin centres per class (1: plain ArcFace, the paper)."""
+
 
 def arc_margin(cos: Tensor, margin: float) -> Tensor:
     """Margin-penalised target cosine ``phi``, elementwise; ``margin`` in radians.
@@ -55,7 +62,12 @@ class ArcMarginLoss(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int, embed_dim: int, scale: float = 30.0, margin: float = 0.1, sub_centers: int = 1
+        self,
+        num_classes: int,
+        embed_dim: int,
+        scale: float = DEFAULT_SCALE,
+        margin: float = DEFAULT_MARGIN,
+        sub_centers: int = DEFAULT_SUB_CENTERS,
     ):
         super().__init__()
         check_count(num_classes, "num_classes")

@@ -15,7 +15,7 @@ from mcip.losses._checks import (
     check_same_width,
 )
 from mcip.losses._precision import autocast_off, compute_dtype
-from mcip.losses.arcmargin import arc_margin
+from mcip.losses.arcmargin import DEFAULT_MARGIN, DEFAULT_SCALE, arc_margin
 
 DEFAULT_HARD_CAPTION_WEIGHT = 0.1
 """h, the weight of MCArcMargin's hardest-caption term: the authors' value (0 disables the term)."""
@@ -48,8 +48,8 @@ class MCArcMarginLoss(nn.Module):
 
     def __init__(
         self,
-        scale: float = 30.0,
-        margin: float = 0.1,
+        scale: float = DEFAULT_SCALE,
+        margin: float = DEFAULT_MARGIN,
         hard_caption_weight: float = DEFAULT_HARD_CAPTION_WEIGHT,
     ):
         super().__init__()

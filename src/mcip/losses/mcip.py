@@ -6,8 +6,20 @@ from torch import Tensor, nn
 
 from mcip.errors import ConfigError
 from mcip.losses._checks import check_non_negative
-from mcip.losses.arcmargin import ArcMarginLoss
+from mcip.losses.arcmargin import DEFAULT_MARGIN, DEFAULT_SCALE, DEFAULT_SUB_CENTERS, ArcMarginLoss
 from mcip.losses.mcarcmargin import DEFAULT_HARD_CAPTION_WEIGHT, MCArcMarginLoss
+
+DEFAULT_MC_WEIGHT = 0.25
+"""The weight of MCArcMargin in MCIP: the authors' value (ArcMargin's is ``1 - DEFAULT_MC_WEIGHT``)."""
+
+
+def convex_weights(mc_weight: float) -> dict[str, float]:
+    """``{"arc_weight": 1 - mc_weight, "mc_weight": mc_weight}``: the two weights summing to 1, as the
+    authors' 0.75 / 0.25 do (what ``mcip fit --mc-weight`` and the lab's sweep set)."""
+    return {"arc_weight": 1 - mc_weight, "mc_weight": mc_weight}
+
+
+DEFAULT_ARC_WEIGHT = convex_weights(DEFAULT_MC_WEIGHT)["arc_weight"]
 
 
 class MCIPLoss(nn.Module):
@@ -32,11 +44,11 @@ class MCIPLoss(nn.Module):
         self,
         num_classes: int,
         embed_dim: int,
-        arc_weight: float = 0.75,
-        mc_weight: float = 0.25,
-        scale: float = 30.0,
-        margin: float = 0.1,
-        sub_centers: int = 1,
+        arc_weight: float = DEFAULT_ARC_WEIGHT,
+        mc_weight: float = DEFAULT_MC_WEIGHT,
+        scale: float = DEFAULT_SCALE,
+        margin: float = DEFAULT_MARGIN,
+        sub_centers: int = DEFAULT_SUB_CENTERS,
         hard_caption_weight: float = DEFAULT_HARD_CAPTION_WEIGHT,
     ):
         super().__init__()

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from mcip.engine.validate import Validator
 from mcip.errors import ConfigError
-from mcip.losses import ArcMarginLoss, EmbeddingDriftLoss, InfoNCELoss, SigLIPLoss
+from mcip.losses import ArcMarginLoss, EmbeddingDriftLoss, SigLIPLoss, create_loss
 from mcip.models.base import EmbeddingModel
 from mcip.models.projector import text_matches_image
 from mcip.stages.features import default_cache_dir, image_embeddings
@@ -43,12 +43,11 @@ def cache_dir(cfg: TrainConfig) -> Path:
     return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
 
 
-def contrastive_loss(cfg: TrainConfig, model: EmbeddingModel):
-    if cfg.loss.contrastive == "siglip":
-        if not model.has_logit_bias():
-            raise ConfigError("loss.contrastive=siglip needs a model with a logit bias (a SigLIP model).")
-        return SigLIPLoss()
-    return InfoNCELoss()
+def contrastive_loss(cfg: TrainConfig, model: EmbeddingModel) -> nn.Module:
+    """The contrastive stages' loss, ``loss.contrastive`` (resolved as ``cfg.loss.name``) with its settings."""
+    if cfg.loss.name == "siglip" and not model.has_logit_bias():
+        raise ConfigError("loss.contrastive=siglip needs a model with a logit bias (a SigLIP model).")
+    return create_loss(cfg.loss.name, **cfg.loss.settings)
 
 
 def validator(model: EmbeddingModel, val, shards=None, image_cache=None) -> Validator | None:

@@ -14,11 +14,9 @@ from typing import Any, Literal
 
 import yaml
 
-from mcip.data.textfile import check_encoding
 from mcip.engine.loop_config import LoopConfig
 from mcip.engine.optim import OptimConfig
 from mcip.errors import ConfigError
-from mcip.losses.mcarcmargin import DEFAULT_HARD_CAPTION_WEIGHT
 from mcip.stages.registry import STAGE_NAMES
 
 STAGES: tuple[str, ...] = STAGE_NAMES
@@ -31,6 +29,7 @@ PIPELINES: dict[str, tuple[str, ...]] = {
     "2sft+wise": ("gpr", "wise", "realign"),
 }
 MISSING = "???"
+CONTRASTIVE_LOSSES = ("infonce", "siglip")  # what loss.contrastive chooses for realign / align
 
 
 @dataclass(frozen=True)
@@ -66,19 +65,23 @@ class DataConfig:
     encoding: str | None = None  # of CSV/JSONL manifests and the sidecar; None: UTF-8 or the file's BOM
 
     def __post_init__(self) -> None:
+        from mcip.data.textfile import check_encoding
+
         check_encoding(self.encoding)  # an unknown codec name fails here, not after the model loaded
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    """ArcMargin / MCArcMargin settings (margins in radians) and the contrastive loss for alignment."""
+    """A stage's loss: ``name`` (a loss of :mod:`mcip.losses`, the one the stage trains with) and its
+    ``settings`` (that loss's own, e.g. ``mc_weight`` for ``mcip``; margins in radians), each default
+    defined once, in the loss's signature (:func:`mcip.losses.loss_settings`), plus the stage's options
+    around the loss. In YAML and ``--set`` the settings are plain keys of ``loss:`` (``loss.mc_weight=0.1``),
+    checked by :func:`mcip.stages.resolve.resolve_loss` against the losses' settings.
+    """
 
-    scale: float = 30.0
-    margin: float = 0.1
-    sub_centers: int = 1
-    arc_weight: float = 0.75
-    mc_weight: float = 0.25
-    hard_caption_weight: float = DEFAULT_HARD_CAPTION_WEIGHT
+    name: str | None = None  # set when the stage is resolved (None: a pipeline step without a loss)
+    settings: dict[str, Any] = field(default_factory=dict)
+    # realign/align: the contrastive loss (gpr trains with arcmargin, mcip with mcip)
     contrastive: Literal["infonce", "siglip"] = "infonce"
     # ArcMargin centres: "xavier" (the paper) or "class_means" (each class's mean embedding under the
     # starting model, computed once and cached; converges in fewer steps)
@@ -90,6 +93,15 @@ class LossConfig:
     def __post_init__(self) -> None:
         if not (isinstance(self.distill_weight, int | float) and 0 <= self.distill_weight < float("inf")):
             raise ConfigError(f"loss.distill_weight must be a number >= 0, got {self.distill_weight!r}.")
+        if self.contrastive not in CONTRASTIVE_LOSSES:
+            raise ConfigError(
+                f"loss.contrastive must be one of {', '.join(CONTRASTIVE_LOSSES)}, got {self.contrastive!r}."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """As in YAML: the settings are plain keys of ``loss:``."""
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "settings"}
+        return {**options, **self.settings}
 
 
 @dataclass(frozen=True)
@@ -151,7 +163,7 @@ class TrainConfig:
     stages: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return _plain({**dataclasses.asdict(self), "loss": self.loss.to_dict()})
 
 
 def _plain(value: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from mcip.engine.distributed import DistInfo
-from mcip.losses import ArcMarginLoss
+from mcip.losses import ArcMarginLoss, create_loss
 from mcip.models import set_trainable_parts
 from mcip.models.base import EmbeddingModel
 from mcip.stages.common import (
@@ -45,12 +45,15 @@ class GPRTask(nn.Module):
     task=GPRTask,
     val_metric="i2i_map",
     trains="image",
+    loss="arcmargin",
 )
 def prepare_gpr(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared:
     set_trainable_parts(model, IMAGE_SIDE)
     data, classes = image_loader(model, cfg, inputs, dist)
     validate = validator(model, inputs.val, shards=inputs.shards)
-    loss = ArcMarginLoss(len(classes), model.embed_dim, cfg.loss.scale, cfg.loss.margin, cfg.loss.sub_centers)
+    loss = create_loss(
+        cfg.loss.name, num_classes=len(classes), embed_dim=model.embed_dim, **cfg.loss.settings
+    )
     init_centres(loss, model, cfg, inputs, classes)
     task = GPRTask(model, loss.to(dist.device), drift_guard(model, cfg))
     return Prepared(task, data, tuple(loss.parameters()), validate)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from mcip.engine.distributed import DistInfo
 from mcip.errors import ConfigError
-from mcip.losses import MCIPLoss
+from mcip.losses import MCIPLoss, create_loss
 from mcip.models import set_trainable_parts
 from mcip.models.base import EmbeddingModel
 from mcip.stages.common import (
@@ -66,6 +66,7 @@ class MCIPTask(nn.Module):
     task=MCIPTask,
     val_metric="i2i_map",
     trains="image",
+    loss="mcip",
 )
 def prepare_mcip(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared:
     if model.modifications.get("drop_image_projector"):
@@ -74,17 +75,10 @@ def prepare_mcip(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared:
     set_trainable_parts(model, IMAGE_SIDE)
     captions = caption_embeddings(model, inputs.train, cache_dir(cfg))
     data, classes = image_loader(model, cfg, inputs, dist, stream=False)  # batches carry record indices
-    c = cfg.loss
-    loss = MCIPLoss(
-        len(classes),
-        model.embed_dim,
-        c.arc_weight,
-        c.mc_weight,
-        c.scale,
-        c.margin,
-        c.sub_centers,
-        c.hard_caption_weight,
-    ).to(dist.device)
+    loss = create_loss(
+        cfg.loss.name, num_classes=len(classes), embed_dim=model.embed_dim, **cfg.loss.settings
+    )
+    loss = loss.to(dist.device)
     init_centres(loss.arc, model, cfg, inputs, classes)
     task = MCIPTask(model, loss, captions.rows_for, drift_guard(model, cfg))
     return Prepared(task, data, tuple(loss.arc.parameters()), validator(model, inputs.val))

@@ -9,7 +9,9 @@ whatever looks an entry up imports that (the config types never do):
 - ``val_metric``: the validation key it selects checkpoints on with ``loop.select=auto``;
 - ``trains``: which side it changes, ``image`` (image tower + projector: WiSE-FT after it merges those),
   ``text`` (image embeddings stay: ``loop.select=i2i`` cannot pick its checkpoints) or ``both``;
-- ``builder(model, cfg, inputs, dist) -> Prepared``: the task, its data and its validation.
+- ``builder(model, cfg, inputs, dist) -> Prepared``: the task, its data and its validation;
+- ``loss``: the :mod:`mcip.losses` name it trains with (its settings are ``loss:``'s keys), or None
+  where ``loss.contrastive`` chooses (realign, align).
 
 ``wise`` is a pipeline step (WiSE-FT between a pipeline's start and the previous stage's output), not a
 stage: its entry has no builder. :data:`Stage` is the closed set of names, checked against the registry.
@@ -49,6 +51,7 @@ class StageSpec:
     val_metric: str | None = None
     trains: Trains = "both"
     builder: Callable[..., Prepared] | None = None  # None: a pipeline step, not a stage
+    loss: str | None = None  # the mcip.losses name it trains with; None: loss.contrastive chooses
 
 
 STAGES: Registry[StageSpec] = Registry("stage")
@@ -62,11 +65,12 @@ def register_stage(
     task: type | None = None,
     val_metric: str | None = None,
     trains: Trains = "both",
+    loss: str | None = None,
 ) -> Callable[[Callable[..., Prepared]], Callable[..., Prepared]]:
     """Decorator: register ``builder`` as stage ``name`` (a name of :data:`Stage`)."""
 
     def add(builder: Callable[..., Prepared]) -> Callable[..., Prepared]:
-        _add(StageSpec(name, description, dict(defaults or {}), task, val_metric, trains, builder))
+        _add(StageSpec(name, description, dict(defaults or {}), task, val_metric, trains, builder, loss))
         return builder
 
     return add

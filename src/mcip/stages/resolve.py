@@ -21,6 +21,7 @@ from mcip.engine.loop_config import LoopConfig
 from mcip.engine.optim import OptimConfig
 from mcip.errors import ConfigError
 from mcip.stages.config import (
+    CONTRASTIVE_LOSSES,
     MISSING,
     PIPELINES,
     STAGES,
@@ -86,7 +87,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"Unknown key(s) {unknown} in '{where}'. Valid keys: {', '.join(fields)}.")
     kwargs = {}
     for name, value in values.items():
-        sub = _SECTIONS.get(name) if cls is TrainConfig else None
+        sub = _SECTIONS.get(name) if cls is TrainConfig and not isinstance(value, LossConfig) else None
         if sub is not None:
             kwargs[name] = _build(sub, value or {}, name)
         elif isinstance(value, list):
@@ -104,7 +105,6 @@ _SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "optim": OptimConfig,
     "loop": LoopConfig,
-    "loss": LossConfig,
     "wise": WiseConfig,
 }
 
@@ -145,9 +145,56 @@ def resolve_stage(raw: dict[str, Any], stage: str) -> TrainConfig:
         merge(stage_defaults(stage), {k: v for k, v in raw.items() if k != "stages"}), stage_overrides
     )
     values.update(stage=stage, pipeline=None, stages={})
+    values["loss"] = resolve_loss(values.get("loss") or {}, stage)
     config = _build(TrainConfig, values, "config")
     _check_required(config)
     return config
+
+
+LOSS_OPTIONS = tuple(f.name for f in dataclasses.fields(LossConfig) if f.name != "settings")
+
+
+def resolve_loss(values: dict[str, Any], stage: str) -> LossConfig:
+    """``loss:`` for ``stage``: its options (:class:`LossConfig`) and the settings of the loss it trains
+    with (the registry entry's ``loss``, or ``contrastive`` for realign / align), defaults from the loss.
+
+    Every other key must be a setting of some loss (a pipeline shares ``loss:`` among its stages, so
+    ``loss.mc_weight`` is MCIP's and the other stages leave it); an unknown key fails with the valid ones.
+    """
+    from mcip.losses import list_losses, loss_settings
+
+    if not isinstance(values, dict):
+        raise ConfigError(f"'loss' must be a mapping, got {values!r}.")
+    options = {k: v for k, v in values.items() if k in LOSS_OPTIONS and k != "name"}
+    try:
+        base = LossConfig(**options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"Invalid 'loss' settings: {exc}") from exc
+    name = loss_of_stage(stage, base.contrastive)
+    own = loss_settings(name) if name else {}
+    others = {k for n in list_losses() for k in loss_settings(n)}
+    unknown = sorted(set(values) - set(LOSS_OPTIONS) - others)
+    if unknown:
+        raise ConfigError(
+            f"Unknown key(s) {unknown} in 'loss'. The {stage} stage's loss {name or '(none)'} takes "
+            f"{', '.join(own) or 'no settings'}; the options are {', '.join(LOSS_OPTIONS)}; other losses' "
+            f"settings: {', '.join(sorted(others - set(own)))}."
+        )
+    if values.get("name") not in (None, name):
+        raise ConfigError(
+            f"loss.name={values['name']!r}, but the {stage} stage trains with {name!r}; remove loss.name "
+            f"(realign and align choose theirs with loss.contrastive: {', '.join(CONTRASTIVE_LOSSES)})."
+        )
+    settings = {**own, **{k: v for k, v in values.items() if k in own}}
+    return dataclasses.replace(base, name=name, settings=settings)
+
+
+def loss_of_stage(stage: str, contrastive: str) -> str | None:
+    """The loss ``stage`` trains with (None for a pipeline step that trains nothing)."""
+    from mcip.stages.catalog import stage_entry
+
+    entry = stage_entry(stage)
+    return entry.loss or (contrastive if entry.builder is not None else None)
 
 
 def stage_defaults(stage: str) -> dict[str, Any]:
