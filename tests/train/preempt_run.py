@@ -13,15 +13,15 @@ import time
 
 
 def _slow_down(seconds: float) -> None:
-    from mcip.engine import loop
+    from mcip.engine import trainer
 
-    after_step = loop._Trainer._after_step
+    after_step = trainer.Trainer._after_step
 
     def slow(self) -> None:
         after_step(self)
         time.sleep(seconds)
 
-    loop._Trainer._after_step = slow
+    trainer.Trainer._after_step = slow
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ HOMES = {
     "TrainingCheckpoints": "mcip.engine.checkpoint",
     "TrainingInterrupted": "mcip.engine.preempt",
     "init_distributed": "mcip.engine.distributed",
-    "TrainResult": "mcip.engine.progress",
+    "TrainResult": "mcip.engine.result",
     "prepare_gpr": "mcip.stages.gpr",
     "prepare_mcip": "mcip.stages.mcip",
     "prepare_realign": "mcip.stages.realign",

@@ -442,7 +442,7 @@ def test_mcip_wise_rea_runs_end_to_end_and_resumes(models, data, tmp_path):
 
 def test_mcip_train_prints_the_wise_steps_alpha(tmp_path, capsys, monkeypatch):
     import mcip.stages.run as stages
-    from mcip.engine.progress import TrainResult
+    from mcip.engine.result import TrainResult
     from mcip.stages.run import StageResult
 
     done = TrainResult(0, 0, 1.5, 1.04, None, {"alpha": 0.3}, 0, tmp_path, None, None, val_metric="combined")

@@ -96,11 +96,7 @@ def run_stage(cfg: TrainConfig, resume: bool = False, progress: bool = True, on_
     run_dir = Path(cfg.out)
     if dist.rank == 0:
         save_resolved(cfg, run_dir / "config.yaml")
-    model = load_model(
-        cfg.model.spec, device=dist.device, drop_projector=cfg.model.drop_projector, **cfg.model.kwargs
-    )
-    model.set_grad_checkpointing(cfg.model.grad_checkpointing)
-    model.freeze_bn_stats(cfg.model.freeze_bn_stats)
+    model = _starting_model(cfg, dist)
     inputs = read_inputs(cfg)
     prepared = spec.builder(model, cfg, inputs, dist)
     if inputs.seen and prepared.validate is not None:
@@ -129,16 +125,32 @@ def run_stage(cfg: TrainConfig, resume: bool = False, progress: bool = True, on_
         prepared.task.load_state_dict(load_state(best)["task"])
     model_dir = run_dir / "model"
     if dist.rank == 0:
-        extra = {
-            "stage": cfg.stage,
-            "best_step": result.best_step,
-            "best_metric": result.best_metric,
-            "val_metric": val_metric,
-            "start_metrics": initial,
-            "config": cfg.to_dict(),
-        }
-        save_model(model, model_dir, extra=json.loads(json.dumps(extra, default=str)))
+        _save_trained(model, model_dir, cfg, result, (val_metric, initial))
     return StageResult(cfg.stage, run_dir, model_dir, result)
+
+
+def _starting_model(cfg: TrainConfig, dist: DistInfo) -> EmbeddingModel:
+    model = load_model(
+        cfg.model.spec, device=dist.device, drop_projector=cfg.model.drop_projector, **cfg.model.kwargs
+    )
+    model.set_grad_checkpointing(cfg.model.grad_checkpointing)
+    model.freeze_bn_stats(cfg.model.freeze_bn_stats)
+    return model
+
+
+def _save_trained(model: EmbeddingModel, model_dir: Path, cfg: TrainConfig, result, start: tuple) -> None:
+    """The trained model (its best checkpoint's weights) with what chose it and the resolved config;
+    ``start``: (the validation key selected on, the starting model's val results)."""
+    val_metric, initial = start
+    extra = {
+        "stage": cfg.stage,
+        "best_step": result.best_step,
+        "best_metric": result.best_metric,
+        "val_metric": val_metric,
+        "start_metrics": initial,
+        "config": cfg.to_dict(),
+    }
+    save_model(model, model_dir, extra=json.loads(json.dumps(extra, default=str)))
 
 
 def _wise_steps(configs: list[TrainConfig]) -> dict[int, Any]:

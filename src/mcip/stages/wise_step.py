@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mcip.engine.checkpoint import seed_everything
 from mcip.engine.distributed import init_distributed, run_on_main
-from mcip.engine.progress import TrainResult
+from mcip.engine.result import TrainResult
 from mcip.errors import ConfigError
 from mcip.models import IMAGE_PARTS, PARTS, load_model
 from mcip.models.base import EmbeddingModel

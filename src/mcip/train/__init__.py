@@ -24,7 +24,7 @@ from mcip.engine.loop import train
 from mcip.engine.loop_config import DataSource, LoopConfig
 from mcip.engine.optim import OptimConfig, build_optimizer, cosine_schedule, param_groups
 from mcip.engine.preempt import TrainingInterrupted
-from mcip.engine.progress import TrainResult
+from mcip.engine.result import TrainResult
 from mcip.stages.align import prepare_align
 from mcip.stages.gpr import prepare_gpr
 from mcip.stages.inputs import VAL_MODES, TrainInputs, read_inputs, read_records

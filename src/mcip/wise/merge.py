@@ -94,8 +94,26 @@ def wise_merge(
     """
     alpha = parse_alpha(alpha)
     grid = check_grid(grid if alpha == "auto" else (0.0, alpha, 1.0))
-    parts = check_parts(parts)
-    tolerance, guard = check_tolerance(tolerance), check_guard(guard)
+    parts, tolerance, guard = check_parts(parts), check_tolerance(tolerance), check_guard(guard)
+    names = _check_val(alpha, val, select, names, guard)
+    start, finetuned = _load(start, device, start_drop_projector), _load(finetuned, device)
+    plan = plan_merge(start, finetuned, parts)
+    work = copy.deepcopy(finetuned)
+    curve = None
+    if val is not None:
+        fixed = None if alpha == "auto" else alpha
+        curve = evaluate_curve(
+            plan, work, val, grid, select, names, templates, batch_size, progress, fixed, gallery,
+            tolerance, guard,
+        )  # fmt: skip
+        alpha = curve.alpha
+    plan.apply(work, alpha)
+    files = _save(work, out, merge_record(start, finetuned, alpha, plan), curve, curve_dir, extra)
+    return WiseResult(files["model"], float(alpha), plan.parts, curve, len(plan.pairs), plan.identical, files)
+
+
+def _check_val(alpha, val, select: str, names, guard) -> dict[str, str] | None:
+    """What ``val`` must give for ``alpha`` and ``select`` (before any model loads); the class names."""
     if alpha == "auto" and val is None:
         raise ConfigError(
             "alpha=auto picks alpha on validation data: give validation records "
@@ -106,30 +124,11 @@ def wise_merge(
     names = class_names(names, val)
     if alpha == "auto":
         check_guard_data(select, guard, bool(names))
-    start, finetuned = _load(start, device, start_drop_projector), _load(finetuned, device)
-    plan = plan_merge(start, finetuned, parts)
-    work = copy.deepcopy(finetuned)
-    curve = None
-    if val is not None:
-        fixed = None if alpha == "auto" else alpha
-        curve = evaluate_curve(
-            plan,
-            work,
-            val,
-            grid,
-            select,
-            names,
-            templates,
-            batch_size,
-            progress,
-            fixed,
-            gallery,
-            tolerance,
-            guard,
-        )
-        alpha = curve.alpha
-    plan.apply(work, alpha)
-    record = merge_record(start, finetuned, alpha, plan)
+    return names
+
+
+def _save(work, out, record: dict, curve: WiseCurve | None, curve_dir, extra) -> dict[str, Path]:
+    """The merged model (its ``wise`` record with the curve's choice) and the curve's files."""
     if curve is not None:
         curve.info.update(start=record["start"], finetuned=record["finetuned"])
         record |= {"select": curve.select, "reason": curve.reason, "curve": curve.points}
@@ -137,7 +136,7 @@ def wise_merge(
     files = {"model": model_dir}
     if curve is not None:
         files |= write_curve(curve, curve_dir or model_dir)
-    return WiseResult(model_dir, float(alpha), plan.parts, curve, len(plan.pairs), plan.identical, files)
+    return files
 
 
 COLUMNS = ("i2i_map", "t2i_r5", "t2i_r1", "t2i_r10", "zeroshot_top1", "combined")
