@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcip.fit.search import HARD_CAPTION_WEIGHTS, MC_WEIGHTS, REALIGN_LR_GRID, SearchSpace
-from mcip.losses.mcip import convex_weights
+from mcip.losses.mcarcmargin import DEFAULT_HARD_CAPTION_WEIGHT
+from mcip.losses.mcip import DEFAULT_MC_WEIGHT, convex_weights
 
 IMAGE_STAGES = ("gpr", "mcip")
 
@@ -99,9 +100,12 @@ def realign_space(given: Given) -> SearchSpace:
     return SearchSpace("realign", lr=given.realign_lr, lr_grid=REALIGN_LR_GRID)
 
 
-# the fit configs' values first (the grid trains with the first)
-MC_WEIGHTS_ORDERED = (0.25, *(w for w in MC_WEIGHTS if w != 0.25))
-HARD_ORDERED = (0.1, *(w for w in HARD_CAPTION_WEIGHTS if w != 0.1))
+# the losses' defaults (the authors' values) first: the grid trains with the first
+MC_WEIGHTS_ORDERED = (DEFAULT_MC_WEIGHT, *(w for w in MC_WEIGHTS if w != DEFAULT_MC_WEIGHT))
+HARD_ORDERED = (
+    DEFAULT_HARD_CAPTION_WEIGHT,
+    *(w for w in HARD_CAPTION_WEIGHTS if w != DEFAULT_HARD_CAPTION_WEIGHT),
+)
 
 
 def searchable(space: SearchSpace) -> bool:
