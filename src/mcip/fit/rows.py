@@ -14,7 +14,7 @@ from mcip.losses.mcarcmargin import DEFAULT_HARD_CAPTION_WEIGHT
 from mcip.losses.mcip import DEFAULT_MC_WEIGHT
 
 LOG = Callable[[str], None]
-GUARD_SELECTS = ("combined", "guarded")  # the WiSE-FT selections the guarded row may use (mcip.wise.curve)
+GUARD_SELECTS = ("combined", "guarded")  # the WiSE-FT selections the guarded row may use (mcip.wise.select)
 GUARD_SIDES = ("t2i", "zeroshot")  # what "guarded" may hold (mcip.wise.select.GUARD_NAMES)
 ModelRef = Path | str  # an mcip model folder, or a model spec (the user's starting model)
 
@@ -37,7 +37,7 @@ class RunSettings:
     all_rows: bool = False  # also GPR-FT without projector (ICMR'23)
     # the guarded row: an MCIP stage (the MCIP row's model when guard_distill_weight is 0, else one trained
     # with that drift regulariser) merged with the base by WiSE-FT at the alpha of this grid that
-    # guard_select picks on val ("combined" or "guarded", holding the guard_sides, see mcip.wise.curve),
+    # guard_select picks on val ("combined" or "guarded", holding the guard_sides, see mcip.wise.select),
     # then Re-A selected on "combined"
     wise_grid: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
     guard_distill_weight: float = 0.0
