@@ -254,7 +254,8 @@ def _check_engine(engine: str, ray_options, cache_dir, batch_size: int) -> None:
 
 def _embed_on_ray(model, texts, paths, staging: Path, batch_size, text_batch_size, progress, options):
     """(pool (T, D), images (N, D)) float16 memory maps computed on Ray (NaN rows: unreadable images)."""
-    from mcip.index.ray_engine import embed_images_ray, embed_texts_ray, one_session
+    from mcip.index.ray_engine import one_session
+    from mcip.index.ray_jobs import embed_images_ray, embed_texts_ray
 
     staging.mkdir(parents=True, exist_ok=True)
     # the images are sharded as ``options`` say; the pool in shards of about 4096 captions (whole batches)
