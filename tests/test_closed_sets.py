@@ -62,3 +62,15 @@ def test_stage_names():
         spec = stage_entry(name)
         assert spec.val_metric in ("i2i_map", "t2i_r5") and spec.task is not None and spec.description
     assert all(step in STAGES for steps in PIPELINES.values() for step in steps)
+
+
+def test_runtimes():
+    from mcip.cli import build_parser
+    from mcip.export import RUNTIMES
+
+    assert RUNTIMES == ("torch", "onnx")
+    parser = build_parser()
+    for name in ("encode", "serve"):
+        command = parser._subparsers._group_actions[0].choices[name]
+        runtime = next(a for a in command._actions if a.dest == "runtime")
+        assert tuple(runtime.choices) == RUNTIMES and runtime.default == RUNTIMES[0]

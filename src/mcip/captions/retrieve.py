@@ -6,14 +6,21 @@ The pool (a text file, a CSV / Parquet / JSONL column) is streamed in chunks and
 string; its embeddings go to the on-disk feature cache (memory-mapped, resumable), as do the image
 embeddings. Top-k is exact, computed pool chunk by pool chunk against all images; with
 ``backend="faiss"`` (``pip install 'mcip[index]'``) a FAISS index (any factory string) searches instead.
+
+``engine="ray"`` computes the same two sets of embeddings on a Ray cluster instead
+(:mod:`mcip.index.ray_engine`: decoding in CPU tasks, the model in an actor pool, the local path's
+batches), resumable by shard in a staging folder next to the output (``.OUT.ray-staging``, removed once the
+sidecar is written; the feature cache is the local engine's); the selection that follows is the same code.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -157,12 +164,27 @@ def retrieve_captions(
     backend: str = "exact",
     faiss_factory: str = "Flat",
     progress: bool = True,
+    engine: str = "local",
+    ray_options=None,
+    batch_size: int = 64,
+    text_batch_size: int = 256,
 ) -> RetrieveSummary:
     """Append, per record not yet in ``out``, its top-``top_k`` pool captions with cosine >= ``min_sim``
     (``{"text", "source": "retrieval:<pool file>", "score"}``, best first); an image without any
-    caption above the threshold gets an empty list. Unreadable images are reported, not written."""
+    caption above the threshold gets an empty list. Unreadable images are reported, not written.
+
+    ``engine``: ``local`` (this process; embeddings in the feature cache ``cache_dir``) or ``ray`` (a Ray
+    cluster described by ``ray_options``, a :class:`~mcip.index.ray_engine.RayOptions`; see the module
+    docstring; its ``shard_size`` counts images, the pool is cut into shards of about 4096 captions).
+    ``batch_size`` / ``text_batch_size``: images / captions encoded per batch by either engine.
+    """
     if top_k < 1 or backend not in ("exact", "faiss"):
         raise ConfigError(f"Need top_k >= 1 and backend 'exact' or 'faiss'; got {top_k}, {backend!r}.")
+    if batch_size < 1 or text_batch_size < 1:
+        raise ConfigError(
+            f"Need batch sizes >= 1; got batch_size={batch_size}, text_batch_size={text_batch_size}."
+        )
+    _check_engine(engine, ray_options, cache_dir, batch_size)
     start, cache = time.perf_counter(), Path(cache_dir) if cache_dir else default_cache_dir()
     done = set(read_caption_sidecar(out)) if Path(out).is_file() else set()
     todo = [r for r in records if r.id not in done]
@@ -171,10 +193,14 @@ def retrieve_captions(
         return summary
     texts, summary.pool_lines = load_pool(pool_path, column)
     summary.pool_unique = len(texts)
-    pool = cached_text_embeddings(model, texts, cache, desc="embedding the caption pool")
-    emb = torch.from_numpy(
-        np.asarray(cached_image_embeddings(model, [r.path for r in todo], cache), dtype=np.float32)
-    )
+    paths = [r.path for r in todo]
+    if engine == "ray":
+        pool, images = _embed_on_ray(model, texts, paths, ray_staging(out), batch_size, text_batch_size,
+                                     progress, ray_options)  # fmt: skip
+    else:
+        pool = cached_text_embeddings(model, texts, cache, text_batch_size, desc="embedding the caption pool")
+        images = cached_image_embeddings(model, paths, cache, batch_size)
+    emb = torch.from_numpy(np.asarray(images, dtype=np.float32))
     readable = ~torch.isnan(emb[:, 0])
     summary.unreadable = [str(r.path) for r, ok in zip(todo, readable.tolist(), strict=True) if not ok]
     todo, emb = [r for r, ok in zip(todo, readable.tolist(), strict=True) if ok], emb[readable]
@@ -197,5 +223,44 @@ def retrieve_captions(
             batch = {}
     if batch:
         write_caption_sidecar(out, batch)
+    if engine == "ray":
+        del pool, images  # memory maps of the staging folder's files
+        shutil.rmtree(ray_staging(out), ignore_errors=True)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def ray_staging(out: str | os.PathLike) -> Path:
+    """Where ``engine="ray"`` keeps its finished shards until the sidecar ``out`` is written."""
+    out = Path(out)
+    return out.parent / f".{out.name}.ray-staging"
+
+
+def _check_engine(engine: str, ray_options, cache_dir, batch_size: int) -> None:
+    """The engine's name and options, before any work (a shard holds whole batches of images)."""
+    if engine == "local" and ray_options is None:
+        return
+    from mcip.index.ray_engine import check_engine
+
+    check_engine(engine, ray_options)
+    if ray_options is not None:
+        ray_options.shard_rows(batch_size)
+    if cache_dir is not None:
+        raise ConfigError(
+            "cache_dir (--cache-dir) is the local engine's feature cache; the ray engine keeps its shards in "
+            "a staging folder next to the output instead: drop --cache-dir, or drop --engine ray."
+        )
+
+
+def _embed_on_ray(model, texts, paths, staging: Path, batch_size, text_batch_size, progress, options):
+    """(pool (T, D), images (N, D)) float16 memory maps computed on Ray (NaN rows: unreadable images)."""
+    from mcip.index.ray_engine import one_session
+    from mcip.index.ray_jobs import embed_images_ray, embed_texts_ray
+
+    staging.mkdir(parents=True, exist_ok=True)
+    # the images are sharded as ``options`` say; the pool in shards of about 4096 captions (whole batches)
+    pool_options = dataclasses.replace(options, shard_size=None) if options is not None else None
+    with one_session():  # one cluster for both jobs
+        pool, _ = embed_texts_ray(model, texts, staging / "pool", text_batch_size, progress, pool_options)
+        images, _ = embed_images_ray(model, paths, staging / "images", batch_size, progress, options)
+    return pool, images

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from mcip.cli.index import engine_args, engine_options
+
 
 def _caption_records(args: argparse.Namespace):
     from mcip.data import load_records
@@ -37,11 +39,16 @@ def _caption_names(args: argparse.Namespace, records) -> dict | None:
 
 def cmd_captions_retrieve(args: argparse.Namespace) -> int:
     from mcip.captions.retrieve import retrieve_captions
-    from mcip.errors import InputError
+    from mcip.errors import ConfigError, InputError
     from mcip.models import load_model
 
     if not Path(args.pool).is_file():  # before the (possibly large) model is loaded
         raise InputError(f"Caption pool not found: {args.pool}.")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be 1 or more, got {args.batch_size}.")
+    engine = engine_options(args)
+    if engine:  # a --shard-size of partial batches fails before the model loads
+        engine["ray_options"].shard_rows(args.batch_size)
     records = _caption_records(args)
     model = load_model(args.model, device=args.device)
     s = retrieve_captions(
@@ -55,6 +62,8 @@ def cmd_captions_retrieve(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         backend=args.backend,
         faiss_factory=args.faiss_factory,
+        batch_size=args.batch_size,
+        **engine,
     )
     print(
         f"pool: {s.pool_lines} lines, {s.pool_unique} unique; {s.images} images ({s.skipped_done} already done, "
@@ -163,8 +172,14 @@ def _register_retrieve(csub: argparse._SubParsersAction) -> None:
     q.add_argument("--min-sim", type=float, default=0.27, help="minimum cosine similarity (default 0.27)")
     q.add_argument("--backend", choices=["exact", "faiss"], default="exact")
     q.add_argument("--faiss-factory", default="Flat", help="FAISS index factory string (backend faiss)")
-    q.add_argument("--cache-dir", help="embedding cache (default: $MCIP_CACHE_DIR or ~/.cache/mcip/features)")
+    q.add_argument(
+        "--cache-dir",
+        help="embedding cache of the local engine (default: $MCIP_CACHE_DIR or ~/.cache/mcip/features); "
+        "--engine ray keeps its shards in .OUT.ray-staging next to --out until the sidecar is written",
+    )
+    q.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64; captions: 256)")
     q.add_argument("--device", default="cpu")
+    engine_args(q)
     q.set_defaults(func=cmd_captions_retrieve)
 
 

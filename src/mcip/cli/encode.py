@@ -78,7 +78,7 @@ def _encode(args: argparse.Namespace, model, paths: list[Path], engine: dict):
             model, paths, batch_size=args.batch_size, progress=not args.quiet, num_workers=args.workers,
             compile=args.compile,
         )  # fmt: skip
-    from mcip.index.ray_engine import encode_images_ray
+    from mcip.index.ray_jobs import encode_images_ray
 
     staging = _ray_staging(args.out)
     staging.parent.mkdir(parents=True, exist_ok=True)

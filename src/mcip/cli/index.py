@@ -26,7 +26,8 @@ def search_options(args: argparse.Namespace) -> dict:
 
 
 def engine_args(p: argparse.ArgumentParser) -> None:
-    """``--engine`` and the Ray options (``mcip encode``, ``mcip index build|add|rebuild``)."""
+    """``--engine`` and the Ray options (``mcip encode``, ``mcip index build|add|rebuild``, ``mcip captions
+    retrieve``)."""
     g = p.add_argument_group(
         "engine",
         "--engine ray runs decoding (CPU tasks) and the model (an actor pool: one GPU per actor where the "
@@ -36,7 +37,7 @@ def engine_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--engine", choices=["local", "ray"], default="local",
-        help="local (default): this process, --workers decoding processes; ray: a Ray cluster",
+        help="local (default): this process (and its decoding workers); ray: a Ray cluster",
     )  # fmt: skip
     g.add_argument(
         "--address", help="Ray cluster to join (HEAD:6379, or auto); default: start a local one for this job"
@@ -46,7 +47,8 @@ def engine_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--shard-size", type=int, help="records per shard, the unit a rerun resumes (a multiple of "
-        "--batch-size; default: the multiple nearest above 4096)",
+        "--batch-size; default: the multiple nearest above 4096; captions retrieve: images per shard, the "
+        "pool goes in shards of about 4096 captions)",
     )  # fmt: skip
     g.add_argument("--actors", type=int, help="model replicas (default: one per GPU, else half the CPUs)")
 

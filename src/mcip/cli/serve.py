@@ -15,6 +15,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not (0 < args.max_upload_mb < math.inf):  # also refuses NaN
         raise ConfigError(f"--max-upload-mb must be positive and finite (MiB), got {args.max_upload_mb}.")
+    if args.model is not None and args.runtime != "onnx":
+        raise ConfigError(
+            "--model names an ONNX export folder for --runtime onnx; the torch runtime serves with the model "
+            "the index was built with: add --runtime onnx, or drop --model."
+        )
     limits = default_image_limits()
     overrides = {"max_aspect_ratio": args.max_aspect_ratio, "max_pixels": args.max_image_pixels}
     limits = dataclasses.replace(limits, **{k: v for k, v in overrides.items() if v is not None})
@@ -37,6 +42,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_key_file=args.api_key_file,
         allow_shared_key_file=args.allow_shared_key_file,
         query_gate=gate,
+        model=args.model,
+        runtime=args.runtime,
     )
     return 0
 
@@ -46,7 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="HTTP API and search page over an index: text, image and click-to-search queries",
         description="Serve an index built with 'mcip index build': GET/POST /search, GET /images/{id}, "
-        "GET /health, the search page at / and the API docs at /docs.",
+        "GET /health, the search page at / and the API docs at /docs. Queries are encoded by the model "
+        "the index was built with, or with --runtime onnx --model EXPORT_DIR by its ONNX export on "
+        "onnxruntime.",
     )
     p.add_argument("--index", required=True, help="index folder (from mcip index build)")
     p.add_argument(
@@ -57,7 +66,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-upload-mb", type=float, default=10.0, help="largest image upload accepted (default 10 MiB)"
     )
     _add_limit_options(p)
-    p.add_argument("--device", default="cpu", help="torch device of the query encoder (default: cpu)")
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "onnx"],  # mcip.export.RUNTIMES (tests/test_closed_sets.py)
+        default="torch",
+        help="what encodes queries: torch (default: the PyTorch model the index was built with), or onnx: "
+        "the ONNX export named by --model, on onnxruntime (exported from the index's model: checked)",
+    )
+    p.add_argument(
+        "--model",
+        metavar="EXPORT_DIR",
+        help="with --runtime onnx: the folder written by mcip export --onnx MODEL, MODEL being the model the "
+        "index was built with",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="device of the query encoder: cpu (default) or cuda (onnx: onnxruntime-gpu)",
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 

@@ -23,6 +23,8 @@ from mcip.export.tokenizer import load_tokenizer
 from mcip.models.transforms import eval_transform
 
 PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+RUNTIMES = ("torch", "onnx")
+"""What runs a model for ``--runtime``: PyTorch, or an export folder on onnxruntime (:class:`OnnxModel`)."""
 
 
 def _onnxruntime():
@@ -171,3 +173,9 @@ def load_onnx_model(
 ) -> OnnxModel:
     """Open an export folder for encoding (see :class:`OnnxModel`)."""
     return OnnxModel(folder, device=device, threads=threads, spinning=spinning)
+
+
+def check_runtime(runtime: str) -> None:
+    """``runtime`` is one of :data:`RUNTIMES` (``ConfigError`` naming them otherwise)."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"Unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")

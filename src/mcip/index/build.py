@@ -23,7 +23,8 @@ from mcip.index.backends import Backend, create_backend
 from mcip.index.encode import Encoded, encode_records, plan_key
 from mcip.index.identity import check_model, model_identity, resolve_model
 from mcip.index.lock import index_lock, real_index_dir
-from mcip.index.ray_engine import RayOptions, check_engine, encode_records_ray
+from mcip.index.ray_engine import RayOptions, check_engine
+from mcip.index.ray_jobs import encode_records_ray
 from mcip.index.records import HASH_FIELD, STAT_FIELD, IndexRecord, file_hash, file_stat, load_index_records
 from mcip.index.store import MANIFEST, StoredIndex, read_manifest, recover, staging_dir
 from mcip.index.write import (

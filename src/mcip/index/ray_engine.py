@@ -1,4 +1,5 @@
-"""``--engine ray``: the encoding of ``mcip encode`` and ``mcip index build|add|rebuild`` on a Ray cluster.
+"""``--engine ray``: the encoding of ``mcip encode``, ``mcip index build|add|rebuild`` and ``mcip captions
+retrieve`` on a Ray cluster.
 
 Only where batches are computed differs from the local path (``mcip.index.encode`` / ``mcip.embed``):
 
@@ -10,6 +11,7 @@ Only where batches are computed differs from the local path (``mcip.index.encode
 - an **actor pool** (Ray Data ``map_batches`` with a callable class; one GPU per actor where the cluster has
   GPUs, one CPU otherwise) runs the model on each batch's readable images: the same batches as the local
   path, so the same embeddings;
+- texts (a caption pool) skip the decoding tasks: the actors tokenize and encode the local path's batches;
 - the driver receives the batches in record order and writes each finished shard atomically
   (``mcip._io.atomic_open``) into the job's staging folder; a killed job run again redoes only the shards
   that are not on disk. The shards are then assembled in row order, and the caller writes the index (FAISS
@@ -23,6 +25,7 @@ Staging layout (the index's ``.NAME.staging`` folder, or a folder next to ``mcip
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -151,7 +154,7 @@ class _Encoder:
 
         if torch.cuda.is_available():
             model.net.to("cuda")
-        self.encode = image_encoder(model, compile, batch_size)
+        self.model, self.encode = model, image_encoder(model, compile, batch_size)
         self.dim = dim
 
     def __call__(self, batch: dict) -> dict:
@@ -161,8 +164,10 @@ class _Encoder:
         for raw in batch["payload"]:
             data = pickle.loads(raw)
             emb = np.zeros((0, self.dim), np.float32)
-            if data["pixels"] is not None:
-                with torch.no_grad():
+            with torch.no_grad():
+                if data.get("texts"):
+                    emb = self.model.encode_text(data["texts"]).float().cpu().numpy()
+                elif data.get("pixels") is not None:
                     emb = self.encode(torch.from_numpy(data["pixels"])).float().cpu().numpy()
             out = {
                 "rows": data["rows"],
@@ -212,6 +217,33 @@ def write_shard(staging: Path, shard: int, parts: list[dict], lo: int, hi: int, 
         np.savez(f, embeddings=emb, meta=np.asarray(meta))
 
 
+class _Session:
+    """Whether jobs run inside :func:`one_session` (then a cluster one of them starts stays up for the
+    next) and whether one of them started it."""
+
+    held = False
+    started = False
+
+
+@contextlib.contextmanager
+def one_session() -> Iterator[None]:
+    """Several :func:`run_sharded` jobs in a row on one Ray connection: the first job that has work starts
+    (or joins) the cluster, the next ones reuse it, and it is shut down on exit (if a job started it)."""
+    if _Session.held:
+        yield
+        return
+    _Session.held, _Session.started = True, False
+    try:
+        yield
+    finally:
+        _Session.held = False
+        if _Session.started:
+            _Session.started = False
+            import ray
+
+            ray.shutdown()
+
+
 def _connect(ray, options: RayOptions) -> bool:
     """Join ``options.address``, reuse an initialised session, or start a local cluster (True: started)."""
     if ray.is_initialized():
@@ -254,9 +286,11 @@ def run_sharded(
     progress: bool = True,
     compile: bool = False,
     hash_files: bool = True,
+    texts: bool = False,
 ) -> Sharded:
-    """Encode ``records`` (objects with a ``.path``) on Ray into ``staging`` (see the module docstring),
-    resuming the shards of an earlier run of the same plan (``key``: the images and the image tower)."""
+    """Encode ``records`` (objects with a ``.path``, paths, or with ``texts`` strings) on Ray into ``staging``
+    (see the module docstring), resuming the shards of an earlier run of the same plan (``key``: the
+    inputs and the tower that encodes them)."""
     from tqdm.auto import tqdm
 
     options = options or RayOptions()
@@ -271,47 +305,64 @@ def run_sharded(
         ray = require("ray", "ray", "The ray engine (--engine ray)")
         started = _connect(ray, options)
         try:
+            what, unit = ("texts", "text") if texts else ("images", "img")
             bar = tqdm(
-                total=n, initial=resumed, desc="encoding images (ray)", unit="img", disable=not progress
+                total=n, initial=resumed, desc=f"encoding {what} (ray)", unit=unit, disable=not progress
             )
             with bar:
                 for shard in _stream(ray, model, records, staging, todo, size, batch_size, options, compile,
-                                     hash_files, bar):  # fmt: skip
+                                     hash_files, bar, texts):  # fmt: skip
                     computed.append(shard)
         finally:
-            if started:
+            if started and _Session.held:
+                _Session.started = True  # one_session shuts it down
+            elif started:
                 ray.shutdown()
     shards = [shard_path(staging, s) for s in range(math.ceil(n / size))]
     return Sharded(shards, computed, resumed, time.perf_counter() - start)
 
 
-def _chunks(records: Sequence, todo: list[int], size: int, batch_size: int, n: int) -> list[dict]:
+def _chunks(
+    records: Sequence, todo: list[int], size: int, batch_size: int, n: int, texts: bool
+) -> list[dict]:
+    """One item per batch: its records pickled for a decoding task, or for texts the actors' payload."""
     items = []
     for shard in todo:
         for lo in range(shard * size, min(n, (shard + 1) * size), batch_size):
             hi = min(n, lo + batch_size)
-            rows = pickle.dumps(list(records[lo:hi]), protocol=5)
-            items.append({"chunk": len(items), "shard": shard, "lo": lo, "hi": hi, "records": rows})
+            item = {"chunk": len(items), "shard": shard, "lo": lo, "hi": hi}
+            if texts:
+                payload = {
+                    "rows": list(range(lo, hi)),
+                    "texts": list(records[lo:hi]),
+                    "errors": {},
+                    "hashes": {},
+                }
+                item["payload"] = pickle.dumps(payload, protocol=5)
+            else:
+                item["records"] = pickle.dumps(list(records[lo:hi]), protocol=5)
+            items.append(item)
     return items
 
 
-def _stream(ray, model, records, staging, todo, size, batch_size, options, compile, hash_files, bar):
+def _stream(ray, model, records, staging, todo, size, batch_size, options, compile, hash_files, bar, texts):
     """Run the pipeline on the unfinished shards; yield each shard once it is written, in order."""
     n, dim = len(records), int(model.embed_dim)
-    items = _chunks(records, todo, size, batch_size, n)
+    items = _chunks(records, todo, size, batch_size, n, texts)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # batches come back in record order
     context.enable_progress_bars = False
     actors, gpus = _pool(ray, options)
     ds = ray.data.from_items(items, override_num_blocks=len(items))  # one batch per block
-    # Decoding reserves a worker's memory and a batch of float32 pixels: resources unlike the actors', so
-    # Ray does not fuse the two stages and decoding runs in tasks of its own, beside the model.
-    ds = ds.map(
-        _decode,
-        fn_kwargs={"transform": model.eval_transform, "hash_files": hash_files},
-        num_cpus=1,
-        memory=DECODE_WORKER_BYTES + batch_size * 3 * model.image_size**2 * 4,
-    )
+    if not texts:
+        # Decoding reserves a worker's memory and a batch of float32 pixels: resources unlike the actors',
+        # so Ray does not fuse the two stages and decoding runs in tasks of its own, beside the model.
+        ds = ds.map(
+            _decode,
+            fn_kwargs={"transform": model.eval_transform, "hash_files": hash_files},
+            num_cpus=1,
+            memory=DECODE_WORKER_BYTES + batch_size * 3 * model.image_size**2 * 4,
+        )
     ds = ds.map_batches(
         _Encoder,
         batch_size=1,
@@ -334,64 +385,3 @@ def _stream(ray, model, records, staging, todo, size, batch_size, options, compi
             lo, hi = shard * size, min(n, (shard + 1) * size)
             write_shard(staging, shard, parts.pop(shard), lo, hi, dim)
             yield shard
-
-
-def encode_records_ray(
-    model: EmbeddingModel,
-    records: Sequence,
-    staging: Path,
-    key: str,
-    batch_size: int = 64,
-    progress: bool = True,
-    compile: bool = False,
-    options: RayOptions | None = None,
-):
-    """:func:`mcip.index.encode.encode_records` on Ray: the same :class:`~mcip.index.encode.Encoded`
-    ((n, D) float16 rows in ``staging/features.npy``, NaN rows unreadable; skipped files; content hashes),
-    resumable by shard instead of by batch."""
-    from mcip.index.encode import Encoded
-
-    sharded = run_sharded(model, records, staging, key, batch_size, options, progress, compile, True)
-    features = np.lib.format.open_memmap(
-        staging / "features.npy", mode="w+", dtype=np.float16, shape=(len(records), int(model.embed_dim))
-    )
-    skipped, hashes = {}, {}
-    for lo, emb, errors, shard_hashes in sharded:
-        features[lo : lo + len(emb)] = emb  # float32 -> float16 as the local path's memory map does
-        skipped.update({str(records[row].path): errors[row] for row in sorted(errors)})
-        hashes.update(shard_hashes)
-    features.flush()
-    del features
-    embeddings = np.load(staging / "features.npy", mmap_mode="r")
-    return Encoded(embeddings, skipped, sharded.resumed_rows, sharded.seconds, hashes), sharded
-
-
-def encode_images_ray(
-    model: EmbeddingModel,
-    paths: Sequence[Path],
-    staging: Path,
-    batch_size: int = 32,
-    progress: bool = True,
-    compile: bool = False,
-    options: RayOptions | None = None,
-):
-    """:func:`mcip.embed.encode_images` on Ray (the same :class:`~mcip.embed.EncodedImages`), resumable
-    by shard in ``staging`` (the caller removes it once the result is written)."""
-    from mcip.data.cache import cache_key
-    from mcip.data.images import eval_decoding
-    from mcip.embed import EncodedImages
-    from mcip.models.fingerprint import IMAGE_PARTS, model_fingerprint
-
-    paths = [Path(p) for p in paths]
-    image_fp = model_fingerprint(model, IMAGE_PARTS)
-    key = cache_key("mcip-encode", image_fp, eval_decoding(), cache_key(*map(str, paths)))
-    sharded = run_sharded(model, paths, staging, key, batch_size, options, progress, compile, False)
-    chunks, rows, skipped = [], [], {}
-    for lo, emb, errors, _ in sharded:
-        ok = ~np.isnan(emb[:, 0])
-        chunks.append(emb[ok])
-        rows.extend((lo + np.flatnonzero(ok)).tolist())
-        skipped.update({str(paths[row]): errors[row] for row in sorted(errors)})
-    dim = int(model.embed_dim)
-    emb = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
-    return EncodedImages(emb, [paths[r] for r in rows], skipped, sharded.seconds, rows), sharded

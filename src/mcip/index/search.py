@@ -28,7 +28,7 @@ from mcip.errors import ConfigError, InputError
 from mcip.index.backends import Backend, create_backend
 from mcip.index.backends.base import UnsupportedFilter
 from mcip.index.filters import matching_rows, parse_where
-from mcip.index.identity import check_model, resolve_model
+from mcip.index.identity import QueryModel, check_model, resolve_model
 from mcip.index.query import (
     MAX_K,
     MAX_TEXT_CHARS,
@@ -40,7 +40,6 @@ from mcip.index.query import (
     unit_vector,
 )
 from mcip.index.store import RowReader, StoredIndex
-from mcip.models.base import EmbeddingModel
 
 __all__ = ["MAX_K", "MAX_TEXT_CHARS", "Hit", "Hits", "IndexedImage", "SearchIndex", "UnknownId"]
 FILTER_CACHE = 64  # expression sets whose matching rows are kept
@@ -158,7 +157,7 @@ def _build_hits(scores: np.ndarray, rows: np.ndarray, k: int, exclude: int, read
     return hits
 
 
-def _open_model(model, manifest: dict, index_dir, device: str) -> tuple[EmbeddingModel, bool]:
+def _open_model(model, manifest: dict, index_dir, device: str) -> tuple[QueryModel, bool]:
     """The query model and whether its text tower differs from the build's (warned about)."""
     resolved = resolve_model(model, manifest, device)
     changed = check_model(resolved, manifest, index_dir).text_tower_changed
@@ -175,7 +174,7 @@ class SearchIndex:
     """An opened index folder. Build one with :func:`mcip.index.build_index`; open with :meth:`open`."""
 
     def __init__(
-        self, stored: StoredIndex, backend: Backend, model: EmbeddingModel | None, text_tower_changed: bool
+        self, stored: StoredIndex, backend: Backend, model: QueryModel | None, text_tower_changed: bool
     ) -> None:
         self._stored = stored
         self._backend = backend
@@ -194,7 +193,7 @@ class SearchIndex:
     def open(
         cls,
         index_dir: str | os.PathLike,
-        model: EmbeddingModel | str | os.PathLike | None = None,
+        model: QueryModel | str | os.PathLike | None = None,
         device: str = "cpu",
         backend: str | None = None,
         *,
@@ -206,6 +205,8 @@ class SearchIndex:
         Args:
             model: None loads the model the index was built with; a model or spec must have the same image
                 tower (else ``ConfigError``). A changed text tower (e.g. after Re-A) is accepted, with a warning.
+                An :class:`~mcip.export.onnx_model.OnnxModel` (an ONNX export on onnxruntime) is checked by
+                the fingerprints its export recorded for its source model.
             backend: None, or the backend the index was built with (a check).
             backend_options: per-session options (FAISS ``search_params``; Qdrant ``url``, ``api_key``, ...).
             load_model: False opens without a model: only ``search_vector`` / ``search_by_id`` then work.
@@ -286,7 +287,7 @@ class SearchIndex:
         return self._stored.vectors(self._row(id))
 
     # ----------------------------------------------------------------- encoding
-    def _require_model(self) -> EmbeddingModel:
+    def _require_model(self) -> QueryModel:
         if self.model is None:
             raise ConfigError(
                 "This index was opened with load_model=False; text and image queries need the model."

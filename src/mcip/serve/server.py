@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from mcip.data.limits import ImageLimits
 from mcip.errors import ConfigError, require
+from mcip.export.onnx_model import OnnxModel, check_runtime, load_onnx_model
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,16 @@ def run_server(
     api_key_file: str | os.PathLike | None = None,
     query_gate=None,
     allow_shared_key_file: bool = False,
+    model=None,
+    runtime: str = "torch",
 ) -> None:
     """Open the index at ``index_dir`` (with the model it was built with) and serve it until interrupted.
     ``port=0`` picks a free port; the address is printed once the index is loaded.
+
+    ``runtime``: ``torch`` (default: ``model`` None loads the model the index was built with, or give a
+    model or spec with its image tower) or ``onnx``: ``model`` is an export folder (``mcip export --onnx``)
+    or an :class:`~mcip.export.onnx_model.OnnxModel`, run by onnxruntime on ``device``, and must have been
+    exported from the model the index was built with (its recorded fingerprint is checked).
 
     ``allowed_hosts`` adds Host names to :func:`~mcip.serve.hosts.default_allowed_hosts` (the loopback
     names and the bound address; any Host when bound to 0.0.0.0 / :: and none are given).
@@ -83,13 +91,21 @@ def run_server(
     from mcip.serve.hosts import default_allowed_hosts
 
     settings = settings or ServerSettings()
+    check_runtime(runtime)
+    if runtime == "onnx" and model is None:
+        raise ConfigError(
+            "--runtime onnx serves an ONNX export: name its folder with --model (written by mcip export "
+            "--onnx MODEL --out FOLDER, where MODEL is the one the index was built with)."
+        )
     keys = None  # read before anything loads
     if api_key_file is not None:
         keys = read_api_keys(api_key_file, allow_shared=allow_shared_key_file)
     hosts = default_allowed_hosts(host, allowed_hosts)
     sock = bind(host, port)  # before the (slow) model load: a busy port fails at once
     try:
-        index = SearchIndex.open(index_dir, device=device)
+        if runtime == "onnx" and not isinstance(model, OnnxModel):
+            model = load_onnx_model(model, device=device)
+        index = SearchIndex.open(index_dir, model=model, device=device)
         app = create_app(
             index,
             max_upload_bytes=max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES,
@@ -110,8 +126,11 @@ def run_server(
 
 
 def _announce(index, url: str, hosts: list[str] | None) -> None:
+    model = index.info.get("model")
+    if isinstance(index.model, OnnxModel):
+        model = f"{model}; queries encoded by onnxruntime from {index.model.folder}"
     print(
-        f"serving {len(index):,} images ({index.info.get('model')}) at {url}/ (API docs: /docs; Ctrl-C stops)",
+        f"serving {len(index):,} images ({model}) at {url}/ (API docs: /docs; Ctrl-C stops)",
         flush=True,
     )
     if hosts is None:
