@@ -70,3 +70,49 @@ def test_encoding_with_decoding_workers_equals_encoding_here(tiny_openclip, tmp_
     with torch.no_grad():
         alone = np.stack([encode_images(model, [p], progress=False).embeddings[0] for p in workers.paths])
     np.testing.assert_allclose(workers.embeddings, alone, atol=1e-5)
+
+
+def test_image_embeddings_come_from_stored_encoder_features_without_decoding(
+    tiny_openclip, tmp_path, monkeypatch
+):
+    """When an alignment stage has cached the image encoder's pooled features of the same files,
+    cached_image_embeddings only runs the projector: no image is decoded, and the embeddings equal the
+    model's own encode_image on the decoded images (unreadable files stay NaN rows)."""
+    import torch
+
+    import mcip
+    from mcip import embed
+    from mcip.data.dataset import decode_image
+    from tests.index.helpers import write_pngs
+
+    paths = write_pngs(tmp_path, [f"{i:02d}.png" for i in range(7)])
+    (tmp_path / "04.png").write_bytes(b"not a png")
+    model = mcip.load_model(f"openclip:{tiny_openclip}")
+    embed.cached_image_features(model, paths, tmp_path / "cache", batch_size=3)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an image was decoded although its encoder features were stored")
+
+    monkeypatch.setattr(embed, "encode_images", no_decoding)
+    got = np.asarray(embed.cached_image_embeddings(model, paths, tmp_path / "cache", 3), np.float32)
+    assert np.isnan(got[4]).all() and not np.isnan(np.delete(got, 4, axis=0)).any()
+    readable = [p for i, p in enumerate(paths) if i != 4]
+    with torch.no_grad():
+        pixels = torch.stack([decode_image(p, model.eval_transform, str(p)) for p in readable])
+        reference = model.encode_image(pixels).numpy()
+    np.testing.assert_allclose(np.delete(got, 4, axis=0), reference, atol=2e-3)  # stored as float16
+
+
+def test_image_embeddings_of_other_files_are_encoded(tiny_openclip, tmp_path):
+    """Stored encoder features of another file list are not used (the key is the file list)."""
+    import mcip
+    from mcip import embed
+    from tests.index.helpers import write_pngs
+
+    paths = write_pngs(tmp_path, [f"{i:02d}.png" for i in range(4)])
+    model = mcip.load_model(f"openclip:{tiny_openclip}")
+    embed.cached_image_features(model, paths[:3], tmp_path / "cache")
+    from mcip.data.cache import FeatureCache
+
+    assert embed._stored_image_features(model, paths, FeatureCache(tmp_path / "cache")) is None
+    assert embed._stored_image_features(model, paths[:3], FeatureCache(tmp_path / "cache")) is not None

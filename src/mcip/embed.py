@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mcip.data.dataset import decode_image
@@ -183,8 +184,12 @@ def cached_image_embeddings(
     from mcip.models.fingerprint import IMAGE_PARTS, model_fingerprint
 
     paths = [Path(p) for p in paths]
+    cache = FeatureCache(cache_dir)
+    features = _stored_image_features(model, paths, cache)
 
     def compute(indices: list[int]) -> np.ndarray:
+        if features is not None:  # the encoder's pooled features are on disk: only the projector runs
+            return _project_features(model, features[indices[0] : indices[-1] + 1])
         out = np.full((len(indices), model.embed_dim), np.nan, dtype=np.float32)
         encoded = encode_images(model, [paths[i] for i in indices], len(indices), progress=False)
         out[encoded.rows] = encoded.embeddings
@@ -193,8 +198,39 @@ def cached_image_embeddings(
     key = cache_key(
         "image", model_fingerprint(model, IMAGE_PARTS), eval_decoding(), cache_key(*map(str, paths))
     )
-    cache = FeatureCache(cache_dir)
     return cache.get_or_compute(key, len(paths), model.embed_dim, compute, batch_size=batch_size, desc=desc)
+
+
+def _image_features_key(model: EmbeddingModel, paths: Sequence[Path]) -> str:
+    """The :func:`cached_image_features` key of ``paths`` for ``model``'s image encoder."""
+    from mcip.data.cache import cache_key
+    from mcip.models.fingerprint import model_fingerprint
+
+    fingerprint = model_fingerprint(model, ("image_encoder",))
+    return cache_key("image-features", fingerprint, eval_decoding(), cache_key(*map(str, paths)))
+
+
+def _stored_image_features(model: EmbeddingModel, paths: Sequence[Path], cache) -> np.ndarray | None:
+    """The complete :func:`cached_image_features` of ``paths`` by ``model``'s image encoder, when a
+    stage that trains only the projectors (the lab's alignment) has stored them, else None."""
+    return cache.get(_image_features_key(model, paths), len(paths))
+
+
+@torch.no_grad()
+def _project_features(model: EmbeddingModel, features: np.ndarray) -> np.ndarray:
+    """(B, D) L2-normalised embeddings of (B, F_img) pooled encoder features (NaN rows stay NaN)."""
+    feats = torch.from_numpy(np.array(features, dtype=np.float32))
+    readable = ~torch.isnan(feats).any(dim=1)
+    out = np.full((len(feats), model.embed_dim), np.nan, dtype=np.float32)
+    if readable.any():
+        was = model.training
+        model.eval()
+        try:
+            emb = model.project_image(feats[readable].to(model.device, model.dtype))
+        finally:
+            model.train(was)
+        out[readable.numpy()] = F.normalize(emb.float(), dim=-1).cpu().numpy()
+    return out
 
 
 @torch.no_grad()
@@ -232,8 +268,7 @@ def cached_image_features(
     """(N, F_img) float32 pooled image-encoder features BEFORE the projector (eval transform), cached per
     (image-encoder fingerprint, file list): what a stage that trains only the projectors needs. Unreadable
     images give NaN rows."""
-    from mcip.data.cache import FeatureCache, cache_key
-    from mcip.models.fingerprint import model_fingerprint
+    from mcip.data.cache import FeatureCache
 
     paths = [Path(p) for p in paths]
     size = model.image_size
@@ -254,8 +289,7 @@ def cached_image_features(
             out[rows] = feats.float().cpu().numpy()
         return out
 
-    fingerprint = model_fingerprint(model, ("image_encoder",))
-    key = cache_key("image-features", fingerprint, eval_decoding(), cache_key(*map(str, paths)))
+    key = _image_features_key(model, paths)
     return FeatureCache(cache_dir).get_or_compute(
         key, len(paths), width, compute, batch_size=batch_size, dtype="float32", desc=desc
     )

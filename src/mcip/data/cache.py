@@ -88,6 +88,15 @@ class FeatureCache:
         _write_json(folder / "complete.json", meta)
         return np.load(folder / "features.npy", mmap_mode="r")
 
+    def get(self, key: str, n: int) -> np.memmap | None:
+        """The complete (n, dim) features of ``key``, read-only memory-mapped, or None when ``key`` has
+        no complete cache of ``n`` rows (nothing is computed)."""
+        folder = self.root / key
+        complete = _read_json(folder / "complete.json")
+        if complete is None or complete.get("n") != n or not (folder / "features.npy").is_file():
+            return None
+        return np.load(folder / "features.npy", mmap_mode="r")
+
     def _rows_done(self, folder: Path, meta: dict) -> int:
         """Rows already on disk for ``meta``; 0 (after a warning) if the stored cache does not match."""
         progress = _read_json(folder / "progress.json")
