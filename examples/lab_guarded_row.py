@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from mcip.experiment.lab import FULL, GUARDED, LabRun
 from mcip.lab.reading import reading
-from mcip.lab.run import FULL, GUARDED, LabRun
 from mcip.lab.subset import write_lab_data
 
 t0 = time.perf_counter()

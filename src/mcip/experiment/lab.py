@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mcip.errors import ConfigError
-from mcip.fit.runner import (
+from mcip.experiment.runner import (
     GUARDED,
     ROWS,
     Row,
@@ -56,7 +56,7 @@ LabResult = RunResult
 @dataclass(frozen=True)
 class LabSettings(RunSettings):
     """What a lab run trains and how long: the run's size, the base model's alignment and (from
-    :class:`~mcip.fit.runner.RunSettings`) the rows' training. Hyper-parameters of each stage live in the
+    :class:`~mcip.experiment.rows.RunSettings`) the rows' training. Hyper-parameters of each stage live in the
     shipped configs (``lab-align``, ``lab-2sft``, ``lab-mcip+rea``)."""
 
     # MCArcMargin: chosen on val by examples/lab_sweep.py (README, "Keep the text side"): h = 0 with
@@ -109,7 +109,7 @@ def lab_rows(settings: LabSettings) -> list[Row]:
 
 
 class LabRun(Runner):
-    """One ``mcip lab run``: the shared :class:`~mcip.fit.runner.Runner` with the lab as its data source
+    """One ``mcip lab run``: the shared :class:`~mcip.experiment.runner.Runner` with the lab as its data source
     (see the module docstring)."""
 
     command = "mcip lab run"

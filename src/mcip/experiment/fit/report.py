@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mcip.fit.data import FitData
+    from mcip.experiment.fit.data import FitData
 
 GUARD_TEXT_SLACK = 0.5  # a row "keeps the text side" when zero-shot and T2I lose at most this many points
 FAMILY_WORDS = {"i2i": "image search", "knn": "k-NN", "zeroshot": "zero-shot", "t2i": "text search"}
@@ -137,7 +137,7 @@ def _recipe_lines(search: dict) -> list[str]:
         return []
     lines = ["The recipe, chosen on val (every trial: results/recipe.md, plotted in results/recipe.png):", ""]
     for stage, result in search.items():
-        from mcip.fit.search import _fmt
+        from mcip.experiment.fit.search import _fmt
 
         settings = ", ".join(f"{k} {_fmt(v)}" for k, v in result.best_params.items())
         done = sum(t.state == "COMPLETE" for t in result.trials)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcip.errors import InputError
-from mcip.fit.settings import FitSettings
+from mcip.experiment.fit.settings import FitSettings
 
 
 def _existing(records, what: str):

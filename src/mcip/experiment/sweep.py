@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mcip.lab.run import LabRun
+from mcip.experiment.lab import LabRun
 
 SETTINGS = {"h": "loss.hard_caption_weight", "mc": "loss.mc_weight", "distill": "loss.distill_weight"}
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcip.errors import InputError
-from mcip.fit.data import read_fit_data
-from mcip.fit.report import serve_command
-from mcip.fit.runner import select_rows
-from mcip.fit.settings import FitSettings
+from mcip.experiment.fit.data import read_fit_data
+from mcip.experiment.fit.report import serve_command
+from mcip.experiment.fit.settings import FitSettings
+from mcip.experiment.runner import select_rows
 
 
 @dataclass
@@ -92,7 +92,7 @@ def estimate_seconds(s: FitSettings, d, rows, c: Costs, pool_texts: int = 0) -> 
     """(expected, low, high) seconds of the run: the search's trials (quick: the first runs until early
     stopping, the others stop at the pruner's first rung; low: every trial at its earliest stop; high:
     every trial to its last epoch), the other rows' stages, Re-A, WiSE-FT, captions and evaluation."""
-    from mcip.fit.search import QUICK, resolve_mode
+    from mcip.experiment.fit.search import QUICK, resolve_mode
     from mcip.train.validate import MAX_GALLERY
 
     mode = resolve_mode(s.search)
@@ -144,7 +144,7 @@ def plan_fit(out: Path, s: FitSettings, measure: bool = True) -> FitPlan:
     s = s.validate()
     d = read_fit_data(s)
     rows = select_rows(s.all_rows, s.method)
-    from mcip.fit.search import resolve_mode
+    from mcip.experiment.fit.search import resolve_mode
 
     steps_per_epoch = math.ceil(len(d.train) / s.batch_size)
     if s.max_steps:

@@ -1,6 +1,6 @@
 """What the experiment trains: the run's settings (:class:`RunSettings`, shared by ``mcip lab run`` and
 ``mcip fit``) and the rows of its table (:data:`ROWS`, each made by a ``row_<method>`` of
-:class:`mcip.fit.runner.Runner`)."""
+:class:`mcip.experiment.runner.Runner`)."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mcip.errors import ConfigError
-from mcip.fit.rows import (  # the rows and settings live in mcip.fit.rows; re-exported here
+from mcip.experiment.rows import (  # the rows and settings live in mcip.experiment.rows; re-exported here
     GUARD_SELECTS,  # noqa: F401
     GUARD_SIDES,  # noqa: F401
     GUARDED,  # noqa: F401
