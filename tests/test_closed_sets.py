@@ -30,7 +30,7 @@ def test_precisions():
 
 def test_hard_caption_weight_default():
     from mcip.experiment.lab import LabSettings
-    from mcip.experiment.runner import RunSettings
+    from mcip.experiment.rows import RunSettings
     from mcip.train.config import LossConfig
 
     assert DEFAULT_HARD_CAPTION_WEIGHT == 0.1  # the authors' value

@@ -31,20 +31,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mcip.errors import ConfigError
-from mcip.experiment.runner import (
-    GUARDED,
-    ROWS,
-    Row,
-    Runner,
-    RunResult,
-    RunSettings,
-    averages_of,
-    digest,
-    file_digest,
-    run_stage_once,
-    select_rows,
-    stage_config,
-)
+from mcip.experiment.evaluation import averages_of
+from mcip.experiment.rows import GUARDED, ROWS, Row, RunSettings, select_rows
+from mcip.experiment.runner import Runner, RunResult
+from mcip.experiment.training import digest, file_digest, run_stage_once, stage_config
 from mcip.lab.reading import reading
 from mcip.lab.subset import write_lab_data
 

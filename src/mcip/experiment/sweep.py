@@ -44,17 +44,17 @@ def sweep_mcip(lab: LabRun, variants: Sequence[Mapping[str, float]]) -> list[dic
     lab.data = lab.prepare_data()
     base = lab.base_model()
     captions = lab.captions(base)
-    lab.base, lab.captions_file, lab.made = base, captions, {"baseline": base}
+    lab.start_rows(base, captions)
     rows = []
     for variant in variants:
         unknown = sorted(set(variant) - set(SETTINGS))
         if unknown:
             raise ValueError(f"Unknown sweep setting(s) {unknown}; use {', '.join(SETTINGS)}.")
         if _is_the_lab_setting(lab, variant):  # the MCIP row itself: reuse it (a run is deterministic)
-            model = lab._model("mcip")
+            model = lab.model_of("mcip")
         else:
             name = f"sweep-{variant_name(variant)}"
-            model = lab._stage("mcip+rea", "mcip", base, name, _values(lab, variant))
+            model = lab.stage_model("mcip+rea", "mcip", base, name, _values(lab, variant))
         extra = json.loads((Path(model) / "mcip_model.json").read_text())["extra"]
         chosen = _val_at(Path(model).parent / "metrics.jsonl", extra["best_step"])
         rows.append(

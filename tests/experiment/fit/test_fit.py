@@ -19,7 +19,7 @@ from mcip.cli import main
 from mcip.errors import ConfigError, InputError
 from mcip.experiment.fit import FitSettings, plan_fit, read_fit_data, run_fit
 from mcip.experiment.fit.report import fit_reading, recommend
-from mcip.experiment.runner import GUARDED, select_rows
+from mcip.experiment.rows import GUARDED, select_rows
 from tests.train.synth import make_dataset
 
 FAST = dict(
@@ -336,7 +336,7 @@ def test_recommend_picks_the_best_image_search_that_keeps_text(monkeypatch, rows
 )
 def test_guard_settings_are_checked_before_anything_runs(change, message):
     from mcip.experiment.lab import FULL
-    from mcip.experiment.runner import RunSettings
+    from mcip.experiment.rows import RunSettings
 
     with pytest.raises(ConfigError, match=message):
         RunSettings(**change).validate()

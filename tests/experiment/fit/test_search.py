@@ -199,7 +199,7 @@ def test_dry_run_estimate_adds_up_the_parts_by_hand():
     from mcip.experiment.fit import FitSettings
     from mcip.experiment.fit.data import FitData
     from mcip.experiment.fit.plan import Costs, estimate_seconds
-    from mcip.experiment.runner import select_rows
+    from mcip.experiment.rows import select_rows
 
     rec = SimpleNamespace
     d = FitData(

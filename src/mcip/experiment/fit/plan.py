@@ -12,7 +12,7 @@ from mcip.errors import InputError
 from mcip.experiment.fit.data import read_fit_data
 from mcip.experiment.fit.report import serve_command
 from mcip.experiment.fit.settings import FitSettings
-from mcip.experiment.runner import select_rows
+from mcip.experiment.rows import select_rows
 
 
 @dataclass

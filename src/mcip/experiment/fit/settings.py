@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mcip.errors import ConfigError
-from mcip.experiment.runner import METHODS, RunSettings
+from mcip.experiment.rows import METHODS, RunSettings
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,9 @@ from mcip.experiment.fit.data import FitData, _row, _write_jsonl, read_fit_data
 from mcip.experiment.fit.plan import FitPlan, plan_fit
 from mcip.experiment.fit.report import GUARD_TEXT_SLACK, fit_reading, recommend, serve_command
 from mcip.experiment.fit.settings import FitSettings
-from mcip.experiment.runner import GUARDED, ModelRef, Runner, RunResult, file_digest, stage_config
+from mcip.experiment.rows import GUARDED, ModelRef
+from mcip.experiment.runner import Runner, RunResult
+from mcip.experiment.training import file_digest, stage_config
 
 VAL_TEMPLATES = ("a photo of a {}.", "a {}.", "an image of a {}.")  # val captions for T2I validation
 MAX_CAPTIONS_PER_IMAGE = 20
