@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--max-steps", type=int, help="cap steps per image stage (smoke tests)")
     args = parser.parse_args(argv)
 
-    from mcip.fit import FitSettings, plan_fit, run_fit
+    from mcip.experiment.fit import FitSettings, plan_fit, run_fit
     from mcip.lab.catalogue import make_photo_catalogue
 
     root = args.lab_root or Path(os.environ.get("MCIP_LAB_DIR") or Path.home() / ".cache" / "mcip" / "lab")

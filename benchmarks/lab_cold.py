@@ -78,7 +78,7 @@ def write_catalogue(rows: list[dict], root: Path, out: Path, classes: int) -> tu
 
 
 def fit_benchmarks(manifest: Path, names: Path) -> list[str]:
-    """The four benchmarks ``mcip fit`` runs on a catalogue (``mcip.fit.fit.FitRun.benchmark_specs``)."""
+    """The four benchmarks ``mcip fit`` runs on a catalogue (``mcip.experiment.fit.source.FitRun.benchmark_specs``)."""
     return [
         f"manifest_i2i:manifest={manifest},split=test",
         f"manifest_knn:manifest={manifest},index=train,query=test",

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from mcip.experiment.lab import FULL, GUARDED, LabRun
 from mcip.lab.reading import reading
-from mcip.lab.run import FULL, GUARDED, LabRun
 from mcip.lab.subset import write_lab_data
 
 t0 = time.perf_counter()
@@ -27,10 +27,10 @@ lab = LabRun(
 lab.data = write_lab_data(lab.root, lab.out / "data", s.subset)
 base = lab.base_model()
 captions = lab.captions(base)
-lab.base, lab.captions_file, lab.made = base, captions, {"baseline": base}
+lab.start_rows(base, captions)
 steps = {}
 t = time.perf_counter()
-guarded = lab.row_guarded()
+guarded = lab.model_of("guarded")
 steps["guarded row"] = round(time.perf_counter() - t)
 models = {"baseline": base, "GPR-FT": lab.out / "runs" / "gpr" / "model", GUARDED: guarded}
 t = time.perf_counter()

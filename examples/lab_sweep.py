@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from mcip.lab.run import FULL, LabRun
-from mcip.lab.sweep import format_sweep, sweep_mcip
+from mcip.experiment.lab import FULL, LabRun
+from mcip.experiment.sweep import format_sweep, sweep_mcip
 
 VARIANTS = [
     {"h": 0.1, "mc": 0.25, "distill": 0.0},  # the authors' loss: the lab's MCIP row (reused)

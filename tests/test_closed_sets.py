@@ -29,8 +29,8 @@ def test_precisions():
 
 
 def test_hard_caption_weight_default():
-    from mcip.fit.runner import RunSettings
-    from mcip.lab.run import LabSettings
+    from mcip.experiment.lab import LabSettings
+    from mcip.experiment.rows import RunSettings
     from mcip.losses import loss_settings
 
     assert DEFAULT_HARD_CAPTION_WEIGHT == 0.1  # the authors' value

@@ -23,10 +23,19 @@ def _is_cli(module: str) -> bool:
     return "cli" in module.split(".")
 
 
+APPS = ("mcip.experiment", "mcip.lab", "mcip.fit")
+FACADES = ("mcip.fit", "mcip.lab.run", "mcip.lab.sweep")  # old import paths, kept for users
+LAB_SOURCE = ("mcip.experiment", "mcip.experiment.lab", "mcip.experiment.sweep")  # the lab's side
+
+
+def _under(module: str, prefixes) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
 def _is_app(module: str) -> bool:
-    """The command line, the experiment runner (``mcip fit``) and the offline lab: applications built on
-    the library."""
-    return _is_cli(module) or any(module == p or module.startswith(p + ".") for p in ("mcip.lab", "mcip.fit"))
+    """The command line, the experiment (``mcip lab run``, ``mcip fit``) and the offline lab's data:
+    applications built on the library."""
+    return _is_cli(module) or _under(module, APPS)
 
 
 def test_no_cycle_among_module_level_imports(graph_tool):
@@ -63,7 +72,26 @@ def test_tool_finds_a_cycle(graph_tool, tmp_path):
 
 
 def test_the_runner_does_not_know_the_lab(graph_tool):
-    """``mcip.fit`` is the one runner with two data sources: the lab builds on it, never the reverse."""
+    """``mcip.experiment`` is one runner with two data sources: the runner, the rows and the user's source
+    never import the lab's source or the lab's data; the lab builds on the runner, never the reverse."""
     graph = graph_tool.import_graph(SRC, include_lazy=True)
-    edges = sorted(f"{m} -> {t}" for m, ts in graph.items() if m.startswith("mcip.fit") for t in ts)
-    assert [e for e in edges if "mcip.lab" in e.split(" -> ")[1]] == []
+    runner = {m: ts for m, ts in graph.items() if _under(m, ["mcip.experiment"]) and m not in LAB_SOURCE}
+    edges = sorted(f"{m} -> {t}" for m, ts in runner.items() for t in ts)
+    assert [e for e in edges if _under(e.split(" -> ")[1], ["mcip.lab", *LAB_SOURCE[1:]])] == []
+
+
+def test_the_lab_data_never_imports_the_experiment(graph_tool):
+    """``mcip.lab`` prepares the lab's data, below the experiment that reads it (its old modules ``run`` and
+    ``sweep`` are facades of their new homes)."""
+    graph = graph_tool.import_graph(SRC, include_lazy=True)
+    lab = {m: ts for m, ts in graph.items() if _under(m, ["mcip.lab"]) and m not in FACADES}
+    assert sorted(f"{m} -> {t}" for m, ts in lab.items() for t in ts if _under(t, ["mcip.experiment"])) == []
+
+
+def test_nothing_in_mcip_imports_the_old_paths(graph_tool):
+    """The facades (``mcip.fit``, ``mcip.lab.run``, ``mcip.lab.sweep``) are for users' old imports only."""
+    graph = graph_tool.import_graph(SRC, include_lazy=True)
+    old = sorted(
+        f"{m} -> {t}" for m, ts in graph.items() if not _under(m, FACADES) for t in ts if _under(t, FACADES)
+    )
+    assert old == []

@@ -23,7 +23,7 @@ _LAZY = {
     "build_index": "mcip.index",
     "SearchIndex": "mcip.index",
     "evaluate": "mcip.eval.evaluate",
-    "run_lab": "mcip.lab.run",
+    "run_lab": "mcip.experiment.lab",
 }
 
 

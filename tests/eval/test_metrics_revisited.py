@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from mcip.errors import InputError
-from mcip.eval.metrics import revisited_average_precision
 from mcip.eval.protocols import evaluate_revisited
+from mcip.eval.revisited import revisited_average_precision
 
 
 def revisitop_compute_ap(ranks, nres):

@@ -11,7 +11,7 @@ from mcip.cli._common import print_run_result
 
 def _settings(args: argparse.Namespace):
     from mcip.errors import ConfigError
-    from mcip.fit import FitSettings
+    from mcip.experiment.fit import FitSettings
 
     values = {
         "data": args.data,
@@ -53,8 +53,8 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from mcip.fit import plan_fit, run_fit
-    from mcip.fit.report import serve_command
+    from mcip.experiment.fit import plan_fit, run_fit
+    from mcip.experiment.fit.report import serve_command
 
     settings = _settings(args)
     if args.dry_run:

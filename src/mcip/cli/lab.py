@@ -31,7 +31,7 @@ def cmd_lab_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_lab_run(args: argparse.Namespace) -> int:
-    from mcip.lab.run import FULL, QUICK, run_lab
+    from mcip.experiment.lab import FULL, QUICK, run_lab
 
     settings = QUICK if args.quick else FULL
     if args.hard_caption_weight is not None:

@@ -20,11 +20,11 @@ from mcip.eval.metrics import (
     knn_classify,
     recall_at_k,
     retrieval_average_precision,
-    revisited_average_precision,
     text_to_image_recall,
     topk_accuracy,
     zeroshot_scores,
 )
+from mcip.eval.revisited import revisited_average_precision
 from mcip.eval.text_encoding import encode_texts_by_length
 from mcip.models.base import EmbeddingModel
 

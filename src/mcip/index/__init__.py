@@ -13,10 +13,11 @@ Layout of an index folder: ``mcip.index.store``; backends: ``mcip.index.backends
 from mcip.index.backends import create_backend, list_index_backends
 from mcip.index.build import add_to_index, build_index, index_embeddings
 from mcip.index.check import check_index
+from mcip.index.hits import Hit, Hits, IndexedImage, UnknownId
 from mcip.index.lock import IndexBusyError
 from mcip.index.query import MAX_K, MAX_TEXT_CHARS
 from mcip.index.records import IndexRecord, load_index_records
-from mcip.index.search import Hit, Hits, IndexedImage, SearchIndex, UnknownId
+from mcip.index.search import SearchIndex
 from mcip.index.store import index_info
 
 __all__ = [

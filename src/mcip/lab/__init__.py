@@ -1,4 +1,5 @@
-"""The offline lab: emoji data from npm (``mcip lab prepare``), the composed base model, the end-to-end run."""
+"""The offline lab's data: emoji from npm (``mcip lab prepare``), the per-run subset, the paper's reading and the
+photo catalogue. The end-to-end run (``mcip lab run``) is the experiment's lab source, :mod:`mcip.experiment.lab`."""
 
 from mcip.data.lab_manifest import LabDataError, read_lab_manifest
 from mcip.lab.fetch import DEFAULT_VERSIONS

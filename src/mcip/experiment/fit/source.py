@@ -3,7 +3,7 @@
 Input: a manifest of the training images (``.csv``, ``.jsonl`` or ``.parquet`` with ``path`` and ``label``,
 optional ``captions`` such as a description per image), optionally a validation and a test manifest, a
 ``label<TAB>name`` file of class names, and a text pool for caption retrieval. The run
-(:class:`~mcip.fit.runner.Runner`, the same steps as ``mcip lab run``):
+(:class:`~mcip.experiment.runner.Runner`, the same steps as ``mcip lab run``):
 
 1. data (``OUT/data``): images whose files are missing are dropped and counted; without ``--val``,
    about ``val_fraction`` of each class's images are held out for validation on seen classes (a class of
@@ -31,11 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from mcip.errors import ConfigError
-from mcip.fit.data import FitData, _row, _write_jsonl, read_fit_data
-from mcip.fit.plan import FitPlan, plan_fit
-from mcip.fit.report import GUARD_TEXT_SLACK, fit_reading, recommend, serve_command
-from mcip.fit.runner import GUARDED, ModelRef, Runner, RunResult, file_digest, stage_config
-from mcip.fit.settings import FitSettings
+from mcip.experiment.fit.data import FitData, _row, _write_jsonl, read_fit_data
+from mcip.experiment.fit.plan import FitPlan, plan_fit
+from mcip.experiment.fit.report import GUARD_TEXT_SLACK, fit_reading, recommend, serve_command
+from mcip.experiment.fit.settings import FitSettings
+from mcip.experiment.rows import GUARDED, ModelRef
+from mcip.experiment.runner import Runner, RunResult
+from mcip.experiment.training import file_digest, stage_config
 
 VAL_TEMPLATES = ("a photo of a {}.", "a {}.", "an image of a {}.")  # val captions for T2I validation
 MAX_CAPTIONS_PER_IMAGE = 20
@@ -113,8 +115,8 @@ class FitRun(Runner):
         return Path(spec) if Path(spec).is_dir() else spec
 
     def captions(self, base: ModelRef) -> Path:
-        """The MCIP caption sets (:mod:`mcip.fit.captions`); returns the default policy's sidecar."""
-        from mcip.fit.captions import build_caption_sets
+        """The MCIP caption sets (:mod:`mcip.experiment.fit.captions`); returns the default policy's sidecar."""
+        from mcip.experiment.fit.captions import build_caption_sets
         from mcip.models import load_model
 
         self.caption_sets = build_caption_sets(
@@ -134,7 +136,7 @@ class FitRun(Runner):
 
     # ------------------------------------------------------------------ the recipe
     def stages(self, base: ModelRef, captions: Path) -> dict[str, ModelRef]:
-        from mcip.fit.search import QUICK, RecipeSearch, resolve_mode
+        from mcip.experiment.fit.search import QUICK, RecipeSearch, resolve_mode
 
         mode = resolve_mode(self.s.search)
         self.recipe_mode, self.chosen = mode, {}
@@ -150,7 +152,7 @@ class FitRun(Runner):
     def train_stage(self, pipeline: str, stage: str, out: str, values: dict[str, Any]) -> Path:
         """Search the stage's settings on val the first time it trains (its best trial is the row's
         model), else train it with the settings chosen before (or given)."""
-        from mcip.fit.recipe import Given, length_values, searchable, stage_values
+        from mcip.experiment.fit.recipe import Given, length_values, searchable, stage_values
 
         given = Given.of(self.s, stage)
         values = {
@@ -166,7 +168,7 @@ class FitRun(Runner):
         return super().train_stage(pipeline, stage, out, values)
 
     def _space(self, stage: str, given):
-        from mcip.fit.recipe import image_space, realign_space
+        from mcip.experiment.fit.recipe import image_space, realign_space
 
         if stage == "realign":
             return realign_space(given)
@@ -174,7 +176,7 @@ class FitRun(Runner):
         return image_space(stage, given, self.caption_sets.policies, self.recipe_mode, other)
 
     def _search(self, pipeline: str, stage: str, space, values: dict[str, Any]) -> Path:
-        from mcip.fit.recipe import stage_values
+        from mcip.experiment.fit.recipe import stage_values
         from mcip.stages.registry import STAGES
         from mcip.stages.run import run_stage
 
@@ -186,7 +188,7 @@ class FitRun(Runner):
 
         result = self.search.run(space, STAGES.get(stage).val_metric, train_trial)
         self.chosen[stage] = result.best_params
-        from mcip.fit.search import _fmt
+        from mcip.experiment.fit.search import _fmt
 
         shown = ", ".join(f"{k} {_fmt(v)}" for k, v in result.best_params.items())
         self.log(f"  {stage}: chosen on val: {shown} (val {result.metric} {result.best_value:.2f})")
@@ -246,7 +248,7 @@ class FitRun(Runner):
         return [("text", t, t) for t in texts] + [("image", first.path, shown)]
 
     def recommend(self, reports) -> str:
-        """From the val reports (:func:`mcip.fit.report.recommend`)."""
+        """From the val reports (:func:`mcip.experiment.fit.report.recommend`)."""
         return recommend(reports, self.columns)
 
     def write_reading(self, reports, pairs, val_reports, recommended: str) -> str:

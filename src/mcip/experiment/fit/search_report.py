@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mcip.fit.search import RecipeSearch, TrialRecord
+    from mcip.experiment.fit.search import RecipeSearch, TrialRecord
 
 
 def fmt_value(value: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mcip.errors import ConfigError
-from mcip.fit.runner import METHODS, RunSettings
+from mcip.experiment.rows import METHODS, RunSettings
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class FitSettings(RunSettings):
     num_workers: int = 4
     config_2sft: str = "fit-2sft"
     config_mcip: str = "fit-mcip+rea"
-    # the recipe (mcip.fit.recipe): None = chosen on val by the search (or the config's value without it)
+    # the recipe (mcip.experiment.fit.recipe): None = chosen on val by the search (or the config's value without it)
     lr: float | None = None  # the image stages' learning rate
     realign_lr: float | None = None
     mc_weight: float | None = None
@@ -56,7 +56,7 @@ class FitSettings(RunSettings):
                 raise ConfigError(f"{flag} must be a learning rate in (0, 1), e.g. 1e-4; got {value}.")
         if self.hard_caption_weight is not None and not 0 <= self.hard_caption_weight < float("inf"):
             raise ConfigError(f"--hard-caption-weight must be >= 0, got {self.hard_caption_weight}.")
-        from mcip.fit.search import SEARCH_MODES
+        from mcip.experiment.fit.search import SEARCH_MODES
 
         if self.search not in SEARCH_MODES:
             raise ConfigError(f"--search must be one of {', '.join(SEARCH_MODES)}, got {self.search!r}.")

@@ -1,4 +1,4 @@
-"""mcip fit's caption policy (mcip.fit.captions): the filters on retrieved captions, each expected drop
+"""mcip fit's caption policy (mcip.experiment.fit.captions): the filters on retrieved captions, each expected drop
 written out by hand."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from mcip.fit.captions import filter_retrieved, noise_threshold, normalise
+from mcip.experiment.fit.captions import filter_retrieved, noise_threshold, normalise
 
 
 def _e(text: str, score: float | None = 0.9) -> dict:

@@ -17,9 +17,9 @@ import torch
 import mcip
 from mcip.cli import main
 from mcip.errors import ConfigError, InputError
-from mcip.fit import FitSettings, plan_fit, read_fit_data, run_fit
-from mcip.fit.report import fit_reading, recommend
-from mcip.fit.runner import GUARDED, select_rows
+from mcip.experiment.fit import FitSettings, plan_fit, read_fit_data, run_fit
+from mcip.experiment.fit.report import fit_reading, recommend
+from mcip.experiment.rows import GUARDED, select_rows
 from tests.train.synth import make_dataset
 
 FAST = dict(
@@ -309,7 +309,7 @@ def _report(model: str, values: dict[str, float | None]):
     ],
 )
 def test_recommend_picks_the_best_image_search_that_keeps_text(monkeypatch, rows, expected):
-    import mcip.fit.report as fit
+    import mcip.experiment.fit.report as fit
 
     base = {"i2i": 35.0, "zeroshot": 20.0, "t2i": 30.0}
     table = {
@@ -335,8 +335,8 @@ def test_recommend_picks_the_best_image_search_that_keeps_text(monkeypatch, rows
     ],
 )
 def test_guard_settings_are_checked_before_anything_runs(change, message):
-    from mcip.fit.runner import RunSettings
-    from mcip.lab.run import FULL
+    from mcip.experiment.lab import FULL
+    from mcip.experiment.rows import RunSettings
 
     with pytest.raises(ConfigError, match=message):
         RunSettings(**change).validate()

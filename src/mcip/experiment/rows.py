@@ -1,17 +1,22 @@
 """What the experiment trains: the run's settings (:class:`RunSettings`, shared by ``mcip lab run`` and
-``mcip fit``) and the rows of its table (:data:`ROWS`, each made by a ``row_<method>`` of
-:class:`mcip.fit.runner.Runner`)."""
+``mcip fit``) and the rows of its table (:data:`ROWS`), each with the function that makes its model from
+a :class:`mcip.experiment.runner.Runner` (``make(runner) -> model``). A new row is one ``make_*`` function
+and one :class:`Row`, and both commands get it."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mcip.errors import ConfigError
 from mcip.losses.mcarcmargin import DEFAULT_HARD_CAPTION_WEIGHT
 from mcip.losses.mcip import DEFAULT_MC_WEIGHT
+
+if TYPE_CHECKING:
+    from mcip.experiment.runner import Runner
 
 LOG = Callable[[str], None]
 GUARD_SELECTS = ("combined", "guarded")  # the WiSE-FT selections the guarded row may use (mcip.wise.select)
@@ -75,14 +80,59 @@ class RunSettings:
         return self
 
 
+def make_baseline(run: Runner) -> ModelRef:
+    return run.base
+
+
+def make_gpr_no_proj(run: Runner) -> Path:
+    extra = {**run.train_values(), "model.drop_projector": True}
+    return run.stage_model("2sft", "gpr", run.base, "gpr-no-proj", extra)
+
+
+def make_gpr(run: Runner) -> Path:
+    return run.stage_model("2sft", "gpr", run.base, "gpr", run.train_values())
+
+
+def make_2sft(run: Runner) -> Path:
+    return run.stage_model("2sft", "realign", run.model_of("gpr"), "2sft", run.train_values())
+
+
+def make_mcip(run: Runner) -> Path:
+    return run.stage_model("mcip+rea", "mcip", run.base, "mcip", run.mcip_values())
+
+
+def make_mcip_rea(run: Runner) -> Path:
+    return run.stage_model("mcip+rea", "realign", run.model_of("mcip"), "mcip-rea", run.train_values())
+
+
+def make_guarded(run: Runner) -> Path:
+    """An MCIP stage (selected on val I2I, the paper's choice): the MCIP row's model, or with
+    :attr:`RunSettings.guard_distill_weight` > 0 one trained with that drift regulariser
+    (``loss.distill_weight``); merged with the base by WiSE-FT at the alpha :attr:`RunSettings.guard_select`
+    picks on val, then Re-A selected on ``combined``. (Selecting the MCIP stage itself on ``combined``
+    keeps the start: the text loss it sees is what WiSE-FT and Re-A recover afterwards.)"""
+    weight = run.s.guard_distill_weight
+    if weight > 0:
+        values = {**run.mcip_values(), "loss.distill_weight": weight}
+        mcip = run.stage_model("mcip+rea", "mcip", run.base, "guard-mcip", values)
+    else:
+        mcip = run.model_of("mcip")
+    merged = run.wise(mcip, "guard-wise")
+    extra = {**run.train_values(), "loop.select": "combined"}
+    return run.stage_model("mcip+rea", "realign", merged, "guard-rea", extra)
+
+
 @dataclass(frozen=True)
 class Row:
-    """One row of the table: ``method`` names the :class:`Runner` method (``row_<method>``) that makes its
-    model; ``pipeline`` the method family it belongs to (``mcip fit --method``)."""
+    """One row of the table: ``make(runner)`` trains its model (or finds it trained) and returns it;
+    ``method`` is the row's key (the runner keeps each row's model under it, and a row built on another
+    asks for it with ``runner.model_of(method)``); ``pipeline`` the method family it belongs to
+    (``mcip fit --method``)."""
 
     name: str
     description: str
     method: str
+    make: Callable[[Runner], ModelRef] = field(repr=False)
     extra: bool = False  # only with ``all_rows``
     pipeline: str = ""  # "2sft", "mcip+rea" or "" (the baseline: every run has it)
 
@@ -92,28 +142,37 @@ class Row:
 
 GUARDED = "MCIP+Re-A (guarded)"
 ROWS: tuple[Row, ...] = (
-    Row("baseline", "the starting model", "baseline"),
+    Row("baseline", "the starting model", "baseline", make_baseline),
     Row(
         "GPR-FT (no proj.)",
         "ArcMargin on the image tower, embedding before the projector (ICMR'23)",
         "gpr_no_proj",
+        make_gpr_no_proj,
         extra=True,
         pipeline="2sft",
     ),
-    Row("GPR-FT", "ArcMargin on the image tower and projector", "gpr", pipeline="2sft"),
+    Row("GPR-FT", "ArcMargin on the image tower and projector", "gpr", make_gpr, pipeline="2sft"),
     Row(
         "2SFT",
         "GPR-FT, then Re-A of the text tower (until val T2I stops improving)",
         "sft",
+        make_2sft,
         pipeline="2sft",
     ),
-    Row("MCIP", "ArcMargin + multi-caption ArcMargin on pseudo-captions", "mcip", pipeline="mcip+rea"),
-    Row("MCIP+Re-A", "MCIP, then Re-A of the text tower", "mcip_rea", pipeline="mcip+rea"),
+    Row(
+        "MCIP",
+        "ArcMargin + multi-caption ArcMargin on pseudo-captions",
+        "mcip",
+        make_mcip,
+        pipeline="mcip+rea",
+    ),
+    Row("MCIP+Re-A", "MCIP, then Re-A of the text tower", "mcip_rea", make_mcip_rea, pipeline="mcip+rea"),
     Row(
         GUARDED,
         "MCIP (the lab: with the drift regulariser), WiSE-FT merge with the base (alpha picked on val), "
         "Re-A selected on combined: every choice on val",
         "guarded",
+        make_guarded,
         pipeline="mcip+rea",
     ),
 )

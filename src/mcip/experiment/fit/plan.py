@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcip.errors import InputError
-from mcip.fit.data import read_fit_data
-from mcip.fit.report import serve_command
-from mcip.fit.runner import select_rows
-from mcip.fit.settings import FitSettings
+from mcip.experiment.fit.data import read_fit_data
+from mcip.experiment.fit.report import serve_command
+from mcip.experiment.fit.settings import FitSettings
+from mcip.experiment.rows import select_rows
 
 
 @dataclass
@@ -93,7 +93,7 @@ def estimate_seconds(s: FitSettings, d, rows, c: Costs, pool_texts: int = 0) -> 
     stopping, the others stop at the pruner's first rung; low: every trial at its earliest stop; high:
     every trial to its last epoch), the other rows' stages, Re-A, WiSE-FT, captions and evaluation."""
     from mcip.engine.validate import MAX_GALLERY
-    from mcip.fit.search import QUICK, resolve_mode
+    from mcip.experiment.fit.search import QUICK, resolve_mode
 
     mode = resolve_mode(s.search)
     lengths = QUICK if mode in ("quick", "off") else {"max_epochs": 10, "patience": 3}
@@ -144,29 +144,15 @@ def plan_fit(out: Path, s: FitSettings, measure: bool = True) -> FitPlan:
     s = s.validate()
     d = read_fit_data(s)
     rows = select_rows(s.all_rows, s.method)
-    from mcip.fit.search import resolve_mode
+    from mcip.experiment.fit.search import resolve_mode
 
     steps_per_epoch = math.ceil(len(d.train) / s.batch_size)
     if s.max_steps:
         steps_per_epoch = min(steps_per_epoch, s.max_steps)
     image_stages = sum(r.method in ("gpr", "gpr_no_proj", "mcip") for r in rows)
     realigns = sum(r.method in ("sft", "mcip_rea", "guarded") for r in rows)
-    mode = resolve_mode(s.search)
     length = f"{s.stage_epochs} epoch(s)" if s.stage_epochs else "until val stops improving"
-    recipe = (
-        "the configs' settings (--search off)"
-        if mode == "off"
-        else f"searched on val ({mode}: "
-        + (
-            "--lr given"
-            if s.lr is not None
-            else "learning rates 1e-4, 3e-4, 3e-5, 1e-5 with successive halving"
-        )
-        + (", caption policy with/without retrieved captions" if s.pool else "")
-        + ("" if s.realign_lr is not None else "; Re-A's rate 1e-4, 1e-5")
-        + (f"; budget {s.budget_min:g} min" if s.budget_min else "")
-        + "); the best trial's model is the row's"
-    )
+    recipe = _recipe_text(s, resolve_mode(s.search))
     lines = [
         f"mcip fit --dry-run: {s.model}, method {s.method}, into {out}",
         "",
@@ -190,22 +176,10 @@ def plan_fit(out: Path, s: FitSettings, measure: bool = True) -> FitPlan:
         + "zero-shot over the class names, text search (T2I R@5, class names and captions as queries)"
         + ("" if d.knn else "; k-NN is left out: some test classes have no train image"),
     ]
-    estimate = None
+    estimate = span = None
     if measure:
-        pool_texts = 0
-        if s.pool:
-            from mcip.captions.retrieve import load_pool
-
-            pool_texts = len(load_pool(s.pool, None)[0])
-        costs = measure_costs(s.model, d.train, s.batch_size, sorted(d.names.values()))
-        estimate, low, high = estimate_seconds(s, d, rows, costs, pool_texts)
-        lines += [
-            "",
-            f"Time: about {estimate / 60:.0f} min on this machine (between {low / 60:.0f} and {high / 60:.0f} "
-            "min: early stopping and the pruner decide how long each trial trains). Measured here: "
-            f"{costs.step:.2f} s per image step (batch {s.batch_size}), {costs.image * 1000:.1f} ms per image "
-            f"and {costs.text * 1000:.1f} ms per text encoded.",
-        ]
+        estimate, span, time_lines = _time_estimate(s, d, rows)
+        lines += time_lines
     lines += [
         "",
         "Writes:",
@@ -213,4 +187,41 @@ def plan_fit(out: Path, s: FitSettings, measure: bool = True) -> FitPlan:
         f"  {out}/results/ (table1.md, results.json, table1.csv, teaser.png, reading.md, search.md, run.json),",
         f"  {out}/index/ (the test images, recommended model) -> {serve_command(out)}",
     ]
-    return FitPlan("\n".join(lines), estimate, None if estimate is None else (low, high))
+    return FitPlan("\n".join(lines), estimate, span)
+
+
+def _recipe_text(s: FitSettings, mode: str) -> str:
+    """How the plan says the recipe is chosen (search ``mode``, or the configs' settings)."""
+    if mode == "off":
+        return "the configs' settings (--search off)"
+    return (
+        f"searched on val ({mode}: "
+        + (
+            "--lr given"
+            if s.lr is not None
+            else "learning rates 1e-4, 3e-4, 3e-5, 1e-5 with successive halving"
+        )
+        + (", caption policy with/without retrieved captions" if s.pool else "")
+        + ("" if s.realign_lr is not None else "; Re-A's rate 1e-4, 1e-5")
+        + (f"; budget {s.budget_min:g} min" if s.budget_min else "")
+        + "); the best trial's model is the row's"
+    )
+
+
+def _time_estimate(s: FitSettings, d, rows) -> tuple[float, tuple[float, float], list[str]]:
+    """From a measured warm-up: (estimate, (low, high)) in seconds and the plan's lines saying so."""
+    pool_texts = 0
+    if s.pool:
+        from mcip.captions.retrieve import load_pool
+
+        pool_texts = len(load_pool(s.pool, None)[0])
+    costs = measure_costs(s.model, d.train, s.batch_size, sorted(d.names.values()))
+    estimate, low, high = estimate_seconds(s, d, rows, costs, pool_texts)
+    lines = [
+        "",
+        f"Time: about {estimate / 60:.0f} min on this machine (between {low / 60:.0f} and {high / 60:.0f} "
+        "min: early stopping and the pruner decide how long each trial trains). Measured here: "
+        f"{costs.step:.2f} s per image step (batch {s.batch_size}), {costs.image * 1000:.1f} ms per image "
+        f"and {costs.text * 1000:.1f} ms per text encoded.",
+    ]
+    return estimate, (low, high), lines

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcip.errors import InputError
-from mcip.fit.settings import FitSettings
+from mcip.experiment.fit.settings import FitSettings
 
 
 def _existing(records, what: str):
@@ -91,32 +91,10 @@ def read_fit_data(s: FitSettings) -> FitData:
     """Read and check the inputs of ``s`` (seconds, no model): every problem a run could meet in its data is
     raised here, before training starts."""
     from mcip.captions.templates import read_class_names
-    from mcip.data.split import split_within_classes
 
     train, dropped_train = _existing(_load(s.data, "--data"), "--data")
     dropped = {"train": dropped_train}
-    if s.val:
-        val, dropped["val"] = _existing(_load(s.val, "--val"), "--val")
-        trained, labels = {r.label for r in train}, {r.label for r in val}
-        val_on_seen = bool(trained & labels)
-        new = sorted(labels - trained)
-        if val_on_seen and new:
-            raise InputError(
-                f"--val shares classes with --data, so validation is on seen classes, but {len(new)} of its "
-                f"{len(labels)} classes never appear in --data (e.g. {new[0]!r}): their images have nothing "
-                "to find among the training images. Remove them from --val, or give a --val that shares "
-                "no class with --data (validation on unseen classes)."
-            )
-        val_source = f"--val {s.val}"
-    else:
-        train, val = split_within_classes(train, s.val_fraction, s.seed)
-        val_on_seen = True
-        val_source = f"held out {len(val)} images ({s.val_fraction:.0%} of each class with 2+ images)"
-        if not val:
-            raise InputError(
-                "--data has no class with two or more images, so nothing can be held out for validation; "
-                "add images, or pass --val."
-            )
+    train, val, val_on_seen, val_source = _validation(s, train, dropped)
     if len({r.label for r in train}) < 2:
         raise InputError("--data needs at least two classes to fine-tune with class labels.")
     if s.test:
@@ -129,24 +107,56 @@ def read_fit_data(s: FitSettings) -> FitData:
         read_class_names(s.names, labels) if s.names else {label: label.replace("_", " ") for label in labels}
     )
     if s.pool:
-        if not Path(s.pool).is_file():
-            raise InputError(f"--pool {s.pool} does not exist.")
-        from mcip.captions.retrieve import load_pool
-
-        try:
-            texts, _ = load_pool(s.pool, None)
-        except InputError:
-            texts = []
-        if not texts:
-            raise InputError(
-                f"--pool {s.pool} holds no text: give a file with one caption per line (or leave out "
-                "--pool to use class-name templates only)."
-            )
+        _check_pool(s.pool)
     excluded = 0
     if s.test:
         test, excluded = _without_copies(test, [*train, *val])
     knn = {r.label for r in test} <= {r.label for r in train}
     return FitData(train, val, test, names, val_on_seen, val_source, test_source, dropped, knn, excluded)
+
+
+def _validation(s: FitSettings, train: list, dropped: dict) -> tuple[list, list, bool, str]:
+    """(train, val, whether val is on classes seen in training, where val comes from): ``--val`` read and
+    checked (its dropped rows counted in ``dropped``), else held out of each class of ``train``."""
+    from mcip.data.split import split_within_classes
+
+    if s.val:
+        val, dropped["val"] = _existing(_load(s.val, "--val"), "--val")
+        trained, labels = {r.label for r in train}, {r.label for r in val}
+        val_on_seen = bool(trained & labels)
+        new = sorted(labels - trained)
+        if val_on_seen and new:
+            raise InputError(
+                f"--val shares classes with --data, so validation is on seen classes, but {len(new)} of its "
+                f"{len(labels)} classes never appear in --data (e.g. {new[0]!r}): their images have nothing "
+                "to find among the training images. Remove them from --val, or give a --val that shares "
+                "no class with --data (validation on unseen classes)."
+            )
+        return train, val, val_on_seen, f"--val {s.val}"
+    train, val = split_within_classes(train, s.val_fraction, s.seed)
+    if not val:
+        raise InputError(
+            "--data has no class with two or more images, so nothing can be held out for validation; "
+            "add images, or pass --val."
+        )
+    return train, val, True, f"held out {len(val)} images ({s.val_fraction:.0%} of each class with 2+ images)"
+
+
+def _check_pool(pool: str) -> None:
+    """A ``--pool`` that exists and holds at least one text."""
+    if not Path(pool).is_file():
+        raise InputError(f"--pool {pool} does not exist.")
+    from mcip.captions.retrieve import load_pool
+
+    try:
+        texts, _ = load_pool(pool, None)
+    except InputError:
+        texts = []
+    if not texts:
+        raise InputError(
+            f"--pool {pool} holds no text: give a file with one caption per line (or leave out "
+            "--pool to use class-name templates only)."
+        )
 
 
 def _without_copies(test, seen) -> tuple[list, int]:

@@ -1,5 +1,5 @@
 """The recipe of a ``mcip fit`` run: the settings each stage trains with, given by the user or searched on
-val (:mod:`mcip.fit.search`), and how they become a stage's typed config values.
+val (:mod:`mcip.experiment.fit.search`), and how they become a stage's typed config values.
 
 What is searched and what is fixed (a flag or a ``--set`` of the same key fixes a dimension):
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mcip.fit.search import HARD_CAPTION_WEIGHTS, MC_WEIGHTS, REALIGN_LR_GRID, SearchSpace
+from mcip.experiment.fit.search import HARD_CAPTION_WEIGHTS, MC_WEIGHTS, REALIGN_LR_GRID, SearchSpace
 from mcip.losses.mcarcmargin import DEFAULT_HARD_CAPTION_WEIGHT
 from mcip.losses.mcip import DEFAULT_MC_WEIGHT, convex_weights
 

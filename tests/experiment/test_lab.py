@@ -15,8 +15,8 @@ import pytest
 
 from mcip.eval.benchmarks import create_benchmark
 from mcip.eval.benchmarks.lab import LAB_BENCHMARKS
+from mcip.experiment.lab import GUARDED, ROWS, LabSettings, lab_rows, run_lab
 from mcip.lab.reading import reading
-from mcip.lab.run import GUARDED, ROWS, LabSettings, lab_rows, run_lab
 from mcip.lab.subset import keep_base, write_lab_data
 from tests.train.synth import COLOURS, SHAPES, draw
 
@@ -195,7 +195,7 @@ def test_run_trains_every_row_and_writes_a_well_formed_report(lab_root, tiny_ope
 
 
 def test_run_resumes_after_an_interrupted_stage(lab_root, tiny_openclip, tmp_path, monkeypatch):
-    import mcip.lab.run as lab_run
+    import mcip.experiment.lab as lab_run
 
     calls = []
     original = lab_run.LabRun.evaluate
@@ -358,7 +358,7 @@ def test_example_catalogue_script_writes_a_fit_ready_catalogue(lab_root, tmp_pat
     import subprocess
     import sys
 
-    from mcip.fit import FitSettings, read_fit_data
+    from mcip.experiment.fit import FitSettings, read_fit_data
 
     script = Path(__file__).resolve().parents[2] / "examples" / "lab_catalogue.py"
     out = tmp_path / "cat"
@@ -384,10 +384,10 @@ def test_example_catalogue_script_writes_a_fit_ready_catalogue(lab_root, tmp_pat
 
 
 def test_sweep_trains_one_mcip_stage_per_variant_and_reports_val(lab_root, tiny_openclip, tmp_path):
-    """mcip.lab.sweep (examples/lab_sweep.py): each variant's setting reaches its stage's config, and the
+    """mcip.experiment.sweep (examples/lab_sweep.py): each variant's setting reaches its stage's config, and the
     reported numbers are the val records of the selected step."""
-    from mcip.lab.run import LabRun
-    from mcip.lab.sweep import format_sweep, sweep_mcip
+    from mcip.experiment.lab import LabRun
+    from mcip.experiment.sweep import format_sweep, sweep_mcip
 
     authors = dataclasses.replace(_settings(tiny_openclip), hard_caption_weight=0.1, mc_weight=0.25)
     lab = LabRun(lab_root, tmp_path / "out", authors, progress=False, log=lambda m: None)

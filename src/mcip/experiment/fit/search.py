@@ -12,7 +12,7 @@ What is searched (:class:`SearchSpace`):
 
 - ``quick`` (the default on a CPU): the learning rates of :data:`LR_GRID` (Re-A: :data:`REALIGN_LR_GRID`)
   in that order, each a trial; for MCIP with a caption pool, one more trial at the best rate with the
-  other caption policy (:mod:`mcip.fit.captions`).
+  other caption policy (:mod:`mcip.experiment.fit.captions`).
 - ``full`` (the default with a GPU): the same grid first, then TPE samples the rate (log-uniform in
   :data:`LR_RANGE`) and, for MCIP, the caption policy, ``mc_weight`` and ``hard_caption_weight``.
 - A value the user gave (``--lr``, ``--mc-weight``, ...) is fixed: that dimension is not searched.
@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from mcip.errors import ConfigError
-from mcip.fit.search_report import fmt_value as _fmt
-from mcip.fit.search_report import write_search_report
+from mcip.experiment.fit.search_report import fmt_value as _fmt
+from mcip.experiment.fit.search_report import write_search_report
 
 SEARCH_MODES = ("auto", "quick", "full", "off")
 LR_RANGE = (1e-6, 1e-3)
@@ -361,7 +361,7 @@ class RecipeSearch:
         return [r for s in self.results.values() for r in s.trials]
 
     def write_report(self, out: Path) -> dict[str, Path]:
-        """``recipe.md``, ``recipe.json`` and ``recipe.png`` in ``out`` (:mod:`mcip.fit.search_report`)."""
+        """``recipe.md``, ``recipe.json`` and ``recipe.png`` in ``out`` (:mod:`mcip.experiment.fit.search_report`)."""
         return write_search_report(self, out)
 
 

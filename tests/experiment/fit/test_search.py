@@ -1,6 +1,6 @@
-"""The recipe search (mcip.fit.search) with a stand-in for training: each setting's val curve is written
+"""The recipe search (mcip.experiment.fit.search) with a stand-in for training: each setting's val curve is written
 here by hand, so which trials run, which are pruned, what is chosen and what a resumed search redoes are
-known in advance. The real stages run in tests/fit/test_fit.py."""
+known in advance. The real stages run in tests/experiment/fit/test_fit.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from mcip.errors import ConfigError
-from mcip.fit.search import LR_GRID, RecipeSearch, SearchSpace
+from mcip.experiment.fit.search import LR_GRID, RecipeSearch, SearchSpace
 
 # val I2I after epochs 1, 2, 3, ... for each learning rate of the grid (1e-4, 3e-4, 3e-5, 1e-5)
 CURVES = {
@@ -164,8 +164,8 @@ def test_the_report_lists_every_trial(tmp_path):
 def test_given_flags_and_set_keys_fix_dimensions():
     """A flag, or a ``--set`` of the same key, fixes that dimension; flags win over --set; nothing given:
     everything is chosen."""
-    from mcip.fit import FitSettings
-    from mcip.fit.recipe import Given, image_space, realign_space, searchable
+    from mcip.experiment.fit import FitSettings
+    from mcip.experiment.fit.recipe import Given, image_space, realign_space, searchable
 
     def given(stage="mcip", **kw):
         return Given.of(FitSettings(data="d.csv", model="m", **kw), stage)
@@ -196,10 +196,10 @@ def test_given_flags_and_set_keys_fix_dimensions():
 
 def test_dry_run_estimate_adds_up_the_parts_by_hand():
     """2SFT with --search off and 2 fixed epochs, costs chosen round: every term written out by hand."""
-    from mcip.fit import FitSettings
-    from mcip.fit.data import FitData
-    from mcip.fit.plan import Costs, estimate_seconds
-    from mcip.fit.runner import select_rows
+    from mcip.experiment.fit import FitSettings
+    from mcip.experiment.fit.data import FitData
+    from mcip.experiment.fit.plan import Costs, estimate_seconds
+    from mcip.experiment.rows import select_rows
 
     rec = SimpleNamespace
     d = FitData(

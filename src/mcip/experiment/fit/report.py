@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mcip.fit.data import FitData
+    from mcip.experiment.fit.data import FitData
 
 GUARD_TEXT_SLACK = 0.5  # a row "keeps the text side" when zero-shot and T2I lose at most this many points
 FAMILY_WORDS = {"i2i": "image search", "knn": "k-NN", "zeroshot": "zero-shot", "t2i": "text search"}
@@ -79,6 +79,37 @@ def fit_reading(
     base_name = reports[0].model
     base = avgs[base_name]
     families = [f for f in ("i2i", "knn", "zeroshot", "t2i") if f in base]
+    lines = ["# Reading the fit", ""]
+    if data is not None:
+        lines += [data.summary() + ".", ""]
+    where = "val" if same else "test, with [val] beside each"
+    lines += [
+        f"Changes against the starting model (**{base_name}**), family averages in points ({where}):",
+        "",
+    ]
+    lines += [*_change_table(reports, families, avgs, vals, same), ""]
+    for r in reports[1:]:
+        a = avgs[r.model]
+        parts = [f"{FAMILY_WORDS[f]} {_delta(a.get(f), base.get(f))}" for f in families]
+        verdict = "keeps the text side" if _keeps_text(a, base) else "pays for it on the text side"
+        lines.append(f"- **{r.model}**: " + ", ".join(parts) + f" ({verdict} on {'val' if same else 'test'})")
+    lines += ["", *_recipe_lines(search or {})]
+    lines += _recommendation(recommended, base_name, avgs, base, same)
+    if data is not None:
+        lines += _data_caveats(data)
+    if out is not None:
+        lines += ["", "Search with the recommended model:", "", "```bash", serve_command(out), "```"]
+    notes = [n for r in reports for n in r.notes]
+    if notes:
+        lines += ["", "Notes:", "", *(f"- {n}" for n in dict.fromkeys(notes))]
+    return "\n".join(lines)
+
+
+def _change_table(reports, families: list[str], avgs: dict, vals: dict, same: bool) -> list[str]:
+    """The Markdown table of the family averages: each row's change against the first (the starting
+    model) in brackets, and its val figure beside it when the report is on test (``same`` False)."""
+    base_name = reports[0].model
+    base = avgs[base_name]
 
     def cell(model, f):
         v, text = avgs[model].get(f), _fmt(avgs[model].get(f))
@@ -88,47 +119,32 @@ def fit_reading(
             text += f" [val {_fmt(vals[model].get(f))}]"
         return text
 
-    lines = ["# Reading the fit", ""]
-    if data is not None:
-        lines += [data.summary() + ".", ""]
-    where = "val" if same else "test, with [val] beside each"
-    lines += [
-        f"Changes against the starting model (**{base_name}**), family averages in points ({where}):",
-        "",
-    ]
     header = ["row", *(FAMILY_WORDS[f] for f in families), "AVG"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in reports:
         lines.append("| " + " | ".join([r.model, *(cell(r.model, f) for f in [*families, "AVG"])]) + " |")
-    lines += [""]
-    for r in reports[1:]:
-        a = avgs[r.model]
-        parts = [f"{FAMILY_WORDS[f]} {_delta(a.get(f), base.get(f))}" for f in families]
-        verdict = "keeps the text side" if _keeps_text(a, base) else "pays for it on the text side"
-        lines.append(f"- **{r.model}**: " + ", ".join(parts) + f" ({verdict} on {'val' if same else 'test'})")
-    lines += ["", *_recipe_lines(search or {})]
-    lines += _recommendation(recommended, base_name, avgs, base, same)
-    if data is not None and not data.val_on_seen:
+    return lines
+
+
+def _data_caveats(data: FitData) -> list[str]:
+    """What the data means for the figures: val on unseen classes, a report on val, left-out test copies."""
+    lines: list[str] = []
+    if not data.val_on_seen:
         lines += ["", "Validation was on classes never trained on (the --val shares no class with --data)."]
-    if data is not None and data.test_source.startswith("the val"):
+    if data.test_source.startswith("the val"):
         lines += [
             "",
             "The report is on the val images, which also chose the recipe, the checkpoints, the WiSE-FT "
             "alpha and the recommended row: pass --test with images used for nothing else for numbers you "
             "can trust.",
         ]
-    if data is not None and data.excluded_test:
+    if data.excluded_test:
         lines += [
             "",
             f"{data.excluded_test} test image(s) were left out of the report: their content equals a train "
             "or val image (same file bytes), so they would measure memory, not search.",
         ]
-    if out is not None:
-        lines += ["", "Search with the recommended model:", "", "```bash", serve_command(out), "```"]
-    notes = [n for r in reports for n in r.notes]
-    if notes:
-        lines += ["", "Notes:", "", *(f"- {n}" for n in dict.fromkeys(notes))]
-    return "\n".join(lines)
+    return lines
 
 
 def _recipe_lines(search: dict) -> list[str]:
@@ -137,7 +153,7 @@ def _recipe_lines(search: dict) -> list[str]:
         return []
     lines = ["The recipe, chosen on val (every trial: results/recipe.md, plotted in results/recipe.png):", ""]
     for stage, result in search.items():
-        from mcip.fit.search import _fmt
+        from mcip.experiment.fit.search import _fmt
 
         settings = ", ".join(f"{k} {_fmt(v)}" for k, v in result.best_params.items())
         done = sum(t.state == "COMPLETE" for t in result.trials)

@@ -1,7 +1,7 @@
 """The pseudo-captions of ``mcip fit`` and the policy that acts on them.
 
 Two caption sets (sidecars under ``OUT/captions``), one per *policy*; the recipe search decides on val
-which one MCIP trains on (:mod:`mcip.fit.search`):
+which one MCIP trains on (:mod:`mcip.experiment.fit.search`):
 
 - ``own+templates``: each image's own captions (the manifest's) and class-name templates;
 - ``own+templates+retrieved``: the same with captions retrieved from ``--pool`` by the base model, after
