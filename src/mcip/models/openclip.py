@@ -6,14 +6,16 @@
   ``module.`` prefix); the authors released two such files, ``MCIP-ViT-L-14-336.pth`` (``ViT-L-14-336``,
   tag ``openai``) and ``MCIP-ViT-SO400M-14-SigLIP-384.pth`` (``ViT-SO400M-14-SigLIP-384``, tag ``webli``).
   The image normalisation is the one every pretrained tag of the architecture shares (webli's mean and std
-  0.5 for the SigLIP file), as when the model is created with its tag and the file loaded over it
+  0.5 for the SigLIP file), and so is the activation when every tag uses OpenAI's QuickGELU (the ViT-L
+  file: ``ViT-L-14-336``'s only tag is ``openai``), as when the model is created with its tag and the file
+  loaded over it; an architecture whose tags disagree takes open_clip's default (GELU): spell
+  ``ARCH-quickgelu`` for a fine-tune of OpenAI's weights
 - ``openclip:ViT-B-32``                 architecture with random weights
 - ``openclip:hf-hub:org/repo`` / ``openclip:local-dir:/path``  open_clip's own schemas
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import tempfile
 from collections.abc import Sequence
@@ -26,96 +28,39 @@ from torch import nn
 from mcip.errors import ConfigError, ModelLoadError
 from mcip.models import text_split
 from mcip.models.base import EmbeddingModel, Tokens, check_projector_weight, prefix_match
+from mcip.models.openclip_spec import (  # noqa: F401  (parse_openclip_spec, load_openclip_state_dict: public here too)
+    _check_arch,
+    _check_pretrained,
+    _looks_like_path,
+    _open_clip,
+    _summarise_load_error,
+    _tag_quick_gelu,
+    load_openclip_state_dict,
+    parse_openclip_spec,
+    shared_tag_preprocess,
+    shared_tag_quick_gelu,
+    uses_quick_gelu,
+)
 from mcip.models.transforms import ImageConfig
 
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz", ".ckpt")
 
+def _saved_before_quick_gelu(asset_dir: Path) -> bool:
+    """A model folder saved before mcip recorded the activation: QuickGELU when the spec it was made from
+    (``mcip_model.json``'s ``spec``, e.g. ``openclip:ViT-B-32/openai``) implies it, with a warning."""
+    import warnings
 
-def _open_clip():
-    import open_clip
-
-    return open_clip
-
-
-def parse_openclip_spec(rest: str) -> tuple[str, str | None]:
-    """``ARCH[/PRETRAINED]`` -> (arch, pretrained). open_clip's ``hf-hub:``/``local-dir:`` pass through."""
-    if rest.startswith(("hf-hub:", "local-dir:")):
-        return rest, None
-    arch, _, pretrained = rest.partition("/")
-    return arch, (pretrained or None)
-
-
-def _looks_like_path(value: str) -> bool:
-    return "/" in value or "\\" in value or value.lower().endswith(_CHECKPOINT_SUFFIXES)
-
-
-def _check_arch(arch: str) -> None:
-    names = _open_clip().list_models()
-    if arch in names:
-        return
-    close = difflib.get_close_matches(arch, names, n=5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise ConfigError(
-        f"Unknown open_clip architecture '{arch}'.{hint} `mcip models --backend openclip` lists all "
-        f"{len(names)}; a custom config can be registered with open_clip.add_model_config(path)."
-    )
-
-
-def _check_pretrained(arch: str, pretrained: str) -> str:
-    """Return 'file' or 'tag'; fail with the fix when neither."""
-    if Path(pretrained).expanduser().is_file():
-        return "file"
-    if _looks_like_path(pretrained):
-        raise ModelLoadError(
-            f"Checkpoint file not found: {pretrained}. Check the path (relative paths are resolved from "
-            f"{Path.cwd()}), or pass a pretrained tag instead."
-        )
-    tags = _open_clip().list_pretrained_tags_by_model(arch)
-    if pretrained in tags:
-        return "tag"
-    raise ConfigError(
-        f"'{pretrained}' is neither a file nor a pretrained tag of open_clip '{arch}'. "
-        f"Known tags: {', '.join(tags) or '(none)'}."
-    )
-
-
-def load_openclip_state_dict(net: nn.Module, path: str | Path) -> None:
-    """Load a full open_clip state dict into ``net`` strictly, with a readable error on mismatch."""
-    open_clip = _open_clip()
     try:
-        open_clip.load_checkpoint(net, str(path), strict=True)
-    except RuntimeError as exc:
-        msg = str(exc)
-        raise ModelLoadError(
-            f"The checkpoint {path} does not match this architecture ({type(net).__name__}). "
-            f"{_summarise_load_error(msg)} Check that the architecture in the spec is the one the "
-            "checkpoint was trained with (MCIP-ViT-SO400M-14-SigLIP-384.pth needs "
-            "openclip:ViT-SO400M-14-SigLIP-384/..., MCIP-ViT-L-14-336.pth openclip:ViT-L-14-336/...)."
-        ) from exc
-
-
-_PREPROCESS_KEYS = ("mean", "std", "interpolation")
-
-
-def shared_tag_preprocess(arch: str) -> dict[str, Any]:
-    """The image preprocessing (mean, std, interpolation) that every pretrained tag of ``arch`` shares, or
-    {} when it has no tags or they disagree. A state dict loaded from a file is a fine-tune of one of those
-    weights (``MCIP-ViT-SO400M-14-SigLIP-384.pth`` of ``webli``: mean and std 0.5), while open_clip gives a
-    model built without a tag OpenAI's normalisation."""
-    open_clip = _open_clip()
-    tags = open_clip.list_pretrained_tags_by_model(arch)
-    picked = [
-        {k: cfg[k] for k in _PREPROCESS_KEYS if k in cfg}
-        for cfg in (open_clip.get_pretrained_cfg(arch, tag) or {} for tag in tags)
-    ]
-    if not picked or any(p != picked[0] for p in picked):
-        return {}
-    return picked[0]
-
-
-def _summarise_load_error(msg: str, limit: int = 600) -> str:
-    msg = " ".join(msg.split())
-    return msg if len(msg) <= limit else msg[:limit] + " ..."
+        spec = json.loads((Path(asset_dir).parent / "mcip_model.json").read_text())["spec"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    quick = _tag_quick_gelu(str(spec))
+    if quick:
+        warnings.warn(
+            f"{Path(asset_dir).parent} was saved without its activation; its spec {spec} is built with "
+            "OpenAI's QuickGELU, so it is loaded with QuickGELU. Save it again to record it.",
+            stacklevel=3,
+        )
+    return quick
 
 
 class OpenCLIPModel(EmbeddingModel):
@@ -145,6 +90,8 @@ class OpenCLIPModel(EmbeddingModel):
         preprocess = shared_tag_preprocess(arch) if kind == "file" else {}
         if preprocess and "force_preprocess_cfg" not in kwargs:
             kwargs = {**kwargs, "force_preprocess_cfg": preprocess}
+        if kind == "file" and "force_quick_gelu" not in kwargs and shared_tag_quick_gelu(arch):
+            kwargs = {**kwargs, "force_quick_gelu": True}
         try:
             net = open_clip.create_model(
                 arch, pretrained=pretrained if kind == "tag" else None, pretrained_text=False, **kwargs
@@ -172,6 +119,7 @@ class OpenCLIPModel(EmbeddingModel):
             "arch": self.arch,
             "model_cfg": cfg,
             "image_config": self.image_config.to_dict(),
+            "quick_gelu": uses_quick_gelu(self.net),  # a tag's QuickGELU is not in the arch's config
         }
 
     @classmethod
@@ -184,7 +132,10 @@ class OpenCLIPModel(EmbeddingModel):
                 path = Path(tmp) / f"{arch}.json"
                 path.write_text(json.dumps(info["model_cfg"]))
                 open_clip.add_model_config(path)
-        net = open_clip.create_model(arch, pretrained=None, pretrained_text=False)
+        quick_gelu = info["quick_gelu"] if "quick_gelu" in info else _saved_before_quick_gelu(asset_dir)
+        net = open_clip.create_model(
+            arch, pretrained=None, pretrained_text=False, force_quick_gelu=quick_gelu
+        )
         return cls(
             net, arch, open_clip.get_tokenizer(arch), ImageConfig.from_dict(info["image_config"]), spec
         )
