@@ -185,11 +185,13 @@ def cached_image_embeddings(
 
     paths = [Path(p) for p in paths]
     cache = FeatureCache(cache_dir)
-    features = _stored_image_features(model, paths, cache)
+    stored: list = []  # looked up once, when a row is missing (a complete cache needs no second hash)
 
     def compute(indices: list[int]) -> np.ndarray:
-        if features is not None:  # the encoder's pooled features are on disk: only the projector runs
-            return _project_features(model, features[indices[0] : indices[-1] + 1])
+        if not stored:
+            stored.append(_stored_image_features(model, paths, cache))
+        if stored[0] is not None:  # the encoder's pooled features are on disk: only the projector runs
+            return _project_features(model, stored[0][indices[0] : indices[-1] + 1])
         out = np.full((len(indices), model.embed_dim), np.nan, dtype=np.float32)
         encoded = encode_images(model, [paths[i] for i in indices], len(indices), progress=False)
         out[encoded.rows] = encoded.embeddings
@@ -283,9 +285,14 @@ def cached_image_features(
                 pixels.append(decoded)
                 rows.append(row)
         if pixels:
-            feats = model.image_features(
-                torch.stack(pixels).to(model.device, memory_format=model.pixel_format)
-            )
+            was = model.training
+            model.eval()  # the cache also feeds embeddings (cached_image_embeddings): eval features only
+            try:
+                feats = model.image_features(
+                    torch.stack(pixels).to(model.device, memory_format=model.pixel_format)
+                )
+            finally:
+                model.train(was)
             out[rows] = feats.float().cpu().numpy()
         return out
 

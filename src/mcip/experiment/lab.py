@@ -6,7 +6,7 @@ Steps (each is skipped when its output already exists, so an interrupted run con
    of the emoji with ``quick``);
 2. base model: the composed EfficientNet-Lite0 + MiniLM model aligned with the ``align`` stage on the
    train split's image-caption pairs (``lab-align.yaml``); cached under ``ROOT/models`` for later runs;
-3. pseudo-captions for MCIP: :func:`mcip.captions.retrieve_captions` (``mcip captions retrieve``) of the
+3. pseudo-captions for MCIP: :func:`mcip.captions.retrieve.retrieve_captions` (``mcip captions retrieve``) of the
    base model over the train split's caption pool;
 4. the rows (:data:`ROWS`): GPR-FT, 2SFT (GPR-FT + Re-A), MCIP, MCIP+Re-A (``lab-2sft.yaml``,
    ``lab-mcip+rea.yaml``; the paper's selection: val I2I for the image stages, val T2I for Re-A, which

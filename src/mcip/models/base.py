@@ -160,6 +160,13 @@ class EmbeddingModel(nn.Module, ABC):
         self.pixel_format = fmt
         return enable
 
+    def computation(self) -> dict[str, Any]:
+        """What the computation depends on beyond the weights, image preprocessing and surgery (in the
+        fingerprint: equal weights computing differently must not share caches or pass an index's
+        check). Empty by default; a key is added only where it differs from the default, so existing
+        fingerprints stay valid."""
+        return {}
+
     def apply_modifications(self, mods: dict[str, Any]) -> None:
         """Replay recorded surgery (``drop_image_projector``, ``text_projector_out``) on a fresh build."""
         if mods.get("drop_image_projector"):

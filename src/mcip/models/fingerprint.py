@@ -15,8 +15,9 @@ TEXT_PARTS = ("text_encoder", "text_projector")
 
 
 def model_fingerprint(model: EmbeddingModel, parts: Iterable[str] | None = None) -> str:
-    """Hex digest (16 chars) of the backend, image preprocessing, projector surgery and the values of
-    every parameter and buffer in ``parts`` (all parts when None).
+    """Hex digest (16 chars) of the backend, image preprocessing, projector surgery, what the weights do not
+    say about the computation (:meth:`EmbeddingModel.computation`: an activation) and the values of every
+    parameter and buffer in ``parts`` (all parts when None).
 
     Two models with equal fingerprints for ``IMAGE_PARTS`` produce the same image embeddings; training
     only the text side leaves that fingerprint unchanged, which is what lets Re-A reuse cached image
@@ -31,6 +32,7 @@ def model_fingerprint(model: EmbeddingModel, parts: Iterable[str] | None = None)
         "image_config": model.image_config.to_dict(),
         "modifications": model.modifications,
         "parts": sorted(wanted) if wanted else "all",
+        **model.computation(),  # what the weights alone do not say (open_clip's QuickGELU)
     }
     h.update(json.dumps(head, sort_keys=True).encode())
     for name, tensor in sorted(model.net.state_dict().items()):

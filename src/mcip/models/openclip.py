@@ -9,7 +9,8 @@
   0.5 for the SigLIP file), and so is the activation when every tag uses OpenAI's QuickGELU (the ViT-L
   file: ``ViT-L-14-336``'s only tag is ``openai``), as when the model is created with its tag and the file
   loaded over it; an architecture whose tags disagree takes open_clip's default (GELU): spell
-  ``ARCH-quickgelu`` for a fine-tune of OpenAI's weights
+  ``ARCH-quickgelu`` for a fine-tune of OpenAI's weights. A tag runs the activation its weights were
+  trained with (OpenAI's tags: QuickGELU; open_clip 3 itself only warns and builds GELU)
 - ``openclip:ViT-B-32``                 architecture with random weights
 - ``openclip:hf-hub:org/repo`` / ``openclip:local-dir:/path``  open_clip's own schemas
 """
@@ -34,33 +35,13 @@ from mcip.models.openclip_spec import (  # noqa: F401  (parse_openclip_spec, loa
     _looks_like_path,
     _open_clip,
     _summarise_load_error,
-    _tag_quick_gelu,
     load_openclip_state_dict,
     parse_openclip_spec,
     shared_tag_preprocess,
-    shared_tag_quick_gelu,
     uses_quick_gelu,
+    wants_quick_gelu,
 )
 from mcip.models.transforms import ImageConfig
-
-
-def _saved_before_quick_gelu(asset_dir: Path) -> bool:
-    """A model folder saved before mcip recorded the activation: QuickGELU when the spec it was made from
-    (``mcip_model.json``'s ``spec``, e.g. ``openclip:ViT-B-32/openai``) implies it, with a warning."""
-    import warnings
-
-    try:
-        spec = json.loads((Path(asset_dir).parent / "mcip_model.json").read_text())["spec"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    quick = _tag_quick_gelu(str(spec))
-    if quick:
-        warnings.warn(
-            f"{Path(asset_dir).parent} was saved without its activation; its spec {spec} is built with "
-            "OpenAI's QuickGELU, so it is loaded with QuickGELU. Save it again to record it.",
-            stacklevel=3,
-        )
-    return quick
 
 
 class OpenCLIPModel(EmbeddingModel):
@@ -90,7 +71,7 @@ class OpenCLIPModel(EmbeddingModel):
         preprocess = shared_tag_preprocess(arch) if kind == "file" else {}
         if preprocess and "force_preprocess_cfg" not in kwargs:
             kwargs = {**kwargs, "force_preprocess_cfg": preprocess}
-        if kind == "file" and "force_quick_gelu" not in kwargs and shared_tag_quick_gelu(arch):
+        if "force_quick_gelu" not in kwargs and wants_quick_gelu(arch, pretrained, kind):
             kwargs = {**kwargs, "force_quick_gelu": True}
         try:
             net = open_clip.create_model(
@@ -106,6 +87,14 @@ class OpenCLIPModel(EmbeddingModel):
             load_openclip_state_dict(net, Path(pretrained).expanduser())
         tokenizer = open_clip.get_tokenizer(arch)
         return cls(net, arch, tokenizer, _image_config(net), spec)
+
+    def computation(self) -> dict[str, Any]:
+        """QuickGELU that the architecture's config does not imply (turned on for an OpenAI tag or file):
+        such a model must not share caches or indexes with the same weights run with GELU. An
+        ``ARCH-quickgelu`` config implies it, so its fingerprints stay what they were."""
+        cfg = _open_clip().get_model_config(self.arch) or {}
+        implied = bool(cfg.get("quick_gelu", False))
+        return {"activation": "quick_gelu"} if uses_quick_gelu(self.net) and not implied else {}
 
     def build_info(self, asset_dir: Path) -> dict[str, Any]:
         open_clip = _open_clip()
@@ -132,7 +121,9 @@ class OpenCLIPModel(EmbeddingModel):
                 path = Path(tmp) / f"{arch}.json"
                 path.write_text(json.dumps(info["model_cfg"]))
                 open_clip.add_model_config(path)
-        quick_gelu = info["quick_gelu"] if "quick_gelu" in info else _saved_before_quick_gelu(asset_dir)
+        # folders saved before the activation was recorded were built with GELU (open_clip >= 3 does not
+        # turn QuickGELU on from a tag, and mcip did not either)
+        quick_gelu = bool(info.get("quick_gelu", False))
         net = open_clip.create_model(
             arch, pretrained=None, pretrained_text=False, force_quick_gelu=quick_gelu
         )

@@ -113,21 +113,13 @@ def uses_quick_gelu(net: nn.Module) -> bool:
     return any(isinstance(m, QuickGELU) for m in net.modules())
 
 
-def _tag_quick_gelu(spec: str) -> bool:
-    """For a model folder saved before the activation was recorded: whether the spec it was made from
-    (``openclip:ARCH/TAG``) named a tag built with QuickGELU, or a file over an architecture whose tags all
-    are."""
-    rest = spec[len("openclip:") :] if spec.startswith("openclip:") else spec
-    try:
-        arch, pretrained = parse_openclip_spec(rest)
-    except (ConfigError, ValueError):
-        return False
-    if not pretrained or arch.startswith(("hf-hub:", "local-dir:")):
-        return False
-    cfg = _open_clip().get_pretrained_cfg(arch, pretrained) or {}
-    if cfg:
-        return bool(cfg.get("quick_gelu", False))
-    return _looks_like_path(pretrained) and shared_tag_quick_gelu(arch)
+def wants_quick_gelu(arch: str, pretrained: str | None, kind: str | None) -> bool:
+    """Whether ``arch`` with ``pretrained`` (``kind`` ``"tag"`` or ``"file"``) must run QuickGELU: a tag
+    whose weights were trained with it (OpenAI's: open_clip >= 3 only warns about the mismatch and builds
+    GELU), or a file over an architecture whose tags all were (:func:`shared_tag_quick_gelu`)."""
+    if kind == "tag":
+        return bool((_open_clip().get_pretrained_cfg(arch, pretrained) or {}).get("quick_gelu", False))
+    return kind == "file" and shared_tag_quick_gelu(arch)
 
 
 def _summarise_load_error(msg: str, limit: int = 600) -> str:

@@ -167,7 +167,7 @@ def _wise_steps(configs: list[TrainConfig]) -> dict[int, Any]:
 
 
 def run(raw: dict[str, Any], resume: bool = False, progress: bool = True) -> list[StageResult]:
-    """Run the stage or pipeline in ``raw`` (see mcip.stages.config.load_config)."""
+    """Run the stage or pipeline in ``raw`` (see mcip.stages.resolve.load_config)."""
     configs = plan(raw)
     if len(configs) == 1:
         return [run_stage(configs[0], resume, progress)]

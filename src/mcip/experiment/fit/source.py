@@ -177,7 +177,7 @@ class FitRun(Runner):
 
     def _search(self, pipeline: str, stage: str, space, values: dict[str, Any]) -> Path:
         from mcip.experiment.fit.recipe import stage_values
-        from mcip.stages.registry import STAGES
+        from mcip.stages.catalog import stage_entry
         from mcip.stages.run import run_stage
 
         def train_trial(params, folder, on_validate):
@@ -186,7 +186,7 @@ class FitRun(Runner):
             result = run_stage(cfg, progress=self.progress, on_validate=on_validate)
             return result.train, result.model_dir
 
-        result = self.search.run(space, STAGES.get(stage).val_metric, train_trial)
+        result = self.search.run(space, stage_entry(stage).val_metric, train_trial)
         self.chosen[stage] = result.best_params
         from mcip.experiment.fit.search import _fmt
 
