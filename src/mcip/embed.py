@@ -180,8 +180,7 @@ def cached_image_embeddings(
     """(N, D) float16 L2-normalised image embeddings (eval transform), computed once per (image-tower
     fingerprint, file list) and memory-mapped from ``cache_dir`` afterwards. Unreadable images give NaN
     rows; callers decide whether to drop or count them. An interrupted computation resumes."""
-    from mcip.data.cache import FeatureCache, cache_key
-    from mcip.models.fingerprint import IMAGE_PARTS, model_fingerprint
+    from mcip.data.cache import FeatureCache
 
     paths = [Path(p) for p in paths]
     cache = FeatureCache(cache_dir)
@@ -197,10 +196,27 @@ def cached_image_embeddings(
         out[encoded.rows] = encoded.embeddings
         return out
 
-    key = cache_key(
-        "image", model_fingerprint(model, IMAGE_PARTS), eval_decoding(), cache_key(*map(str, paths))
-    )
+    key = image_embeddings_key(model, paths)
     return cache.get_or_compute(key, len(paths), model.embed_dim, compute, batch_size=batch_size, desc=desc)
+
+
+def image_embeddings_key(model: EmbeddingModel, paths: Sequence[os.PathLike | str]) -> str:
+    """The cache key of :func:`cached_image_embeddings` (and of the Ray engine's twin, which must match):
+    the image tower's fingerprint, the eval decoding and the file list."""
+    from mcip.data.cache import cache_key
+    from mcip.models.fingerprint import IMAGE_PARTS, model_fingerprint
+
+    files = cache_key(*map(str, paths))
+    return cache_key("image", model_fingerprint(model, IMAGE_PARTS), eval_decoding(), files)
+
+
+def text_embeddings_key(model: EmbeddingModel, texts: Sequence[str]) -> str:
+    """The cache key of :func:`cached_text_embeddings` (and of the Ray engine's twin): the text tower's
+    fingerprint and the texts."""
+    from mcip.data.cache import cache_key
+    from mcip.models.fingerprint import TEXT_PARTS, model_fingerprint
+
+    return cache_key("text", model_fingerprint(model, TEXT_PARTS), cache_key(*texts) if texts else "empty")
 
 
 def _image_features_key(model: EmbeddingModel, paths: Sequence[Path]) -> str:
@@ -244,8 +260,7 @@ def cached_text_embeddings(
     desc: str = "encoding texts",
 ) -> np.ndarray:
     """(T, D_text) float16 L2-normalised text embeddings, cached per (text-tower fingerprint, texts)."""
-    from mcip.data.cache import FeatureCache, cache_key
-    from mcip.models.fingerprint import TEXT_PARTS, model_fingerprint
+    from mcip.data.cache import FeatureCache
 
     texts = list(texts)
     width = model.encode_text(["a"]).shape[-1]
@@ -253,7 +268,7 @@ def cached_text_embeddings(
     def compute(indices: list[int]) -> np.ndarray:
         return model.encode_text([texts[i] for i in indices]).float().cpu().numpy()
 
-    key = cache_key("text", model_fingerprint(model, TEXT_PARTS), cache_key(*texts) if texts else "empty")
+    key = text_embeddings_key(model, texts)
     return FeatureCache(cache_dir).get_or_compute(
         key, len(texts), width, compute, batch_size=batch_size, desc=desc
     )

@@ -59,13 +59,10 @@ def embed_images_ray(
 ) -> tuple[np.ndarray, Sharded]:
     """:func:`mcip.embed.cached_image_embeddings` on Ray: (N, D) float16 unit rows (NaN: unreadable) in
     ``staging/features.npy``, computed in the same batches, resumable by shard in ``staging``."""
-    from mcip.data.cache import cache_key
-    from mcip.data.images import eval_decoding
-    from mcip.models.fingerprint import IMAGE_PARTS, model_fingerprint
+    from mcip.embed import image_embeddings_key
 
     paths = [Path(p) for p in paths]
-    image_fp = model_fingerprint(model, IMAGE_PARTS)
-    key = cache_key("image", image_fp, eval_decoding(), cache_key(*map(str, paths)))
+    key = image_embeddings_key(model, paths)
     sharded = run_sharded(model, paths, staging, key, batch_size, options, progress, False, False)
     return _float16_rows(sharded, staging / "features.npy", len(paths), int(model.embed_dim)), sharded
 
@@ -80,11 +77,10 @@ def embed_texts_ray(
 ) -> tuple[np.ndarray, Sharded]:
     """:func:`mcip.embed.cached_text_embeddings` on Ray: (T, D) float16 unit rows in
     ``staging/features.npy``, computed in the same batches, resumable by shard in ``staging``."""
-    from mcip.data.cache import cache_key
-    from mcip.models.fingerprint import TEXT_PARTS, model_fingerprint
+    from mcip.embed import text_embeddings_key
 
     texts = list(texts)
-    key = cache_key("text", model_fingerprint(model, TEXT_PARTS), cache_key(*texts) if texts else "empty")
+    key = text_embeddings_key(model, texts)
     sharded = run_sharded(model, texts, staging, key, batch_size, options, progress, texts=True)
     return _float16_rows(sharded, staging / "features.npy", len(texts), int(model.embed_dim)), sharded
 
