@@ -190,7 +190,7 @@ def cached_image_embeddings(
         if not stored:
             stored.append(_stored_image_features(model, paths, cache))
         if stored[0] is not None:  # the encoder's pooled features are on disk: only the projector runs
-            return _project_features(model, stored[0][indices[0] : indices[-1] + 1])
+            return project_image_features(model, stored[0][indices[0] : indices[-1] + 1])
         out = np.full((len(indices), model.embed_dim), np.nan, dtype=np.float32)
         encoded = encode_images(model, [paths[i] for i in indices], len(indices), progress=False)
         out[encoded.rows] = encoded.embeddings
@@ -235,7 +235,7 @@ def _stored_image_features(model: EmbeddingModel, paths: Sequence[Path], cache) 
 
 
 @torch.no_grad()
-def _project_features(model: EmbeddingModel, features: np.ndarray) -> np.ndarray:
+def project_image_features(model: EmbeddingModel, features: np.ndarray) -> np.ndarray:
     """(B, D) L2-normalised embeddings of (B, F_img) pooled encoder features (NaN rows stay NaN)."""
     feats = torch.from_numpy(np.array(features, dtype=np.float32))
     readable = ~torch.isnan(feats).any(dim=1)
@@ -258,20 +258,28 @@ def cached_text_embeddings(
     cache_dir: str | os.PathLike,
     batch_size: int = 256,
     desc: str = "encoding texts",
+    dtype: str = "float16",
 ) -> np.ndarray:
-    """(T, D_text) float16 L2-normalised text embeddings, cached per (text-tower fingerprint, texts)."""
-    from mcip.data.cache import FeatureCache
+    """(T, D_text) L2-normalised text embeddings (eval mode), cached per (text-tower fingerprint, texts);
+    float16 unless ``dtype`` says otherwise (each dtype is a cache of its own)."""
+    from mcip.data.cache import FeatureCache, cache_key
 
     texts = list(texts)
-    width = model.encode_text(["a"]).shape[-1]
+    was = model.training
+    model.eval()
+    try:
+        width = model.encode_text(["a"]).shape[-1]
 
-    def compute(indices: list[int]) -> np.ndarray:
-        return model.encode_text([texts[i] for i in indices]).float().cpu().numpy()
+        def compute(indices: list[int]) -> np.ndarray:
+            return model.encode_text([texts[i] for i in indices]).float().cpu().numpy()
 
-    key = text_embeddings_key(model, texts)
-    return FeatureCache(cache_dir).get_or_compute(
-        key, len(texts), width, compute, batch_size=batch_size, desc=desc
-    )
+        key = text_embeddings_key(model, texts)
+        key = key if dtype == "float16" else cache_key(key, dtype)
+        return FeatureCache(cache_dir).get_or_compute(
+            key, len(texts), width, compute, batch_size=batch_size, dtype=dtype, desc=desc
+        )
+    finally:
+        model.train(was)
 
 
 @torch.no_grad()

@@ -82,6 +82,23 @@ def test_image_stages_train_only_the_image_side(stage, tiny_openclip, synth, tmp
     assert json.loads((result.model_dir / "mcip_model.json").read_text())["extra"]["stage"] == stage
 
 
+@pytest.mark.parametrize("stage", ["gpr", "mcip"])
+def test_image_stages_keep_the_frozen_image_groups(stage, tiny_openclip, synth, tmp_path):
+    """``freeze_image_groups=2``: the tiny ViT's stem and first block keep their weights bitwise; the last
+    block, the final norm and the projector train."""
+    torch.manual_seed(0)
+    base = mcip.save_model(mcip.load_model(f"openclip:{tiny_openclip}"), tmp_path / "base")
+    before = _states(mcip.load_model(base))
+    cfg = _config(stage, base, synth, tmp_path, "freeze_image_groups=2")
+    trained = mcip.load_model(run_stage(cfg, progress=False).model_dir)
+    changed = _changed(before, trained)
+    frozen = ("visual.class_embedding", "visual.positional_embedding", "visual.conv1.", "visual.ln_pre.")
+    frozen += ("visual.transformer.resblocks.0.",)
+    assert not {n for n in changed if n.startswith(frozen)}
+    last = {n for n in before if n.startswith(("visual.transformer.resblocks.1.", "visual.ln_post."))}
+    assert len(changed & last) > 0.8 * len(last) and "visual.proj" in changed
+
+
 def test_realign_trains_only_the_unlocked_text_side_and_keeps_image_embeddings(
     tiny_openclip, synth, tmp_path
 ):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from mcip.data.records import ImageRecord, class_index
-from mcip.embed import encode_images
+from mcip.embed import encode_images, project_image_features
 from mcip.errors import ConfigError
 from mcip.eval.metrics import (
     query_gallery_average_precision,
@@ -109,7 +109,12 @@ class Validator:
     apply) for ``model`` on the ``val`` records.
 
     ``image_cache`` (N_val, D): precomputed image embeddings of ``val`` (NaN rows: unreadable), used when
-    the image side does not train (Re-A) instead of encoding the images again. ``text_hidden``: set by Re-A
+    the image side does not train (Re-A) instead of encoding the images again. Set by a stage whose towers
+    are frozen, so that a validation runs only what trains: ``image_features`` (N_val, F_img), the frozen
+    image encoder's pooled features of ``val`` (the projector runs on them; the alignment);
+    ``text_features`` (T, F_txt), the frozen text encoder's pooled features of the captions in ``texts``
+    (the alignment); ``text_embeddings`` (T, D), their embeddings when no part of the text side trains
+    (GPR-FT, MCIP). ``text_hidden``: set by Re-A
     (:func:`mcip.stages.text_cache.cache_val_text_hidden`), the frozen lower text blocks' states of
     the val captions (``texts``), so each validation runs only the unlocked ones, as the training steps do. ``shards``: read the val
     images from tar shards. ``text=False`` skips the text side (no captions, no text tower, or an
@@ -135,6 +140,9 @@ class Validator:
         self._frozen_i2i: dict[str, float] | None = None
         self.gallery: list[ImageRecord] | None = None
         self.text_hidden = None  # a TextHiddenCache of the captions in self.texts, in that order
+        self.image_features: np.ndarray | None = None
+        self.text_features: np.ndarray | None = None
+        self.text_embeddings: np.ndarray | None = None
 
     def set_gallery(self, records: Sequence[ImageRecord]) -> None:
         """Seen-class validation: val images query these (training) images instead of each other; a
@@ -192,6 +200,8 @@ class Validator:
             return None, None
         if self.image_cache is not None:
             return _cached_rows(self.image_cache, range(len(self.val)))
+        if self.image_features is not None:
+            return _cached_rows(project_image_features(self.model, self.image_features), range(len(self.val)))
         return encode_records(self.model, self.val)
 
     def _i2i(self, images, rows) -> dict[str, float]:
@@ -224,7 +234,11 @@ class Validator:
         if not usable:
             return {}
         chunks = [usable[s : s + 256] for s in range(0, len(usable), 256)]
-        if self.text_hidden is not None:
+        if self.text_embeddings is not None:
+            encoded = [torch.from_numpy(_float32(self.text_embeddings, [j for j, _, _ in c])) for c in chunks]
+        elif self.text_features is not None:
+            encoded = [self._project_text([j for j, _, _ in chunk]) for chunk in chunks]
+        elif self.text_hidden is not None:
             encoded = [self.text_hidden.encode(self.model, [j for j, _, _ in chunk]) for chunk in chunks]
         else:
             encoded = [self.model.encode_text([c for _, _, c in chunk]) for chunk in chunks]
@@ -232,3 +246,11 @@ class Validator:
         owner = torch.tensor([p for _, p, _ in usable])
         recall = text_to_image_recall(text, images[keep], owner, ks=(1, 5, 10))
         return {f"t2i_r{k}": 100 * v for k, v in recall.items()}
+
+    def _project_text(self, rows: list[int]) -> torch.Tensor:
+        feats = torch.from_numpy(_float32(self.text_features, rows)).to(self.model.device, self.model.dtype)
+        return torch.nn.functional.normalize(self.model.project_text(feats).float(), dim=-1)
+
+
+def _float32(array: np.ndarray, rows: list[int]) -> np.ndarray:
+    return np.asarray(array[np.asarray(rows, dtype=np.int64)], dtype=np.float32)

@@ -4,7 +4,13 @@ from mcip.models.base import PARTS, EmbeddingModel
 from mcip.models.checkpoint import save_model
 from mcip.models.factory import list_backends, list_presets, load_model
 from mcip.models.fingerprint import IMAGE_PARTS, TEXT_PARTS, model_fingerprint
-from mcip.models.freeze import freeze_all, set_trainable_parts, trainable_summary, unlock_last_text_blocks
+from mcip.models.freeze import (
+    freeze_all,
+    freeze_image_groups,
+    set_trainable_parts,
+    trainable_summary,
+    unlock_last_text_blocks,
+)
 
 __all__ = [
     "IMAGE_PARTS",
@@ -12,6 +18,7 @@ __all__ = [
     "TEXT_PARTS",
     "EmbeddingModel",
     "freeze_all",
+    "freeze_image_groups",
     "list_backends",
     "list_presets",
     "load_model",

@@ -135,6 +135,26 @@ class EmbeddingModel(nn.Module, ABC):
         ids = tokens["input_ids"]
         return torch.full((ids.shape[0],), ids.shape[1], dtype=torch.long, device=ids.device)
 
+    # ----------------------------------------------------------------- the image tower in groups
+    def image_groups(self) -> list[list[str]]:
+        """The image encoder's parameter names (names in ``self.net``) in groups, input side first: the
+        stem (patch or convolutional embedding), then one group per block or stage; what follows the last
+        block (its final norm, a pooling head) belongs to the last group. ``freeze_image_groups`` freezes
+        the first N (open_clip's ``lock_image_unlocked_groups`` counts the same groups from the other
+        end). This default reads a timm image encoder's ``group_matcher``; backends with other encoders
+        override it. Raises :class:`mcip.errors.UnsupportedError` where the groups are unknown."""
+        encoder = self.image_encoder
+        prefix = _module_prefix(self.net, encoder)
+        if prefix is None or not hasattr(encoder, "group_matcher"):
+            raise UnsupportedError(
+                f"The {self.backend} backend's image encoder ({type(encoder).__name__}) has no known block "
+                "groups; set freeze_image_groups=0."
+            )
+        from timm.models._manipulate import group_parameters
+
+        groups = group_parameters(encoder, encoder.group_matcher(coarse=True))
+        return [[prefix + n for n in names] for names in groups.values()]
+
     # ----------------------------------------------------------------- shared behaviour
     def _image_convs(self) -> list[nn.Conv2d]:
         return [
@@ -292,3 +312,31 @@ def check_part(part: str) -> None:
 def prefix_match(name: str, prefixes: Sequence[str]) -> bool:
     """True when ``name`` equals a prefix or lies under it (``a.b`` matches ``a.b.weight``, not ``a.bc``)."""
     return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _module_prefix(root: nn.Module, module: nn.Module) -> str | None:
+    """``"a.b."`` for the submodule ``module`` of ``root`` (``""`` for ``root`` itself), None if absent."""
+    for name, m in root.named_modules():
+        if m is module:
+            return f"{name}." if name else ""
+    return None
+
+
+def groups_around_blocks(root: nn.Module, prefix: str, block_prefixes: Sequence[str]) -> list[list[str]]:
+    """Parameter names of ``root`` (each written ``prefix + name``) in groups: everything registered
+    before the first block (the stem), one group per block prefix (relative to ``root``), and everything
+    after the last block added to the last group (a final norm, a pooling head). Registration order is
+    the order of the forward pass in the encoders this serves (open_clip, transformers)."""
+    stem: list[str] = []
+    blocks: list[list[str]] = [[] for _ in block_prefixes]
+    seen_block = False
+    for name, _ in root.named_parameters():
+        index = next((i for i, b in enumerate(block_prefixes) if name.startswith(b + ".")), None)
+        if index is not None:
+            blocks[index].append(prefix + name)
+            seen_block = True
+        elif seen_block:
+            blocks[-1].append(prefix + name)
+        else:
+            stem.append(prefix + name)
+    return [stem, *blocks] if stem else blocks

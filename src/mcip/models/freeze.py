@@ -1,4 +1,5 @@
-"""Choose what trains: by named part, and "only the last N text blocks" (SPEC section 2, Re-A)."""
+"""Choose what trains: by named part, "only the last N text blocks" (SPEC section 2, Re-A) and "not the
+first N image groups" (``freeze_image_groups``, the image stages)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,31 @@ def unlock_last_text_blocks(
         if on:
             trainable.append(name)
     return trainable
+
+
+def freeze_image_groups(model: EmbeddingModel, n: int) -> list[str]:
+    """Freeze the image encoder's first ``n`` parameter groups, input side first (the stem, then one
+    group per block or stage: :meth:`EmbeddingModel.image_groups`). Nothing before them trains, so
+    the backward pass stops at the first trainable group: a step skips the frozen blocks' backward
+    (their forward still runs; the augmented pixels differ at every step). Returns the frozen names.
+
+    ``n=0`` changes nothing; ``n`` must leave at least one group trainable.
+    """
+    if n < 0:
+        raise ConfigError(f"freeze_image_groups must be >= 0, got {n}.")
+    if n == 0:
+        return []
+    groups = model.image_groups()
+    if n >= len(groups):
+        raise ConfigError(
+            f"Cannot freeze the first {n} image groups: the image encoder has {len(groups)} "
+            f"(the stem and {len(groups) - 1} blocks or stages); use at most {len(groups) - 1}."
+        )
+    frozen = [name for group in groups[:n] for name in group]
+    params = dict(model.net.named_parameters())
+    for name in frozen:
+        params[name].requires_grad_(False)
+    return frozen
 
 
 def trainable_summary(model: EmbeddingModel) -> dict[str, tuple[int, int]]:

@@ -16,7 +16,13 @@ from torch import nn
 
 from mcip.errors import ConfigError, ModelLoadError, require
 from mcip.models import text_split
-from mcip.models.base import EmbeddingModel, Tokens, check_projector_weight, prefix_match
+from mcip.models.base import (
+    EmbeddingModel,
+    Tokens,
+    check_projector_weight,
+    groups_around_blocks,
+    prefix_match,
+)
 from mcip.models.transforms import ImageConfig
 
 # Per model type: the class name in transformers, default mean/std, and tokenizer padding.
@@ -150,6 +156,10 @@ class HFModel(EmbeddingModel):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         hf_checkpointing(self.net, enable)
+
+    def image_groups(self) -> list[list[str]]:
+        blocks = [f"encoder.layers.{i}" for i in range(len(self.net.vision_model.encoder.layers))]
+        return groups_around_blocks(self.net.vision_model, "vision_model.", blocks)
 
     # ------------------------------------------------------------------ surgery
     def drop_image_projector(self) -> None:

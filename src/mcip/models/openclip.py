@@ -28,7 +28,13 @@ from torch import nn
 
 from mcip.errors import ConfigError, ModelLoadError
 from mcip.models import text_split
-from mcip.models.base import EmbeddingModel, Tokens, check_projector_weight, prefix_match
+from mcip.models.base import (
+    EmbeddingModel,
+    Tokens,
+    check_projector_weight,
+    groups_around_blocks,
+    prefix_match,
+)
 from mcip.models.openclip_spec import (  # noqa: F401  (parse_openclip_spec, load_openclip_state_dict: public here too)
     _check_arch,
     _check_pretrained,
@@ -234,6 +240,17 @@ class OpenCLIPModel(EmbeddingModel):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.net.set_grad_checkpointing(enable)
+
+    def image_groups(self) -> list[list[str]]:
+        v = self.net.visual
+        if self._timm:
+            return super().image_groups()
+        if self._vit:
+            blocks = [f"transformer.resblocks.{i}" for i in range(len(v.transformer.resblocks))]
+        else:  # ModifiedResNet: the three-convolution stem, four stages, attention pooling after them
+            blocks = [name for name in ("layer1", "layer2", "layer3", "layer4") if hasattr(v, name)]
+        groups = groups_around_blocks(v, "visual.", blocks)
+        return [[n for n in g if self.part_of(n) == "image_encoder"] for g in groups]
 
     # ------------------------------------------------------------------ surgery
     def drop_image_projector(self) -> None:

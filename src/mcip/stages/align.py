@@ -13,12 +13,13 @@ from torch import Tensor
 
 from mcip.data import ImageDataset, ResumableLoader, class_index
 from mcip.data.pairs import CollatePairs, SampledCaptionDataset
+from mcip.embed import cached_text_features
 from mcip.engine.distributed import DistInfo
 from mcip.losses import InfoNCELoss, SigLIPLoss
 from mcip.models import set_trainable_parts
 from mcip.models.base import EmbeddingModel
 from mcip.stages.common import CONTRASTIVE_OPTIM, cache_dir, contrastive_loss, contrastive_step, validator
-from mcip.stages.features import frozen_image_features, frozen_text_features
+from mcip.stages.features import _rank0_first, frozen_image_features, frozen_text_features
 from mcip.stages.inputs import TrainInputs, batch_sampler, captioned
 from mcip.stages.registry import Prepared, register_stage
 
@@ -94,4 +95,18 @@ def prepare_align(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared:
     data = ResumableLoader(dataset, sampler, CollatePairs(model.tokenize), num_workers=workers)
     loss = contrastive_loss(cfg, model).to(dist.device)
     task = AlignTask(model, loss, image_feats, text_feats)
-    return Prepared(task, data, (), validator(model, inputs.val))
+    return Prepared(task, data, (), _frozen_validator(model, inputs.val, image_feats, text_feats, cfg))
+
+
+def _frozen_validator(model, val, image_feats, text_feats, cfg):
+    """The validator, running only what trains: a frozen encoder's val features are cached like the
+    training ones (each validation runs the projectors on them, not the towers)."""
+    checker = validator(model, val)
+    if checker is None:
+        return None
+    if image_feats is not None:
+        checker.image_features = frozen_image_features(model, val, cache_dir(cfg))
+    if text_feats is not None and checker.texts:
+        texts = [c for _, c in checker.texts]
+        checker.text_features = _rank0_first(lambda: cached_text_features(model, texts, cache_dir(cfg)))
+    return checker

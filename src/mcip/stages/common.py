@@ -18,9 +18,10 @@ from torch import Tensor, nn
 from mcip.engine.validate import Validator
 from mcip.errors import ConfigError
 from mcip.losses import ArcMarginLoss, EmbeddingDriftLoss, SigLIPLoss, create_loss
+from mcip.models import freeze_image_groups, set_trainable_parts
 from mcip.models.base import EmbeddingModel
 from mcip.models.projector import text_matches_image
-from mcip.stages.features import default_cache_dir, image_embeddings
+from mcip.stages.features import _rank0_first, default_cache_dir, image_embeddings
 from mcip.stages.inputs import TrainInputs
 
 if TYPE_CHECKING:
@@ -39,6 +40,13 @@ CONTRASTIVE_OPTIM = {
 }
 
 
+def train_image_side(model: EmbeddingModel, cfg: TrainConfig) -> None:
+    """The image stages' trainable parameters: the image encoder and projector, less the encoder's first
+    ``cfg.freeze_image_groups`` groups (:func:`mcip.models.freeze_image_groups`)."""
+    set_trainable_parts(model, IMAGE_SIDE)
+    freeze_image_groups(model, cfg.freeze_image_groups)
+
+
 def cache_dir(cfg: TrainConfig) -> Path:
     return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
 
@@ -55,6 +63,22 @@ def validator(model: EmbeddingModel, val, shards=None, image_cache=None) -> Vali
     if not val:
         return None
     return Validator(model, val, shards=shards, image_cache=image_cache, text=text_matches_image(model))
+
+
+def fixed_text_side(checker: Validator | None, model: EmbeddingModel, cfg: TrainConfig) -> None:
+    """For a stage in which no part of the text side trains (GPR-FT, MCIP): the val captions' embeddings
+    are computed once, cached on disk per text tower (float32, so validations see what the tower
+    computes), and every validation reuses them instead of running the text tower again."""
+    if checker is None or not checker.texts:
+        return
+    from mcip.embed import cached_text_embeddings
+
+    texts = [c for _, c in checker.texts]
+    checker.text_embeddings = _rank0_first(
+        lambda: cached_text_embeddings(
+            model, texts, cache_dir(cfg), desc="caching val caption embeddings", dtype="float32"
+        )
+    )
 
 
 def init_centres(

@@ -152,6 +152,9 @@ class TrainConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     wise: WiseConfig = field(default_factory=WiseConfig)
+    # gpr/mcip: the image encoder's first N parameter groups (stem, then blocks or stages) stay frozen; the
+    # backward pass stops above them (mcip.models.freeze_image_groups). 0 = the whole encoder trains (paper)
+    freeze_image_groups: int = 0
     unlock_text_blocks: int = 1  # realign: trainable last text blocks (+ final norm, projector, scale)
     realign_init: Literal["lstsq", "random"] = "lstsq"  # new text projector when drop_projector is set
     # realign: the frozen lower text blocks run once over every caption (states cached on disk, see

@@ -10,14 +10,14 @@ from torch import Tensor, nn
 
 from mcip.engine.distributed import DistInfo
 from mcip.losses import ArcMarginLoss, create_loss
-from mcip.models import set_trainable_parts
 from mcip.models.base import EmbeddingModel
 from mcip.stages.common import (
-    IMAGE_SIDE,
     IMAGE_STAGE_DEFAULTS,
     DriftGuard,
     drift_guard,
+    fixed_text_side,
     init_centres,
+    train_image_side,
     validator,
     with_drift,
 )
@@ -48,9 +48,10 @@ class GPRTask(nn.Module):
     loss="arcmargin",
 )
 def prepare_gpr(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared:
-    set_trainable_parts(model, IMAGE_SIDE)
+    train_image_side(model, cfg)
     data, classes = image_loader(model, cfg, inputs, dist)
     validate = validator(model, inputs.val, shards=inputs.shards)
+    fixed_text_side(validate, model, cfg)
     loss = create_loss(
         cfg.loss.name, num_classes=len(classes), embed_dim=model.embed_dim, **cfg.loss.settings
     )

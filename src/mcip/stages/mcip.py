@@ -13,15 +13,15 @@ from torch import Tensor, nn
 from mcip.engine.distributed import DistInfo
 from mcip.errors import ConfigError
 from mcip.losses import MCIPLoss, create_loss
-from mcip.models import set_trainable_parts
 from mcip.models.base import EmbeddingModel
 from mcip.stages.common import (
-    IMAGE_SIDE,
     IMAGE_STAGE_DEFAULTS,
     DriftGuard,
     cache_dir,
     drift_guard,
+    fixed_text_side,
     init_centres,
+    train_image_side,
     validator,
     with_drift,
 )
@@ -72,7 +72,7 @@ def prepare_mcip(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared:
     if model.modifications.get("drop_image_projector"):
         raise ConfigError("The mcip stage trains the joint embedding; remove model.drop_projector.")
     captioned(inputs.train, "mcip")
-    set_trainable_parts(model, IMAGE_SIDE)
+    train_image_side(model, cfg)
     captions = caption_embeddings(model, inputs.train, cache_dir(cfg))
     data, classes = image_loader(model, cfg, inputs, dist, stream=False)  # batches carry record indices
     loss = create_loss(
@@ -81,4 +81,6 @@ def prepare_mcip(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared:
     loss = loss.to(dist.device)
     init_centres(loss.arc, model, cfg, inputs, classes)
     task = MCIPTask(model, loss, captions.rows_for, drift_guard(model, cfg))
-    return Prepared(task, data, tuple(loss.arc.parameters()), validator(model, inputs.val))
+    checker = validator(model, inputs.val)
+    fixed_text_side(checker, model, cfg)
+    return Prepared(task, data, tuple(loss.arc.parameters()), checker)
