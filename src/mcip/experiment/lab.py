@@ -49,12 +49,12 @@ class LabSettings(RunSettings):
     :class:`~mcip.experiment.rows.RunSettings`) the rows' training. Hyper-parameters of each stage live in the
     shipped configs (``lab-align``, ``lab-2sft``, ``lab-mcip+rea``)."""
 
-    # MCArcMargin: chosen on val by examples/lab_sweep.py (README, "Keep the text side"): h = 0 with
+    # MCArcMargin: chosen on val by examples/lab_sweep.py at 128 px (docs/lab.md, "Decisions"): h = 0 with
     # mc_weight 0.5 scored above the authors' h = 0.1 / mc_weight 0.25 (the paper configs keep theirs) on
     # both val I2I mAP and val T2I R@5
     hard_caption_weight: float = 0.0
     mc_weight: float = 0.5
-    # the guarded row: chosen on val (README, "Keep the text side"): the MCIP stage with the drift
+    # the guarded row: chosen on val at 128 px (docs/lab.md, "Decisions"): the MCIP stage with the drift
     # regulariser at weight 3, merged at the best val I2I among the alphas that keep val zero-shot within
     # 0.5 points of the base ("guarded", holding zero-shot only: the Re-A that follows re-aligns text
     # search, and on val it took T2I R@5 from -0.8 to +0.6 at alpha 1 while zero-shot stayed within 0.1)
