@@ -88,7 +88,24 @@ def test_freeze_zero_changes_nothing_and_bad_counts_say_the_limit(model_specs):
     set_trainable_parts(model, ("image_encoder",))
     assert freeze_image_groups(model, 0) == []
     assert all(p.requires_grad for n, p in model.net.named_parameters() if n.startswith("visual."))
-    with pytest.raises(ConfigError, match="has 6 .*use at most 5"):
+    with pytest.raises(ConfigError, match=r"has 6 .*use at most 5"):
         freeze_image_groups(model, 6)
     with pytest.raises(ConfigError, match=">= 0"):
         freeze_image_groups(model, -1)
+
+
+def test_frozen_groups_keep_their_batchnorm_statistics(model_specs):
+    """Without freeze_bn_stats, the BatchNorms of frozen groups stay in eval mode in train() (their running
+    statistics fixed), those of trainable groups train."""
+    model = _load(model_specs, "composed")
+    model.freeze_bn_stats(False)
+    set_trainable_parts(model, ("image_encoder", "image_projector"))
+    freeze_image_groups(model, 2)
+    model.train()
+    bns = {n: m for n, m in model.net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    frozen = {n for n in bns if n.startswith(("visual.bn1", "visual.blocks.0."))}
+    assert frozen and {n for n, m in bns.items() if not m.training} == frozen
+    before = {n: bns[n].running_mean.clone() for n in bns}
+    model.encode_image(random_images(4, model.image_config.size, seed=2))
+    moved = {n for n in bns if not torch.equal(before[n], bns[n].running_mean)}
+    assert moved == set(bns) - frozen

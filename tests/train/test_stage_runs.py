@@ -95,7 +95,12 @@ def test_mcip_stage_under_torchrun_with_two_cpu_ranks(tiny_base, synth, tmp_path
     assert not torch.equal(trained.net.visual.proj, base.net.visual.proj)
     assert torch.equal(trained.net.text_projection, base.net.text_projection)
     caches = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
-    assert len(caches) == 1  # caption embeddings computed once, by rank 0
+    # the train captions' embeddings (float16) and the val captions' (float32, for validation), each
+    # computed once, by rank 0
+    assert sorted(json.loads((p / "complete.json").read_text())["dtype"] for p in caches) == [
+        "float16",
+        "float32",
+    ]
 
 
 @pytest.mark.slow

@@ -66,6 +66,10 @@ class LabSettings(RunSettings):
     # of 128's convolution work. Chosen on val with the image stages' freeze_image_groups (CHANGELOG, issue
     # 29): every paper claim and the guard's target seen on val, as the 128 px lab did not show the guard's.
     image_size: int = 96
+    # the image stages keep EfficientNet-Lite0's stem and first two blocks (the high-resolution, low-level
+    # layers) fixed: their backward pass is skipped, a step costs about 0.6 of the full one. Chosen with
+    # image_size; like it, applied to the composed:lab base only (another base has other groups)
+    freeze_image_groups: int = 3
     subset: float = 1.0  # fraction of base emoji kept in every split (quick: a fixed smaller set)
     align_epochs: int = 10
     align_max_steps: int | None = None
@@ -122,7 +126,10 @@ class LabRun(Runner):
         super().__init__(out, settings, force, progress, log, cache=self.root / "cache")
 
     def common(self) -> dict[str, Any]:
-        return {**super().common(), "loop.precision": "fp32"}
+        values = {**super().common(), "loop.precision": "fp32"}
+        if self.s.base_spec == "composed:lab":
+            values["freeze_image_groups"] = self.s.freeze_image_groups
+        return values
 
     def before_data(self) -> None:
         if not (self.root / "manifest.jsonl").is_file():

@@ -287,11 +287,13 @@ class EmbeddingModel(nn.Module, ABC):
         self.train(self.training)
 
     def train(self, mode: bool = True) -> EmbeddingModel:
+        """``nn.Module.train``, except that BatchNorm layers stay in eval mode (running statistics fixed)
+        under ``freeze_bn_stats`` and wherever their own parameters are all frozen (a frozen group or
+        tower: frozen weights with moving statistics would not be frozen)."""
         super().train(mode)
-        if self._freeze_bn_stats:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and (self._freeze_bn_stats or _all_frozen(m)):
+                m.eval()
         return self
 
     def extra_repr(self) -> str:
@@ -340,3 +342,9 @@ def groups_around_blocks(root: nn.Module, prefix: str, block_prefixes: Sequence[
         else:
             stem.append(prefix + name)
     return [stem, *blocks] if stem else blocks
+
+
+def _all_frozen(module: nn.Module) -> bool:
+    """True when ``module`` has parameters and none of them trains."""
+    params = list(module.parameters(recurse=False))
+    return bool(params) and not any(p.requires_grad for p in params)
