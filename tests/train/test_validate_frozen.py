@@ -14,9 +14,9 @@ from mcip.data import load_records
 from mcip.embed import cached_image_features, cached_text_embeddings, cached_text_features
 from mcip.engine.validate import Validator
 from mcip.stages.inputs import read_inputs
-from mcip.stages.resolve import load_config, plan
 from mcip.stages.run import run_stage
 from tests.train.synth import make_dataset
+from tests.train.test_stages import _config  # the stage tests' fast settings
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def _close(a: dict, b: dict) -> None:
 def test_cached_features_give_the_full_forward_results(composed, synth, tmp_path, monkeypatch):
     val = load_records(synth)[:20]
     full = Validator(composed, val)()  # the reference: every validation encodes with both towers
-    texts = [c for _, c in Validator(composed, val).texts]
+    texts = Validator(composed, val).caption_texts
     frozen = Validator(composed, val)
     frozen.image_features = cached_image_features(composed, [r.path for r in val], tmp_path)
     frozen.text_features = cached_text_features(composed, texts, tmp_path)
@@ -61,32 +61,10 @@ def test_fixed_text_embeddings_give_the_full_forward_results(composed, synth, tm
     val = load_records(synth)[:20]
     full = Validator(composed, val)()
     fixed = Validator(composed, val)
-    texts = [c for _, c in fixed.texts]
+    texts = fixed.caption_texts
     fixed.text_embeddings = cached_text_embeddings(composed, texts, tmp_path, dtype="float32")
     monkeypatch.setattr(composed, "text_features", lambda *_: (_ for _ in ()).throw(AssertionError()))
     _close(fixed(), full)
-
-
-def _stage(stage, spec, synth, tmp_path, *extra):
-    raw = load_config(
-        None,
-        [
-            f"stage={stage}",
-            f"model.spec={spec}",
-            f"data.train={synth}",
-            f"out={tmp_path / stage}",
-            f"cache_dir={tmp_path / 'cache'}",
-            "loop.max_steps=2",
-            "loop.epochs=1",
-            "loop.precision=fp32",
-            "data.batch_size=8",
-            "data.num_workers=0",
-            "data.val_fraction=0.25",
-            *extra,
-        ],
-    )
-    (cfg,) = plan(raw)
-    return cfg
 
 
 @pytest.mark.parametrize(
@@ -109,10 +87,10 @@ def test_stage_validations_equal_a_full_validator(stage, extra, model_specs, syn
     torch.manual_seed(0)
     kwargs = dict(model_specs["composed"])
     base = mcip.save_model(mcip.load_model(kwargs.pop("spec"), **kwargs), tmp_path / "base")
-    result = run_stage(_stage(stage, base, synth, tmp_path, *extra), progress=False)
+    result = run_stage(_config(stage, base, synth, tmp_path, *extra), progress=False)
     first = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[0])
     assert first["step"] == 0
-    cfg = _stage(stage, base, synth, tmp_path / "again", *extra)
+    cfg = _config(stage, base, synth, tmp_path / "again", *extra)
     val = read_inputs(cfg).val
     assert len(calls) >= 2 and all(calls)  # the start and the end of the run
     reference = Validator(mcip.load_model(base), val)()

@@ -153,6 +153,11 @@ class Validator:
         self._frozen_i2i = None
 
     @property
+    def caption_texts(self) -> list[str]:
+        """The T2I queries' strings, in the order of ``texts`` (what the caches of the text side hold)."""
+        return [c for _, c in self.texts]
+
+    @property
     def sides(self) -> tuple[str, ...]:
         return (("i2i",) if self.val else ()) + (("t2i",) if self.captioned else ())
 

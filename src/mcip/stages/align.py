@@ -107,6 +107,6 @@ def _frozen_validator(model, val, image_feats, text_feats, cfg):
     if image_feats is not None:
         checker.image_features = frozen_image_features(model, val, cache_dir(cfg))
     if text_feats is not None and checker.texts:
-        texts = [c for _, c in checker.texts]
+        texts = checker.caption_texts
         checker.text_features = _rank0_first(lambda: cached_text_features(model, texts, cache_dir(cfg)))
     return checker

@@ -73,7 +73,7 @@ def fixed_text_side(checker: Validator | None, model: EmbeddingModel, cfg: Train
         return
     from mcip.embed import cached_text_embeddings
 
-    texts = [c for _, c in checker.texts]
+    texts = checker.caption_texts
     checker.text_embeddings = _rank0_first(
         lambda: cached_text_embeddings(
             model, texts, cache_dir(cfg), desc="caching val caption embeddings", dtype="float32"

@@ -292,5 +292,5 @@ def cache_val_text_hidden(checker, n_last: int, cache_dir) -> None:
     computed once and cached on disk like Re-A's training captions; valid while only those blocks (and
     what follows them) train."""
     if checker.texts:
-        texts = [c for _, c in checker.texts]
+        texts = checker.caption_texts
         checker.text_hidden = cached_text_hidden(checker.model, texts, n_last, cache_dir, dtype="float32")
