@@ -95,3 +95,19 @@ def test_stage_validations_equal_a_full_validator(stage, extra, model_specs, syn
     assert len(calls) >= 2 and all(calls)  # the start and the end of the run
     reference = Validator(mcip.load_model(base), val)()
     _close({k[4:]: v for k, v in first.items() if k.startswith("val/") and k != "val/combined"}, reference)
+
+
+def test_cached_features_skip_an_unreadable_val_image_as_the_full_pass_does(composed, synth, tmp_path):
+    """A corrupt val image is a NaN row of the feature cache; validation leaves it out, as encoding does."""
+    from dataclasses import replace
+
+    val = load_records(synth)[:20]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    val = [*val, replace(val[0], path=broken)]
+    full = Validator(composed, val)()
+    frozen = Validator(composed, val)
+    features = cached_image_features(composed, [r.path for r in val], tmp_path)
+    assert bool(torch.isnan(torch.from_numpy(features[-1].copy())).all())
+    frozen.image_features = features
+    _close(frozen(), full)
