@@ -179,8 +179,12 @@ def cached_image_embeddings(
 ) -> np.ndarray:
     """(N, D) float16 L2-normalised image embeddings (eval transform), computed once per (image-tower
     fingerprint, file list) and memory-mapped from ``cache_dir`` afterwards. Unreadable images give NaN
-    rows; callers decide whether to drop or count them. An interrupted computation resumes."""
+    rows; callers decide whether to drop or count them. An interrupted computation resumes. Where the
+    encoder's pooled features are cached (:func:`cached_image_features`) only the projector runs; where
+    its first groups are a registered frozen stem (:mod:`mcip.image_stems`), only the rest of it."""
     from mcip.data.cache import FeatureCache
+
+    from mcip.image_stems import image_stems
 
     paths = [Path(p) for p in paths]
     cache = FeatureCache(cache_dir)
@@ -188,9 +192,13 @@ def cached_image_embeddings(
 
     def compute(indices: list[int]) -> np.ndarray:
         if not stored:
-            stored.append(_stored_image_features(model, paths, cache))
+            features = _stored_image_features(model, paths, cache)
+            stems = None if features is not None else image_stems(model, paths, cache_dir)
+            stored.extend((features, stems))
         if stored[0] is not None:  # the encoder's pooled features are on disk: only the projector runs
             return project_image_features(model, stored[0][indices[0] : indices[-1] + 1])
+        if stored[1] is not None:  # a shared frozen stem's activations are on disk: the rest runs
+            return stored[1].embeddings(model, indices[0], indices[-1] + 1)
         out = np.full((len(indices), model.embed_dim), np.nan, dtype=np.float32)
         encoded = encode_images(model, [paths[i] for i in indices], len(indices), progress=False)
         out[encoded.rows] = encoded.embeddings

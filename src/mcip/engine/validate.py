@@ -96,7 +96,7 @@ def encode_shards(
     return torch.cat(chunks), torch.cat(labels)
 
 
-def _cached_rows(cached: np.ndarray | None, rows: Sequence[int]):
+def cached_rows(cached: np.ndarray | None, rows: Sequence[int]):
     """The readable ones among ``rows`` of a cache with NaN rows for unreadable images:
     ((M, D) embeddings, (M,) positions into ``rows``)."""
     images = torch.from_numpy(np.asarray(cached[np.asarray(rows, dtype=np.int64)], dtype=np.float32))
@@ -114,7 +114,9 @@ class Validator:
     image encoder's pooled features of ``val`` (the projector runs on them; the alignment);
     ``text_features`` (T, F_txt), the frozen text encoder's pooled features of the captions in ``texts``
     (the alignment); ``text_embeddings`` (T, D), their embeddings when no part of the text side trains
-    (GPR-FT, MCIP). ``text_hidden``: set by Re-A
+    (GPR-FT, MCIP); ``image_stems``, the val images' activations after the image encoder's frozen first
+    groups (:mod:`mcip.image_stems`; GPR-FT and MCIP with ``freeze_image_groups``), so the rest of the
+    encoder runs on them while the stem is unchanged (checked at every validation). ``text_hidden``: set by Re-A
     (:func:`mcip.stages.text_cache.cache_val_text_hidden`), the frozen lower text blocks' states of
     the val captions (``texts``), so each validation runs only the unlocked ones, as the training steps do. ``shards``: read the val
     images from tar shards. ``text=False`` skips the text side (no captions, no text tower, or an
@@ -143,6 +145,7 @@ class Validator:
         self.image_features: np.ndarray | None = None
         self.text_features: np.ndarray | None = None
         self.text_embeddings: np.ndarray | None = None
+        self.image_stems = None  # mcip.image_stems.ImageStems of val: set by a stage with a frozen stem
 
     def set_gallery(self, records: Sequence[ImageRecord]) -> None:
         """Seen-class validation: val images query these (training) images instead of each other; a
@@ -204,9 +207,11 @@ class Validator:
         if self.shards is not None:
             return None, None
         if self.image_cache is not None:
-            return _cached_rows(self.image_cache, range(len(self.val)))
+            return cached_rows(self.image_cache, range(len(self.val)))
         if self.image_features is not None:
-            return _cached_rows(project_image_features(self.model, self.image_features), range(len(self.val)))
+            return cached_rows(project_image_features(self.model, self.image_features), range(len(self.val)))
+        if self.image_stems is not None and self.image_stems.matches(self.model):
+            return cached_rows(self.image_stems.embeddings(self.model), range(len(self.val)))
         return encode_records(self.model, self.val)
 
     def _i2i(self, images, rows) -> dict[str, float]:

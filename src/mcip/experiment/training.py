@@ -180,6 +180,7 @@ class RowTraining:
             curve_dir=folder,
             progress=False,
             gallery=self.gallery,
+            cache_dir=self.cache,
         )
         chosen = result.curve.at(result.alpha) if result.curve else None
         shown = ", ".join(

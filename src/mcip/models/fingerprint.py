@@ -42,3 +42,31 @@ def model_fingerprint(model: EmbeddingModel, parts: Iterable[str] | None = None)
         h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def image_stem_fingerprint(model: EmbeddingModel, groups: int) -> str:
+    """Hex digest (16 chars) of what the image encoder's first ``groups`` groups compute
+    (:mod:`mcip.models.image_split`): the backend, image preprocessing and :meth:`EmbeddingModel.computation`
+    as in :func:`model_fingerprint`, the stem's modules as written (their types, kernels, strides and
+    activations: two encoders with equal stem weights but another activation differ) and the values of
+    their parameters and buffers (a BatchNorm's running statistics included). Models whose stems are equal
+    share :func:`mcip.embed.cached_image_stem`."""
+    from mcip.models.image_split import stem_modules
+
+    modules = stem_modules(model, groups)
+    h = hashlib.blake2b(digest_size=8)
+    head = {
+        "what": "image-stem",
+        "groups": groups,
+        "backend": model.backend,
+        "image_config": model.image_config.to_dict(),
+        **model.computation(),
+        "modules": [f"{name}: {module!r}" for name, module in modules],
+    }
+    h.update(json.dumps(head, sort_keys=True).encode())
+    for name, module in modules:
+        for key, tensor in sorted(module.state_dict().items()):
+            t = tensor.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{name}.{key}|{t.dtype}|{tuple(tensor.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

@@ -16,6 +16,7 @@ from mcip.stages.common import (
     DriftGuard,
     drift_guard,
     fixed_text_side,
+    frozen_image_stem,
     init_centres,
     train_image_side,
     validator,
@@ -52,6 +53,7 @@ def prepare_gpr(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared:
     data, classes = image_loader(model, cfg, inputs, dist)
     validate = validator(model, inputs.val, shards=inputs.shards)
     fixed_text_side(validate, model, cfg)
+    frozen_image_stem(validate, model, cfg)
     loss = create_loss(
         cfg.loss.name, num_classes=len(classes), embed_dim=model.embed_dim, **cfg.loss.settings
     )

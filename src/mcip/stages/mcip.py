@@ -20,6 +20,7 @@ from mcip.stages.common import (
     cache_dir,
     drift_guard,
     fixed_text_side,
+    frozen_image_stem,
     init_centres,
     train_image_side,
     validator,
@@ -83,4 +84,5 @@ def prepare_mcip(model, cfg, inputs: TrainInputs, dist: DistInfo) -> Prepared:
     task = MCIPTask(model, loss, captions.rows_for, drift_guard(model, cfg))
     checker = validator(model, inputs.val)
     fixed_text_side(checker, model, cfg)
+    frozen_image_stem(checker, model, cfg)
     return Prepared(task, data, tuple(loss.arc.parameters()), checker)

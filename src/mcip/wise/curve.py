@@ -154,6 +154,7 @@ def evaluate_curve(
     gallery: Sequence[ImageRecord] | None = None,
     tolerance: float = GUARD_TOLERANCE,
     guard: Sequence[str] = DEFAULT_GUARD,
+    cache_dir: str | os.PathLike | None = None,
 ) -> WiseCurve:
     """Validate theta(alpha) for each alpha of ``grid`` (checked: :func:`check_grid`), written into
     ``work`` (a copy of the fine-tuned model) by ``plan``; ``work`` ends at the last alpha.
@@ -161,14 +162,15 @@ def evaluate_curve(
     ``fixed``: the alpha is given, not chosen; the curve is only measured (``select`` falls back to
     ``i2i`` when the val data cannot measure it). ``gallery``: seen-class validation, as the stages do
     under ``data.val_mode=seen_classes`` (:meth:`Validator.set_gallery`). ``tolerance``: points of val
-    T2I R@5 / zero-shot top-1 that ``select="guarded"`` may give up; ``guard``: which of the two it holds."""
+    T2I R@5 / zero-shot top-1 that ``select="guarded"`` may give up; ``guard``: which of the two it holds.
+    ``cache_dir``: where a frozen image stem's activations are cached (:class:`ValImages`)."""
     tolerance, guard = check_tolerance(tolerance), check_guard(guard)
     text = text_available(work)
     select, metric = select_key(val, select, text, fixed)
     zeroshot = _zeroshot(list(val), names, templates) if names and text else None
     points = []
     work.eval()
-    pixels = ValImages(work, val, batch_size)  # decoded once
+    pixels = ValImages(work, val, batch_size, cache_dir=cache_dir)  # decoded (or the stem run) once
     seen = FrozenText(work) if not set(plan.parts) & set(TEXT_PARTS) else work  # text encoded once
     for alpha in grid:
         plan.apply(work, alpha)

@@ -71,6 +71,7 @@ def wise_merge(
     gallery: Sequence[ImageRecord] | None = None,
     tolerance: float = GUARD_TOLERANCE,
     guard: Sequence[str] = DEFAULT_GUARD,
+    cache_dir: str | os.PathLike | None = None,
 ) -> WiseResult:
     """Merge ``finetuned`` with ``start`` (WiSE-FT) and save the result to ``out``.
 
@@ -88,6 +89,8 @@ def wise_merge(
             under ``data.val_mode=seen_classes``); None: val images query each other.
         tolerance, guard: ``select="guarded"``: the points of val T2I R@5 / zero-shot top-1 an alpha may
             give up, and which of the two it holds (``("t2i", "zeroshot")``; see :mod:`mcip.wise.curve`).
+        cache_dir: a feature cache folder; where the models' frozen image stem is registered in it
+            (:mod:`mcip.image_stems`), the curve runs only the image encoder above the stem.
 
     Everything that can be checked without the models (alpha, grid, parts, val, names) is checked
     before they are loaded; the models' compatibility before any merging.
@@ -104,7 +107,7 @@ def wise_merge(
         fixed = None if alpha == "auto" else alpha
         curve = evaluate_curve(
             plan, work, val, grid, select, names, templates, batch_size, progress, fixed, gallery,
-            tolerance, guard,
+            tolerance, guard, cache_dir,
         )  # fmt: skip
         alpha = curve.alpha
     plan.apply(work, alpha)
