@@ -64,28 +64,35 @@ def register_image_stem(model: EmbeddingModel, groups: int, cache_dir: str | os.
     if groups < 1 or not image_split.supports(model, groups):
         return False
     cache_dir = Path(cache_dir)
-    entry = {"fingerprint": image_stem_fingerprint(model, groups), "groups": groups}
+    fingerprint = image_stem_fingerprint(model, groups)
     known = _read_registry(cache_dir)
-    if entry in known:  # already recorded (every DDP rank calls this; only one writes)
-        return True
+    if any(e["fingerprint"] == fingerprint and e["groups"] == groups for e in known):
+        return True  # already recorded (every DDP rank calls this; only one writes)
+    entry = {"fingerprint": fingerprint, "groups": groups, "shape": list(_stem_shape(model, groups))}
     entries = [*known, entry]
     cache_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cache_dir / REGISTRY, entries[-MAX_REGISTERED:], indent=1)
     return True
 
 
-def registered_stem_groups(model: EmbeddingModel, cache_dir: str | os.PathLike) -> int:
-    """The largest N such that ``model``'s first N image groups are a stem registered in ``cache_dir``
-    (0: none)."""
+def _registered(model: EmbeddingModel, cache_dir: str | os.PathLike) -> dict | None:
+    """The registry entry of the deepest registered stem that ``model``'s first image groups are."""
     entries = _read_registry(Path(cache_dir))
-    mine: dict[int, str] = {}
     for groups in sorted({int(e["groups"]) for e in entries}, reverse=True):
         if not image_split.supports(model, groups):
             continue
-        mine[groups] = image_stem_fingerprint(model, groups)
-        if any(e["fingerprint"] == mine[groups] and int(e["groups"]) == groups for e in entries):
-            return groups
-    return 0
+        mine = image_stem_fingerprint(model, groups)
+        found = [e for e in entries if e["fingerprint"] == mine and int(e["groups"]) == groups]
+        if found:
+            return found[-1]
+    return None
+
+
+def registered_stem_groups(model: EmbeddingModel, cache_dir: str | os.PathLike) -> int:
+    """The largest N such that ``model``'s first N image groups are a stem registered in ``cache_dir``
+    (0: none)."""
+    entry = _registered(model, cache_dir)
+    return 0 if entry is None else int(entry["groups"])
 
 
 def _stem_shape(model: EmbeddingModel, groups: int) -> tuple[int, ...]:
@@ -147,15 +154,17 @@ def cached_image_stem(
     cache_dir: str | os.PathLike,
     groups: int,
     batch_size: int = 64,
+    shape: Sequence[int] | None = None,
 ) -> ImageStems | None:
     """The stem activations of ``paths`` (eval transform) by ``model``'s first ``groups`` image groups,
     computed once per (stem fingerprint, eval decoding, file list) and memory-mapped afterwards (an
     interrupted fill resumes); None where the encoder cannot be split or the rows would exceed
-    :func:`stem_cache_limit`."""
+    :func:`stem_cache_limit`. ``shape``: one image's stem activations, when known (else one blank
+    image runs through the stem to find it)."""
     if groups < 1 or not image_split.supports(model, groups):
         return None
     paths = [Path(p) for p in paths]
-    shape = _stem_shape(model, groups)
+    shape = tuple(shape) if shape else _stem_shape(model, groups)
     width = int(np.prod(shape))
     if len(paths) * width * 4 > stem_cache_limit():
         return None
@@ -195,5 +204,7 @@ def image_stems(
     (:func:`register_image_stem`) and they fit the limit; None otherwise (run the whole encoder)."""
     if stem_cache_limit() <= 0:
         return None
-    groups = registered_stem_groups(model, cache_dir)
-    return cached_image_stem(model, paths, cache_dir, groups) if groups else None
+    entry = _registered(model, cache_dir)
+    if entry is None:
+        return None
+    return cached_image_stem(model, paths, cache_dir, int(entry["groups"]), shape=entry.get("shape"))
