@@ -183,7 +183,6 @@ def cached_image_embeddings(
     encoder's pooled features are cached (:func:`cached_image_features`) only the projector runs; where
     its first groups are a registered frozen stem (:mod:`mcip.image_stems`), only the rest of it."""
     from mcip.data.cache import FeatureCache
-
     from mcip.image_stems import image_stems
 
     paths = [Path(p) for p in paths]

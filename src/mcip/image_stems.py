@@ -125,7 +125,9 @@ class ImageStems:
         )
 
     @torch.no_grad()
-    def embeddings(self, model: EmbeddingModel, start: int = 0, stop: int | None = None, batch_size: int = 64):
+    def embeddings(
+        self, model: EmbeddingModel, start: int = 0, stop: int | None = None, batch_size: int = 64
+    ):
         """(M, D) float32 L2-normalised embeddings of rows ``start:stop`` by ``model`` (eval mode; NaN
         rows stay NaN): only the encoder after the stem and the projector run."""
         stop = len(self.rows) if stop is None else stop

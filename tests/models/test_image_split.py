@@ -42,7 +42,9 @@ def test_stem_is_the_frozen_groups(model_specs):
     groups = model.image_groups()
     for n in range(1, len(model.image_encoder.blocks) + 1):
         owned = {
-            f"{name}.{p}" for name, module in image_split.stem_modules(model, n) for p, _ in module.named_parameters()
+            f"{name}.{p}"
+            for name, module in image_split.stem_modules(model, n)
+            for p, _ in module.named_parameters()
         }
         assert owned == {name for group in groups[:n] for name in group}
 

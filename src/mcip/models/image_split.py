@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 
 def _timm_kind(encoder: nn.Module) -> str | None:
-    """"efficientnet", "mobilenetv3" or None (not a layout this module can split)."""
+    """ "efficientnet", "mobilenetv3" or None (not a layout this module can split)."""
     try:
         from timm.models.efficientnet import EfficientNet
         from timm.models.mobilenetv3 import MobileNetV3
