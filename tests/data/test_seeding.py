@@ -140,3 +140,50 @@ def test_a_batched_fetch_gives_the_items_of_single_fetches() -> None:
     )
     assert together == [items[t] for t in batch]
     assert together[0] != together[2]  # index 3 twice, at two positions: two draws
+
+
+class TorchOnlyItems(Dataset):
+    """Item i: two draws from torch's generator; it says so (``rngs_used``)."""
+
+    rngs_used = ("torch",)
+
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, i: int) -> tuple:
+        return i, torch.rand(2).tolist()
+
+
+def test_a_dataset_that_names_its_generators_gets_the_same_draws() -> None:
+    """Seeding only torch's generator (Re-A's cached captions) gives each item the draws it gets when
+    every generator is seeded: the reference seeds all three with seeded_rngs and draws by hand."""
+    from mcip.data.seeding import SeededItems
+
+    batch = [(i, (4, 0, 7, j, i)) for j, i in enumerate([3, 1, 3, 0, 11])]
+    expected = []
+    for i, key in batch:
+        with seeded_rngs(*key):
+            expected.append((i, torch.rand(2).tolist()))
+    assert SeededItems(TorchOnlyItems()).__getitems__(batch) == expected
+    random.seed(9)
+    before = random.random()
+    random.seed(9)
+    SeededItems(TorchOnlyItems()).__getitems__(batch)
+    assert random.random() == before  # the caller's generators come back as they were
+
+
+def test_generators_of_the_datasets() -> None:
+    from mcip.data.pairs import SampledCaptionDataset
+    from mcip.data.records import ImageRecord
+    from mcip.data.seeding import rngs_of
+
+    records = [ImageRecord(id="a", path="a.png", label="x", captions=["one", "two"])]
+    assert rngs_of(SampledCaptionDataset(records)) == ("torch",)
+    assert rngs_of(SampledCaptionDataset(records, RandomItems())) == ("torch", "random", "numpy")
+    assert rngs_of(RandomItems()) == ("torch", "random", "numpy")
+
+    class Odd(RandomItems):
+        rngs_used = ("torch", "cuda")
+
+    with pytest.raises(ValueError, match="unknown generators"):
+        rngs_of(Odd())

@@ -34,6 +34,16 @@ class SampledCaptionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.keep)
 
+    @property
+    def rngs_used(self) -> tuple[str, ...]:
+        """The generators an item draws from (what a seeded loader seeds per item): torch's for the
+        caption; with images, also whatever their augmentation uses."""
+        if self.images is None:
+            return ("torch",)
+        from mcip.data.seeding import rngs_of
+
+        return tuple(dict.fromkeys(("torch", *rngs_of(self.images))))
+
     def __getitem__(self, j: int) -> dict:
         i = self.keep[j]
         captions = self.records[i].captions

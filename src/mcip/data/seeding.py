@@ -34,11 +34,29 @@ def item_seeds(*key: int) -> tuple[int, int, list[int]]:
     return (w[0] << 32) | w[1], (w[2] << 32) | w[3], w[2:]
 
 
-def _seed(*key: int) -> None:
+ALL_RNGS = ("torch", "random", "numpy")
+
+
+def _seed(*key: int, rngs: Sequence[str] = ALL_RNGS) -> None:
+    """Seed the generators named in ``rngs`` (of :data:`ALL_RNGS`) from ``key``; each gets the seed it
+    gets when all are seeded."""
     torch_seed, python_seed, numpy_seed = item_seeds(*key)
-    torch.default_generator.manual_seed(torch_seed)
-    random.seed(python_seed)
-    np.random.seed(numpy_seed)
+    if "torch" in rngs:
+        torch.default_generator.manual_seed(torch_seed)
+    if "random" in rngs:
+        random.seed(python_seed)
+    if "numpy" in rngs:
+        np.random.seed(numpy_seed)
+
+
+def rngs_of(dataset: Any) -> tuple[str, ...]:
+    """The global generators ``dataset``'s items draw from: its ``rngs_used`` (a dataset that draws only
+    from some declares them, and only those are seeded per item), else all of :data:`ALL_RNGS`."""
+    used = tuple(getattr(dataset, "rngs_used", ALL_RNGS))
+    unknown = set(used) - set(ALL_RNGS)
+    if unknown:
+        raise ValueError(f"rngs_used names unknown generators {sorted(unknown)}; use some of {ALL_RNGS}.")
+    return used
 
 
 @contextmanager
@@ -69,6 +87,7 @@ class SeededItems(Dataset):
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
+        self.rngs = rngs_of(dataset)
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -82,11 +101,12 @@ class SeededItems(Dataset):
         """A whole batch (the DataLoader's batched fetch): the items :meth:`__getitem__` gives one by
         one, with the caller's generator states saved and restored once per batch instead of once per
         item (saving and restoring them cost ~140 us, seeding ~40 us; Re-A batches of 256 cached
-        captions spent 8% of the stage there, measured with py-spy on the lab)."""
+        captions spent 8% of the stage there, measured with py-spy on the lab). Only the generators the
+        dataset uses are seeded (:func:`rngs_of`; Re-A's cached captions draw from torch's alone)."""
         out = []
         with _restored_rngs():
             for index, key in batch:
-                _seed(*key)
+                _seed(*key, rngs=self.rngs)
                 out.append(self.dataset[index])
         return out
 
