@@ -119,7 +119,10 @@ def make_guarded(run: Runner) -> Path:
         mcip = run.model_of("mcip")
     merged = run.wise(mcip, "guard-wise")
     extra = {**run.train_values(), "loop.select": "combined"}
-    return run.stage_model("mcip+rea", "realign", merged, "guard-rea", extra)
+    # at alpha 1 with the MCIP row's stage, this Re-A repeats the MCIP+Re-A row's run with another
+    # selection: its record may show the model it would end with (mcip.experiment.reuse)
+    same_as = "mcip-rea" if "mcip_rea" in run.made else None
+    return run.stage_model("mcip+rea", "realign", merged, "guard-rea", extra, same_as=same_as)
 
 
 @dataclass(frozen=True)

@@ -102,11 +102,21 @@ class RowTraining:
             values["loop.max_steps"] = s.max_steps
         return values
 
+    reuse_runs = True  # a stage that would repeat a finished run (same_as) takes its model (reuse.py)
+
     def stage_model(
-        self, pipeline: str, stage: str, spec: ModelRef, out: str, extra: Mapping[str, Any]
+        self,
+        pipeline: str,
+        stage: str,
+        spec: ModelRef,
+        out: str,
+        extra: Mapping[str, Any],
+        same_as: str | None = None,
     ) -> Path:
         """Train one stage of a row from ``spec`` into ``OUT/runs/<out>`` with the run's values and
-        ``extra`` (Re-A: its config's batch, until val stops improving); returns the model folder."""
+        ``extra`` (Re-A: its config's batch, until val stops improving); returns the model folder.
+        ``same_as``: a finished run of this run (``OUT/runs/<same_as>``) whose model this stage's would
+        be, when its records show it (:mod:`mcip.experiment.reuse`): then that model is taken."""
         s = self.s
         values = self.common()
         if stage == "realign":  # its batch is the config's; it runs until val stops improving
@@ -116,7 +126,29 @@ class RowTraining:
         else:
             values["loop.epochs"] = s.stage_epochs
         values |= {"model.spec": str(spec), "out": str(self.out / "runs" / out), **extra}
+        if same_as is not None and self.reuse_runs:
+            reused = self.reuse_stage(pipeline, stage, out, values, same_as)
+            if reused is not None:
+                return reused
         return self.train_stage(pipeline, stage, out, values)
+
+    def reuse_stage(
+        self, pipeline: str, stage: str, out: str, values: dict[str, Any], same_as: str
+    ) -> Path | None:
+        """The model of the finished run ``OUT/runs/<same_as>`` as this stage's, when its records show
+        that this stage would end with it (:func:`mcip.experiment.reuse.reuse_reason`); else None."""
+        from mcip.experiment.reuse import reuse_reason, reused_run
+
+        cfg = stage_config(self.configs[pipeline], stage, values, overrides=self.s.stage_overrides)
+        model_dir = Path(cfg.out) / "model"
+        if model_done(model_dir):
+            return None  # train_stage reports it done
+        reason, facts = reuse_reason(cfg, self.out / "runs" / same_as)
+        if reason is None:
+            self.log(f"  {out}: trained ({facts.get('why_not')}, so not the model of {same_as})")
+            return None
+        self.log(f"  {out}: {reason}")
+        return reused_run(cfg, self.out / "runs" / same_as, reason, facts)
 
     def train_stage(self, pipeline: str, stage: str, out: str, values: dict[str, Any]) -> Path:
         """Train one stage of a row with typed ``values`` (the user's ``--set`` still wins); a source may

@@ -49,6 +49,9 @@ class FitRun(Runner):
 
     command = "mcip fit"
     settings_file = "fit-settings.json"
+    # train_stage adds the searched (or chosen) settings after the reuse check would compare them
+    # (mcip.experiment.reuse), so a guarded Re-A is always trained here
+    reuse_runs = False
 
     def __init__(self, out: Path, settings: FitSettings, force=False, progress=True, log=print) -> None:
         super().__init__(out, settings, force, progress, log)
