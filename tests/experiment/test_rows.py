@@ -21,8 +21,8 @@ class Recording(Runner):
         self.data = {"train": "train.jsonl", "train_no_captions": "nocap.jsonl", "val": "val.jsonl"}
         self.calls: list[tuple] = []
 
-    def stage_model(self, pipeline, stage, spec, out, extra):
-        self.calls.append((pipeline, stage, str(spec), out))
+    def stage_model(self, pipeline, stage, spec, out, extra, same_as=None):
+        self.calls.append((pipeline, stage, str(spec), out) + ((same_as,) if same_as else ()))
         return f"{out}-model"
 
     def wise(self, finetuned, out):
@@ -49,7 +49,8 @@ def test_every_row_of_the_table_is_made_once_from_the_rows_it_builds_on(tmp_path
         ("mcip+rea", "mcip", "base", "mcip"),
         ("mcip+rea", "realign", "mcip-model", "mcip-rea"),
         ("wise", "mcip-model", "guard-wise"),  # without the drift regulariser: the MCIP row's model
-        ("mcip+rea", "realign", "guard-wise-model", "guard-rea"),
+        # the MCIP+Re-A row's run is offered: its record may show this Re-A's model (experiment.reuse)
+        ("mcip+rea", "realign", "guard-wise-model", "guard-rea", "mcip-rea"),
     ]
 
 
@@ -60,7 +61,7 @@ def test_the_guarded_row_alone_trains_what_it_builds_on(tmp_path):
     assert runner.calls == [
         ("mcip+rea", "mcip", "base", "guard-mcip"),  # its own MCIP stage, with the regulariser
         ("wise", "guard-mcip-model", "guard-wise"),
-        ("mcip+rea", "realign", "guard-wise-model", "guard-rea"),
+        ("mcip+rea", "realign", "guard-wise-model", "guard-rea"),  # no MCIP+Re-A run to offer
     ]
 
 
