@@ -79,6 +79,9 @@ def _settings(tiny_openclip: str) -> LabSettings:
         caption_top_k=2,
         caption_min_sim=-1.0,
         base_overrides=("optim.warmup_steps=0",),
+        # the guard's own MCIP stage with the drift regulariser (the lab's default is the MCIP row's
+        # stage since issue 29: tests/experiment/test_rows.py and the quick lab run cover that path)
+        guard_distill_weight=3.0,
         stage_overrides=("data.batch_size=4", "stages.realign.data.batch_size=4", "loop.checkpoint_every=1"),
     )
 
@@ -158,7 +161,7 @@ def test_run_trains_every_row_and_writes_a_well_formed_report(lab_root, tiny_ope
     import yaml
 
     guard_mcip = yaml.safe_load((out / "runs" / "guard-mcip" / "config.yaml").read_text())
-    assert guard_mcip["loss"]["distill_weight"] == 3.0  # the lab's guard: MCIP with the drift regulariser
+    assert guard_mcip["loss"]["distill_weight"] == 3.0  # the guard's MCIP stage with the drift regulariser
     guard_rea = [
         json.loads(x) for x in (out / "runs" / "guard-rea" / "metrics.jsonl").read_text().splitlines()
     ]

@@ -113,8 +113,12 @@ def test_val_images_are_decoded_once_and_encoded_like_encode_records(models, dat
     val.insert(2, ImageRecord("broken", broken, val[0].label))
     expected, rows = encode_records(model, val)
     kept = ValImages(model, val, batch_size=4)
-    assert kept.pixels is not None and kept.rows.tolist() == rows.tolist() == [0, 1, 3, 4, 5, 6]
+    assert kept.pixels is None  # decoded at the first encode (not at all when a frozen stem serves)
     torch.testing.assert_close(kept.encode(model)[0], expected, atol=1e-5, rtol=0)
+    assert kept.pixels is not None and kept.rows.tolist() == rows.tolist() == [0, 1, 3, 4, 5, 6]
+    pixels = kept.pixels
+    torch.testing.assert_close(kept.encode(model)[0], expected, atol=1e-5, rtol=0)
+    assert kept.pixels is pixels  # not decoded again
     fallback = ValImages(model, val, budget=0)  # over the memory budget: decoded at every alpha
     assert fallback.pixels is None and torch.equal(fallback.encode(model)[1], rows)
     calls = []

@@ -343,7 +343,7 @@ def test_guard_settings_are_checked_before_anything_runs(change, message):
     with pytest.raises(ConfigError, match=message):
         dataclasses.replace(FULL, **change).validate()
     # the lab's guard as chosen on val; mcip fit keeps the MCIP row and combined
-    assert (FULL.guard_distill_weight, FULL.guard_select, FULL.guard_sides) == (3.0, "guarded", ("zeroshot",))
+    assert (FULL.guard_distill_weight, FULL.guard_select, FULL.guard_sides) == (0.0, "guarded", ("zeroshot",))
     plain = RunSettings()
     assert (plain.guard_distill_weight, plain.guard_select, plain.guard_sides) == (
         0.0,
