@@ -187,3 +187,11 @@ def test_stage_with_a_frozen_stem_registers_it_and_validates_on_it(model_specs, 
     reference = Validator(begun, read_inputs(cfg).val)()
     for k, v in reference.items():
         assert first[f"val/{k}"] == pytest.approx(v, abs=1e-4), k
+
+
+def test_a_stage_without_validation_still_registers_its_stem(model_specs, synth, tmp_path):
+    """No val split (val_fraction 0): nothing to validate, but later encodes still share the stem."""
+    start = mcip.save_model(_composed(model_specs), tmp_path / "base")
+    cfg = _config("gpr", start, synth, tmp_path, f"freeze_image_groups={GROUPS}", "data.val_fraction=0")
+    result = run_stage(cfg, progress=False)
+    assert registered_stem_groups(mcip.load_model(result.model_dir), Path(cfg.cache_dir)) == GROUPS

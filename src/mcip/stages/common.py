@@ -84,19 +84,24 @@ def fixed_text_side(checker: Validator | None, model: EmbeddingModel, cfg: Train
 def frozen_image_stem(checker: Validator | None, model: EmbeddingModel, cfg: TrainConfig) -> None:
     """For an image stage with ``freeze_image_groups``: register the frozen stem (later encodes by any
     model with the same stem reuse its activations, :mod:`mcip.image_stems`) and give the validation the
-    val images' stem activations, so each validation runs only the encoder above them. Nothing where the
-    encoder cannot be split, nothing is frozen, or the val images come from shards."""
+    val images' stem activations (when there is a validation on val images read by path), so each
+    validation runs only the encoder above them. Nothing where the encoder cannot be split or nothing is
+    frozen."""
     groups = cfg.freeze_image_groups
-    if checker is None or checker.shards is not None or groups < 1:
+    if groups < 1:
         return
     from mcip.image_stems import cached_image_stem, register_image_stem
 
+    validated = checker is not None and checker.shards is None and bool(checker.val)
+
     def fill():
-        if not register_image_stem(model, groups, cache_dir(cfg)):
+        if not register_image_stem(model, groups, cache_dir(cfg)) or not validated:
             return None
         return cached_image_stem(model, [r.path for r in checker.val], cache_dir(cfg), groups)
 
-    checker.image_stems = _rank0_first(fill)
+    stems = _rank0_first(fill)
+    if validated:
+        checker.image_stems = stems
 
 
 def init_centres(
