@@ -16,6 +16,7 @@ import mcip
 from mcip.data import load_records
 from mcip.embed import cached_image_embeddings
 from mcip.engine.validate import Validator
+from mcip.errors import ConfigError
 from mcip.image_stems import (
     REGISTRY,
     cached_image_stem,
@@ -126,6 +127,19 @@ def test_the_size_limit_falls_back_to_the_whole_encoder(model_specs, synth, tmp_
     assert image_stems(base, paths, tmp_path) is None
     monkeypatch.setenv("MCIP_STEM_CACHE_BYTES", "0")
     assert image_stems(base, paths, tmp_path) is None
+    monkeypatch.setenv("MCIP_STEM_CACHE_BYTES", "4GB")
+    with pytest.raises(ConfigError, match="MCIP_STEM_CACHE_BYTES must be a whole number of bytes"):
+        image_stems(base, paths, tmp_path)
+
+
+def test_a_damaged_registry_is_ignored(model_specs, tmp_path):
+    base = _composed(model_specs)
+    (tmp_path / REGISTRY).write_text('[{"fingerprint": 3, "groups": "x"}, "junk", {"groups": 2}]')
+    assert registered_stem_groups(base, tmp_path) == 0
+    (tmp_path / REGISTRY).write_text("{not json")
+    assert registered_stem_groups(base, tmp_path) == 0
+    assert register_image_stem(base, GROUPS, tmp_path)  # rewritten with the good entry
+    assert registered_stem_groups(base, tmp_path) == GROUPS
 
 
 def test_validator_on_stems_equals_the_full_validation(model_specs, synth, tmp_path, monkeypatch):

@@ -33,6 +33,7 @@ from mcip._io import atomic_write_json
 from mcip.data.cache import FeatureCache, cache_key
 from mcip.data.dataset import decode_image
 from mcip.data.images import eval_decoding
+from mcip.errors import ConfigError
 from mcip.models import image_split
 from mcip.models.base import EmbeddingModel
 from mcip.models.fingerprint import image_stem_fingerprint
@@ -46,7 +47,15 @@ def stem_cache_limit() -> int:
     """The largest stem cache of one file list, in bytes: ``$MCIP_STEM_CACHE_BYTES`` (0 turns the stem
     cache off), else 4 GiB."""
     value = os.environ.get("MCIP_STEM_CACHE_BYTES")
-    return DEFAULT_LIMIT_BYTES if value is None or not value.strip() else int(value)
+    if value is None or not value.strip():
+        return DEFAULT_LIMIT_BYTES
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(
+            f"MCIP_STEM_CACHE_BYTES must be a whole number of bytes (0 turns the image stem cache off), "
+            f"got {value!r}; unset it for the default of {DEFAULT_LIMIT_BYTES} (4 GiB)."
+        ) from None
 
 
 def _read_registry(cache_dir: Path) -> list[dict]:
@@ -54,7 +63,13 @@ def _read_registry(cache_dir: Path) -> list[dict]:
         entries = json.loads((cache_dir / REGISTRY).read_text())
     except (OSError, ValueError):
         return []
-    return [e for e in entries if isinstance(e, dict) and {"fingerprint", "groups"} <= set(e)]
+    if not isinstance(entries, list):
+        return []
+    return [  # a damaged entry is ignored (the cache is rebuilt, never trusted)
+        e
+        for e in entries
+        if isinstance(e, dict) and isinstance(e.get("fingerprint"), str) and type(e.get("groups")) is int
+    ]
 
 
 def register_image_stem(model: EmbeddingModel, groups: int, cache_dir: str | os.PathLike) -> bool:
