@@ -10,6 +10,7 @@ import torch
 import mcip
 from mcip.eval import text_encoding as TE
 from mcip.models.checkpoint import save_model
+from mcip.models.tokenizer_identity import tokenizer_fingerprint
 
 # very different lengths (1 word ... 40 words), repeats, and a class name in many templates
 TEXTS = [
@@ -105,7 +106,7 @@ def test_cache_hits_an_identical_text_tower_in_another_folder(model_specs, tmp_p
 
     rows = _rows_through_first_block(b)
     second = TE.cached_text_embeddings_by_tower(b, TEXTS, cache)
-    assert rows == [1]  # only the one-row probe that measures the width; every cached row reused
+    assert rows == []  # every cached row reused, its width read from the cache
     np.testing.assert_array_equal(second, first)
 
     with torch.no_grad():
@@ -167,3 +168,60 @@ def test_lower_blocks_fingerprint_covers_the_blocks_below_the_last(model_specs, 
     with torch.no_grad():
         next(p for n, p in model.net.named_parameters() if n.startswith(prefixes[-2] + ".")).add_(1e-3)
     assert TE.lower_blocks_fingerprint(model, 1) != before
+
+
+def _no_tokenising(model):
+    def refuse(texts):
+        raise AssertionError(f"tokenised {len(texts)} text(s)")
+
+    model.tokenize = refuse
+
+
+@pytest.mark.parametrize("backend", ["openclip", "composed"])
+def test_a_complete_cache_is_read_without_tokenising(model_specs, backend, tmp_path):
+    """The second model (same text tower, another folder) reads the cache keyed by the raw strings and
+    the tokenizer's digest; nothing is tokenised and the rows are in the texts' order."""
+    model = _model(model_specs[backend])
+    save_model(model, tmp_path / "a")
+    cache = tmp_path / "cache"
+    first = TE.cached_text_embeddings_by_tower(mcip.load_model(str(tmp_path / "a")), TEXTS, cache)
+    other = mcip.load_model(str(tmp_path / "a"))
+    tokenizer_fingerprint(other)  # the digest tokenises its probe strings once, before the guard
+    _no_tokenising(other)
+    got = TE.cached_text_embeddings_by_tower(other, TEXTS, cache)
+    np.testing.assert_array_equal(got, first)
+    with torch.no_grad():  # the reference: every text alone, no cache
+        alone = torch.cat([model.encode_text([t]).float() for t in TEXTS]).numpy()
+    assert np.abs(got - alone).max() <= 1e-5
+
+
+def test_a_damaged_length_order_is_rebuilt(model_specs, tmp_path):
+    model = _model(model_specs["composed"])
+    cache = tmp_path / "cache"
+    first = TE.cached_text_embeddings_by_tower(model, TEXTS, cache)
+    (order,) = list(cache.glob(f"*/{TE.ORDER_FILE}"))
+    order.write_bytes(b"not an array")
+    rows = _rows_through_first_block(model)
+    again = TE.cached_text_embeddings_by_tower(model, TEXTS, cache)
+    assert rows == []  # the rows were complete: only the order is rebuilt, by tokenising
+    np.testing.assert_array_equal(again, first)
+    np.save(order, np.zeros(6, dtype=np.int64))  # right shape, not a permutation
+    assert TE._stored_order(order.parent, 6) is None
+    np.testing.assert_array_equal(TE.cached_text_embeddings_by_tower(model, TEXTS, cache), first)
+    assert sorted(TE._stored_order(order.parent, 6).tolist()) == list(range(6))
+
+
+def test_another_tokenizer_with_the_same_weights_misses(model_specs, tmp_path):
+    """Equal text weights, another context length: another key, and the embeddings of the new tokens."""
+    model = _model(model_specs["composed"])
+    cache = tmp_path / "cache"
+    long_text = [" ".join(["word"] * 60), "a"]
+    TE.cached_text_embeddings_by_tower(model, long_text, cache)
+    short = _model(model_specs["composed"])
+    short.tokenizer.model_max_length = 8  # the 60-word text is truncated at 8 tokens now
+    got = TE.cached_text_embeddings_by_tower(short, long_text, cache)
+    with torch.no_grad():
+        reference = short.encode_text(long_text).float().numpy()
+        before = model.encode_text(long_text).float().numpy()
+    assert np.abs(got - reference).max() <= 1e-5
+    assert np.abs(got[0] - before[0]).max() > 1e-3  # the truncation did change the embedding

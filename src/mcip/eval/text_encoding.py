@@ -1,12 +1,15 @@
 """Text embeddings for evaluation: each distinct string encoded once, in batches of similar token length,
-cached per (text tower, tokenised texts).
+cached per (text tower, tokenizer, texts).
 
 Zero-shot classification encodes every class name in every template (C x T prompts) and T2I every caption;
 on CPU that is most of an evaluation. Three things make it cheap:
 
 - the cache key is :func:`text_tower_fingerprint` (a hash of the parameters and buffers of the text path
-  only, :data:`TEXT_PATH_PARTS`) plus a hash of the tokenised texts, so a model whose text tower is bitwise
-  another's (GPR-FT and MCIP train only the image side) reads the other's embeddings, whatever its folder;
+  only, :data:`TEXT_PATH_PARTS`) plus the tokenizer's digest
+  (:func:`mcip.models.tokenizer_identity.tokenizer_fingerprint`) and the distinct strings, so a model whose
+  text tower is bitwise another's (GPR-FT and MCIP train only the image side) reads the other's embeddings,
+  whatever its folder, without tokenising its 8,000 prompts again (a tokenizer without a digest keys the
+  cache by the tokenised texts instead);
 - a string is encoded once however often it appears (:func:`unique_texts`);
 - the distinct texts are encoded in order of token length, ``batch_size`` at a time, each batch trimmed to
   its own longest text (:func:`encode_texts_by_length`): a batch of short prompts no longer runs the padded
@@ -202,6 +205,32 @@ def encode_texts_by_length(
     return by_row[torch.as_tensor(inverse)]
 
 
+ORDER_FILE = "order.npy"
+"""Beside a complete text cache keyed by raw strings: the token-length order its rows are stored in."""
+
+
+def _stored_order(folder, n: int) -> np.ndarray | None:
+    """The (n,) permutation saved beside a cache (:data:`ORDER_FILE`), or None when it is missing or
+    damaged."""
+    try:
+        order = np.load(folder / ORDER_FILE, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if order.shape != (n,) or order.dtype.kind not in "iu":
+        return None
+    order = order.astype(np.int64)
+    if n and (order.min() < 0 or order.max() >= n or np.bincount(order, minlength=n).max() != 1):
+        return None
+    return order
+
+
+def _save_order(folder, order: np.ndarray) -> None:
+    tmp = folder / f".{ORDER_FILE}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        np.save(f, np.asarray(order, dtype=np.int64), allow_pickle=False)
+    os.replace(tmp, folder / ORDER_FILE)
+
+
 def cached_text_embeddings_by_tower(
     model: EmbeddingModel,
     texts: Sequence[str],
@@ -213,17 +242,31 @@ def cached_text_embeddings_by_tower(
 ) -> np.ndarray:
     """(N, D) float32 L2-normalised text embeddings of ``texts`` through a :class:`FeatureCache` keyed by
     the text tower (``fingerprint``: :func:`text_tower_fingerprint`, computed when not given) and the
-    tokenised distinct texts. Rows are stored in token-length order; see the module docstring. ``width``
-    (D) is measured with one text when not given."""
+    distinct texts. Rows are stored in token-length order; see the module docstring. ``width`` (D) is
+    measured with one text when not given.
+
+    Where the model's tokenizer has a digest (:func:`mcip.models.tokenizer_identity.tokenizer_fingerprint`)
+    the key holds it and the raw strings, and the length order is saved beside the rows: a complete cache
+    is read without tokenising anything. Otherwise the key holds the tokenised texts."""
+    from mcip.models.tokenizer_identity import tokenizer_fingerprint
+
     texts = list(texts)
     unique, inverse = unique_texts(texts)
     if not unique:
         return np.zeros((0, model.encode_text(["a"]).shape[-1]), np.float32)
-    ordered = LengthOrderedTexts(model, unique)
-    width = width or int(ordered.encode([0]).shape[-1])
     fingerprint = fingerprint or text_tower_fingerprint(model)
-    key = cache_key("text-by-tower", fingerprint, ordered.key(), str(len(unique)))
     cache = FeatureCache(cache_dir)
+    tokenizer = tokenizer_fingerprint(model)
+    key = done = None
+    if tokenizer is not None:
+        key = cache_key("text-by-tower", fingerprint, tokenizer, cache_key(*unique), str(len(unique)))
+        done = cache.get(key, len(unique))
+        order = _stored_order(cache.root / key, len(unique)) if done is not None else None
+        if order is not None:
+            return _by_row(np.asarray(done, dtype=np.float32), order, inverse)
+    ordered = LengthOrderedTexts(model, unique)
+    key = key or cache_key("text-by-tower", fingerprint, ordered.key(), str(len(unique)))
+    width = width or (done.shape[1] if done is not None else int(ordered.encode([0]).shape[-1]))
     compute = ordered.encode
     if ordered.split and ordered.n_blocks >= 2 and not (cache.root / key / "complete.json").is_file():
         try:  # the lower blocks once per lower-block weights: a Re-A row runs only its last block
@@ -241,6 +284,13 @@ def cached_text_embeddings_by_tower(
         dtype="float32",
         desc=desc,
     )
-    by_unique = np.empty((len(unique), width), np.float32)
-    by_unique[ordered.order] = np.asarray(rows, dtype=np.float32)
+    if tokenizer is not None:
+        _save_order(cache.root / key, ordered.order)
+    return _by_row(np.asarray(rows, dtype=np.float32), ordered.order, inverse)
+
+
+def _by_row(rows: np.ndarray, order: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """Rows stored in length ``order`` -> one row per text (``inverse``: text -> distinct string)."""
+    by_unique = np.empty_like(rows)
+    by_unique[order] = rows
     return by_unique[inverse]
