@@ -213,3 +213,29 @@ def test_a_row_with_the_base_text_tower_reuses_its_prompt_embeddings(model_specs
         images = model.encode_image(pixels)
     expected = evaluate_zeroshot(images.float(), torch.as_tensor(data.images.labels), classifier)
     assert report.results["fake_zs"].metrics == pytest.approx(expected)
+
+
+def test_a_saved_row_is_evaluated_without_hashing_its_weights(model_specs, data_root, tmp_path, monkeypatch):
+    """Its folder records the fingerprints the evaluation keys its caches by: nothing is hashed, and the
+    numbers equal those of the same weights loaded from a folder without the record."""
+    import json
+
+    from mcip.models import fingerprint as FP
+
+    model = mcip.load_model(model_specs["openclip"]["spec"])
+    row = mcip.save_model(model, tmp_path / "row")
+    old = mcip.save_model(model, tmp_path / "old")
+    meta = json.loads((old / "mcip_model.json").read_text())
+    del meta["fingerprints"]
+    (old / "mcip_model.json").write_text(json.dumps(meta))
+    benches = [FakeI2I(), FakeKNN(), FakeZS(), FakeT2I()]
+    expected = evaluate_models([old], benches, data_root, cache_dir=tmp_path / "cache-old")[0]
+
+    def no_hashing(*a, **k):
+        raise AssertionError("hashed the weights")
+
+    monkeypatch.setattr(FP, "_model_fingerprint", no_hashing)
+    monkeypatch.setattr(FP, "_hash_tensors", no_hashing)
+    got = evaluate_models([row], benches, data_root, cache_dir=tmp_path / "cache")[0]
+    for name, result in expected.results.items():
+        assert got.results[name].metrics == result.metrics

@@ -31,6 +31,7 @@ from mcip.eval.benchmarks.base import (
 from mcip.eval.text_encoding import cached_text_embeddings_by_tower, text_tower_fingerprint
 from mcip.models import load_model
 from mcip.models.base import EmbeddingModel
+from mcip.models.fingerprint import fingerprints_held, saved_fingerprints
 
 
 @dataclass
@@ -195,7 +196,7 @@ def evaluate_models(
                 f"image embedding width ({model.embed_dim}; e.g. drop_projector without re-alignment)."
             )
         text_fingerprint = None  # computed by the first benchmark that encodes text, then shared
-        with torch.no_grad():
+        with torch.no_grad(), fingerprints_held(model, saved_fingerprints(model)):
             for key, data in loaded.items():
                 if key in text_keys:
                     continue

@@ -26,7 +26,6 @@ reach the pooled token: see :mod:`mcip.models.text_split`).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from functools import partial
@@ -37,56 +36,11 @@ import torch
 from mcip.data.cache import FeatureCache, cache_key
 from mcip.errors import ConfigError, UnsupportedError
 from mcip.models.base import EmbeddingModel, Tokens
-
-TEXT_PATH_PARTS = ("text_encoder", "text_projector")
-"""The parts whose parameters and buffers make a text embedding (``EmbeddingModel.part_of``)."""
-
-
-def _hash_tensors(model: EmbeddingModel, keep, head: dict) -> str:
-    """blake2b (16 hex) of ``head`` and the name, dtype, shape and bytes of every parameter and buffer
-    (non-persistent ones included) of ``model.net`` whose name ``keep`` accepts."""
-    h = hashlib.blake2b(digest_size=8)
-    h.update(json.dumps(head, sort_keys=True, default=str).encode())
-    tensors = dict(model.net.named_parameters()) | dict(model.net.named_buffers())
-    for name in sorted(tensors):
-        if not keep(name):
-            continue
-        t = tensors[name].detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}|{t.dtype}|{tuple(tensors[name].shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def _head(model: EmbeddingModel) -> dict:
-    return {
-        "backend": model.backend,
-        "class": type(model).__name__,
-        "modifications": model.modifications,
-        "pooling": str(getattr(model.net, "pooling", "")),
-    }
-
-
-def text_tower_fingerprint(model: EmbeddingModel) -> str:
-    """Hex digest (16 chars) of what a text embedding depends on: the backend, the recorded surgery, the
-    text pooling where the backend has one, and the name, dtype, shape and bytes of every parameter and
-    buffer (non-persistent ones included) of :data:`TEXT_PATH_PARTS`. The image side and the model's folder
-    do not enter it."""
-    return _hash_tensors(model, lambda name: model.part_of(name) in TEXT_PATH_PARTS, _head(model))
-
-
-def lower_blocks_fingerprint(model: EmbeddingModel, n_last: int) -> str:
-    """Hex digest of what the text states entering the last ``n_last`` blocks depend on: every
-    ``text_encoder`` tensor except those of the last ``n_last`` blocks and of the final norm. Re-A trains
-    only those (and the projector), so a Re-A model shares this digest with the model it started from."""
-    above = model.text_block_prefixes()[len(model.text_block_prefixes()) - n_last :]
-    above += model.text_final_norm_prefixes()
-
-    def keep(name: str) -> bool:
-        if model.part_of(name) != "text_encoder":
-            return False
-        return not any(name == p or name.startswith(p + ".") for p in above)
-
-    return _hash_tensors(model, keep, _head(model) | {"n_last": n_last})
+from mcip.models.fingerprint import (  # noqa: F401 - the text fingerprints' old home
+    TEXT_PATH_PARTS,
+    lower_blocks_fingerprint,
+    text_tower_fingerprint,
+)
 
 
 def unique_texts(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:

@@ -1,12 +1,18 @@
 """mcip's model format: a directory with the weights and a JSON that says how to rebuild the model.
 
     MODEL_DIR/
-      mcip_model.json     {"format": "mcip-model", "version": 1, "backend": ..., "spec": ..., "build": {...}}
+      mcip_model.json     {"format": "mcip-model", "version": 1, "backend": ..., "spec": ..., "build": {...},
+                           "fingerprints": {...}}
       model.safetensors   the state dict of ``model.net`` (for open_clip models: an open_clip state dict)
       assets/             tokenizer files and the like, written by the backend
 
 Writes are atomic: everything goes to a temporary sibling directory that replaces the target at the end,
 so an interrupted save never leaves a half-written model behind.
+
+``fingerprints`` records what :func:`mcip.models.fingerprint.recorded_fingerprints` computed from the
+weights written, with the weights file's size and modification time and the weights' dtype: a model
+loaded from a folder whose weights file is still that one (and kept in that dtype) is evaluated without
+hashing its weights again. Older folders without it load as before.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from mcip._io import atomic_dir
 from mcip.errors import ModelLoadError
 from mcip.models.base import EmbeddingModel
+from mcip.models.fingerprint import attach_saved_fingerprints, recorded_fingerprints
 
 FORMAT = "mcip-model"
 VERSION = 1
@@ -55,8 +62,18 @@ def save_model(model: EmbeddingModel, path: str | os.PathLike, extra: dict[str, 
         }
         state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
         save_file(_unshare(state), str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+        meta["fingerprints"] = {
+            "weights": _file_stamp(tmp / WEIGHTS_FILE),
+            "dtype": str(model.dtype),
+            "values": recorded_fingerprints(model),
+        }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     return path
+
+
+def _file_stamp(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -107,4 +124,7 @@ def load_mcip_checkpoint(
             "The directory may have been edited or mixed with another model's files."
         )
     model.eval()
+    recorded = meta.get("fingerprints")
+    if isinstance(recorded, dict) and recorded.get("weights") == _file_stamp(weights):
+        attach_saved_fingerprints(model, recorded.get("values"), recorded.get("dtype"))
     return model

@@ -11,6 +11,7 @@ import torch
 from mcip.errors import ConfigError, ModelLoadError
 from mcip.models.base import EmbeddingModel
 from mcip.models.checkpoint import is_mcip_checkpoint, load_mcip_checkpoint
+from mcip.models.fingerprint import discard_saved_fingerprints, seal_saved_fingerprints
 from mcip.models.precision import WEIGHT_DTYPES, WEIGHT_PRECISIONS, WeightPrecision
 from mcip.registry import Registry
 
@@ -84,8 +85,10 @@ def load_model(
         model = _from_spec(text, backends, backend_kwargs)
     if drop_projector:
         model.drop_image_projector()
+        discard_saved_fingerprints(model)
     model = model.to(device=device, dtype=WEIGHT_DTYPES[precision]).eval()
     model.use_channels_last(channels_last_wanted())
+    seal_saved_fingerprints(model)
     return model
 
 
