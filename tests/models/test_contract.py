@@ -265,3 +265,58 @@ def test_text_split_keeps_gradients_and_checkpointing(tiny_model):
     assert split.keys() == reference.keys() and split
     for name in reference:
         torch.testing.assert_close(split[name], reference[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_reload_skips_random_init_and_restores_every_tensor(tiny_model, tmp_path):
+    """A load builds the architecture without torch.nn.init's random fills and ends with every parameter
+    and buffer, non-persistent ones included, equal to the saved model's."""
+    import torch.nn.init as init
+
+    from mcip.models import checkpoint
+    from mcip.models.checkpoint import RANDOM_FILLERS
+
+    path = mcip.save_model(tiny_model, tmp_path / "model")
+    fillers = {name: getattr(init, name) for name in RANDOM_FILLERS}
+    seen = []
+    real_build = checkpoint.random_init_skipped
+
+    def spying():
+        ctx = real_build()
+
+        class Spy:
+            def __enter__(self):
+                ctx.__enter__()
+                t = torch.full((4,), 3.0)
+                seen.append(torch.equal(init.normal_(t), torch.full((4,), 3.0)))
+
+            def __exit__(self, *exc):
+                return ctx.__exit__(*exc)
+
+        return Spy()
+
+    checkpoint.random_init_skipped = spying
+    try:
+        again = mcip.load_model(path)
+    finally:
+        checkpoint.random_init_skipped = real_build
+    assert seen == [True]  # inside the build, a random fill leaves its tensor alone
+    assert {name: getattr(init, name) for name in RANDOM_FILLERS} == fillers  # put back
+    assert not torch.equal(init.normal_(torch.full((4,), 3.0)), torch.full((4,), 3.0))
+    before = dict(tiny_model.net.named_parameters()) | dict(tiny_model.net.named_buffers())
+    after = dict(again.net.named_parameters()) | dict(again.net.named_buffers())
+    assert before.keys() == after.keys()
+    for name, tensor in before.items():
+        assert torch.equal(after[name], tensor), name
+
+
+def test_a_failed_load_puts_the_init_functions_back(tiny_model, tmp_path):
+    import torch.nn.init as init
+
+    from mcip.models.checkpoint import RANDOM_FILLERS
+
+    path = mcip.save_model(tiny_model, tmp_path / "model")
+    (path / "model.safetensors").unlink()
+    fillers = {name: getattr(init, name) for name in RANDOM_FILLERS}
+    with pytest.raises(mcip.ModelLoadError, match="missing"):
+        mcip.load_model(path)
+    assert {name: getattr(init, name) for name in RANDOM_FILLERS} == fillers

@@ -81,7 +81,12 @@ def test_a_saved_model_brings_its_fingerprints(model_specs, tmp_path, monkeypatc
     path = mcip.save_model(_model(model_specs), tmp_path / "m")
     model = mcip.load_model(str(path))
     saved = FP.saved_fingerprints(model)
-    assert set(saved) == {"model:image_encoder,image_projector", "model:image_encoder", "text-tower", "lower:1"}
+    assert set(saved) == {
+        "model:image_encoder,image_projector",
+        "model:image_encoder",
+        "text-tower",
+        "lower:1",
+    }
     fresh = {
         "model:image_encoder,image_projector": FP.model_fingerprint(model, FP.IMAGE_PARTS),
         "model:image_encoder": FP.model_fingerprint(model, ["image_encoder"]),
@@ -97,9 +102,10 @@ def test_a_saved_model_brings_its_fingerprints(model_specs, tmp_path, monkeypatc
     monkeypatch.setattr(FP, "_hash_tensors", no_hashing)
     with FP.fingerprints_held(model, FP.saved_fingerprints(model)):
         assert FP.text_tower_fingerprint(model) == fresh["text-tower"]
-        assert FP.model_fingerprint(model, ["image_projector", "image_encoder"]) == fresh[
-            "model:image_encoder,image_projector"
-        ]
+        assert (
+            FP.model_fingerprint(model, ["image_projector", "image_encoder"])
+            == fresh["model:image_encoder,image_projector"]
+        )
 
 
 def test_recorded_fingerprints_are_dropped_when_the_weights_move(model_specs, tmp_path):
