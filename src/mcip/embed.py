@@ -176,13 +176,17 @@ def cached_image_embeddings(
     cache_dir: str | os.PathLike,
     batch_size: int = 64,
     desc: str = "encoding images",
+    share_pixels: bool = False,
 ) -> np.ndarray:
     """(N, D) float16 L2-normalised image embeddings (eval transform), computed once per (image-tower
     fingerprint, file list) and memory-mapped from ``cache_dir`` afterwards. Unreadable images give NaN
     rows; callers decide whether to drop or count them. An interrupted computation resumes. Where the
     encoder's pooled features are cached (:func:`cached_image_features`) only the projector runs; where
-    its first groups are a registered frozen stem (:mod:`mcip.image_stems`), only the rest of it."""
+    its first groups are a registered frozen stem (:mod:`mcip.image_stems`), only the rest of it.
+    ``share_pixels`` (an evaluation of several models on these files): the decoded pixels are cached too
+    and read by the next model that has to run its whole encoder (:mod:`mcip.image_pixels`)."""
     from mcip.data.cache import FeatureCache
+    from mcip.image_pixels import cached_eval_pixels
     from mcip.image_stems import image_stems
 
     paths = [Path(p) for p in paths]
@@ -193,11 +197,14 @@ def cached_image_embeddings(
         if not stored:
             features = _stored_image_features(model, paths, cache)
             stems = None if features is not None else image_stems(model, paths, cache_dir)
-            stored.extend((features, stems))
+            wanted = share_pixels and features is None and stems is None
+            stored.extend((features, stems, cached_eval_pixels(model, paths, cache_dir) if wanted else None))
         if stored[0] is not None:  # the encoder's pooled features are on disk: only the projector runs
             return project_image_features(model, stored[0][indices[0] : indices[-1] + 1])
         if stored[1] is not None:  # a shared frozen stem's activations are on disk: the rest runs
             return stored[1].embeddings(model, indices[0], indices[-1] + 1)
+        if stored[2] is not None:  # the files' decoded pixels are on disk: the whole encoder runs
+            return stored[2].embeddings(model, indices[0], indices[-1] + 1)
         out = np.full((len(indices), model.embed_dim), np.nan, dtype=np.float32)
         encoded = encode_images(model, [paths[i] for i in indices], len(indices), progress=False)
         out[encoded.rows] = encoded.embeddings

@@ -76,8 +76,11 @@ class FeatureCache:
         """
         if n < 0 or dim < 1 or batch_size < 1:
             raise ConfigError(f"Need n >= 0, dim >= 1, batch_size >= 1; got {n}, {dim}, {batch_size}.")
-        if not np.issubdtype(np.dtype(dtype), np.floating):
-            raise ConfigError(f"dtype must be a float type such as 'float16' or 'float32', got {dtype!r}.")
+        if not (np.issubdtype(np.dtype(dtype), np.floating) or np.dtype(dtype) == np.uint8):
+            raise ConfigError(
+                f"dtype must be a float type such as 'float16' or 'float32' (or 'uint8' for pixels), got "
+                f"{dtype!r}."
+            )
         folder = self.root / key
         meta = {"n": n, "dim": dim, "dtype": np.dtype(dtype).name}
         done = self._rows_done(folder, meta)

@@ -96,7 +96,9 @@ class _Encoder:
         self.images = self.unreadable = 0
 
     def image(self, images: Images, desc: str) -> torch.Tensor:
-        emb = cached_image_embeddings(self.model, images.paths, self.cache_dir, self.batch_size, desc)
+        emb = cached_image_embeddings(
+            self.model, images.paths, self.cache_dir, self.batch_size, desc, share_pixels=True
+        )
         out = torch.from_numpy(np.asarray(emb, dtype=np.float32))
         bad = torch.isnan(out[:, 0]) if len(out) else torch.zeros(0, dtype=torch.bool)
         self.images += len(out) + images.skipped

@@ -103,8 +103,10 @@ class EvalTransform(T.Compose):
         self.draft_size = draft_size
 
 
-def eval_transform(cfg: ImageConfig) -> EvalTransform:
-    """PIL image -> (3, S, S) float tensor: resize 1.125*S (shorter side), centre crop S, normalise."""
+def eval_geometry(cfg: ImageConfig) -> EvalTransform:
+    """PIL image -> (S, S) RGB PIL image: the eval transform up to its pixels (resize 1.125*S on the shorter
+    side, centre crop S), before :func:`eval_to_tensor`. Its output is exact in 8 bits, so it can be cached
+    (:mod:`mcip.image_pixels`)."""
     resized = round(cfg.resize_ratio * cfg.size)
     return EvalTransform(
         [
@@ -112,11 +114,21 @@ def eval_transform(cfg: ImageConfig) -> EvalTransform:
             T.Lambda(_to_rgb),
             T.Resize(resized, interpolation=_INTERPOLATIONS[cfg.interpolation]),
             T.CenterCrop(cfg.size),
-            T.ToTensor(),
-            T.Normalize(cfg.mean, cfg.std),
         ],
         draft_size=DRAFT_OVERSAMPLING * resized if jpeg_draft_enabled() else None,
     )
+
+
+def eval_to_tensor(cfg: ImageConfig) -> T.Compose:
+    """(S, S) RGB PIL image or (S, S, 3) uint8 array -> (3, S, S) float tensor: scale to [0, 1], normalise."""
+    return T.Compose([T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
+
+
+def eval_transform(cfg: ImageConfig) -> EvalTransform:
+    """PIL image -> (3, S, S) float tensor: resize 1.125*S (shorter side), centre crop S, normalise
+    (:func:`eval_geometry`, then :func:`eval_to_tensor`)."""
+    geometry = eval_geometry(cfg)
+    return EvalTransform([*geometry.transforms, *eval_to_tensor(cfg).transforms], geometry.draft_size)
 
 
 def train_transform(cfg: ImageConfig, color_jitter: float = 0.4, hflip: bool = True) -> T.Compose:
