@@ -87,7 +87,9 @@ def test_a_second_model_reads_the_pixels_without_decoding(model_specs, files, tm
     assert np.abs(a[0].astype(np.float32) - b[0]).max() > 1e-3  # the towers do differ
 
 
-def test_another_geometry_or_a_list_over_the_limit_is_decoded_again(model_specs, files, tmp_path, monkeypatch):
+def test_another_geometry_or_a_list_over_the_limit_is_decoded_again(
+    model_specs, files, tmp_path, monkeypatch
+):
     model = _model(model_specs)
     cache = tmp_path / "cache"
     cached_eval_pixels(model, files, cache)

@@ -45,7 +45,7 @@ DEFAULT_LIMIT_BYTES = 4 << 30
 
 def stem_cache_limit() -> int:
     """The largest stem cache of one file list, in bytes: ``$MCIP_STEM_CACHE_BYTES`` (0 turns the stem
-    cache off), else 4 GiB."""
+    cache off), else 4 GiB. It bounds an evaluation's decoded pixels too (:mod:`mcip.image_pixels`)."""
     value = os.environ.get("MCIP_STEM_CACHE_BYTES")
     if value is None or not value.strip():
         return DEFAULT_LIMIT_BYTES

@@ -309,6 +309,16 @@ def test_reload_skips_random_init_and_restores_every_tensor(tiny_model, tmp_path
         assert torch.equal(after[name], tensor), name
 
 
+def test_a_load_leaves_torchs_generator_alone(tiny_model, tmp_path):
+    """What a stage draws after loading its start (a loss head) depends on its seed only."""
+    path = mcip.save_model(tiny_model, tmp_path / "model")
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    mcip.load_model(path)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_a_failed_load_puts_the_init_functions_back(tiny_model, tmp_path):
     import torch.nn.init as init
 

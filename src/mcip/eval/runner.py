@@ -79,9 +79,10 @@ def check_benchmarks(benchmarks: Sequence[Benchmark], root: Path, skip_missing: 
 
 class _Encoder:
     """Image/text embeddings of one model through the on-disk cache; counts unreadable images. Texts are
-    cached per text tower (``text_fingerprint``, computed once per model) and tokenised texts, so a row
+    cached per text tower (``text_fingerprint``, computed once per model), tokenizer and texts, so a row
     whose text tower is bitwise another's reuses its prompt and caption embeddings
-    (:mod:`mcip.eval.text_encoding`)."""
+    (:mod:`mcip.eval.text_encoding`); images that a model has to run its whole encoder on are decoded
+    once for all the models (:mod:`mcip.image_pixels`)."""
 
     def __init__(
         self,

@@ -148,7 +148,9 @@ def load_mcip_checkpoint(
     backend = meta["backend"]
     if backend not in backends:
         raise ModelLoadError(f"{path} needs backend '{backend}', which this mcip does not have.")
-    with random_init_skipped():  # every persistent tensor is overwritten below (checked)
+    # Every persistent tensor is overwritten below (checked), so the build neither fills tensors at random
+    # nor moves torch's generator: what a caller draws after a load depends on its seed only.
+    with torch.random.fork_rng(devices=[]), random_init_skipped():
         model = backends[backend].from_build_info(meta["build"], path / ASSET_DIR, spec=str(path))
         model.apply_modifications(meta.get("modifications", {}))
     weights = path / WEIGHTS_FILE
