@@ -296,7 +296,7 @@ def test_reload_skips_random_init_and_restores_every_tensor(tiny_model, tmp_path
 
     checkpoint.random_init_skipped = spying
     try:
-        again = mcip.load_model(path)
+        again = mcip.load_model(path, random_init=False)
     finally:
         checkpoint.random_init_skipped = real_build
     assert seen == [True]  # inside the build, a random fill leaves its tensor alone
@@ -309,14 +309,19 @@ def test_reload_skips_random_init_and_restores_every_tensor(tiny_model, tmp_path
         assert torch.equal(after[name], tensor), name
 
 
-def test_a_load_leaves_torchs_generator_alone(tiny_model, tmp_path):
-    """What a stage draws after loading its start (a loss head) depends on its seed only."""
+def test_an_evaluation_load_leaves_torchs_generator_alone(tiny_model, tmp_path):
+    """``random_init=False`` (evaluation) draws nothing; the default load draws what the architecture's
+    initialisation draws, as before, so a seeded stage that loads its start then draws its loss head
+    reproduces its earlier runs."""
     path = mcip.save_model(tiny_model, tmp_path / "model")
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
-    mcip.load_model(path)
+    mcip.load_model(path, random_init=False)
     assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(7)
+    mcip.load_model(path)
+    assert not torch.equal(torch.rand(3), expected)
 
 
 def test_a_failed_load_puts_the_init_functions_back(tiny_model, tmp_path):
@@ -328,5 +333,5 @@ def test_a_failed_load_puts_the_init_functions_back(tiny_model, tmp_path):
     (path / "model.safetensors").unlink()
     fillers = {name: getattr(init, name) for name in RANDOM_FILLERS}
     with pytest.raises(mcip.ModelLoadError, match="missing"):
-        mcip.load_model(path)
+        mcip.load_model(path, random_init=False)
     assert {name: getattr(init, name) for name in RANDOM_FILLERS} == fillers

@@ -189,7 +189,7 @@ def evaluate_models(
     reports = []
     for spec in models:
         start = time.perf_counter()
-        model = load_model(spec, device=device, precision=precision)
+        model = load_model(spec, device=device, precision=precision, random_init=False)
         report = ModelReport(str(spec), missing=[k for k, b in keyed.items() if b.name in missing])
         text_keys, text_width = _text_benchmarks_without_text_side(model, loaded)
         if text_keys:

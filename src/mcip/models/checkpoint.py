@@ -17,6 +17,7 @@ hashing its weights again. Older folders without it load as before.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -140,17 +141,22 @@ def random_init_skipped() -> Iterator[None]:
 
 
 def load_mcip_checkpoint(
-    path: str | os.PathLike, backends: dict[str, type[EmbeddingModel]]
+    path: str | os.PathLike, backends: dict[str, type[EmbeddingModel]], random_init: bool = True
 ) -> EmbeddingModel:
-    """Rebuild the architecture from the JSON, then load the weights strictly."""
+    """Rebuild the architecture from the JSON, then load the weights strictly. ``random_init=False``:
+    build it without its random initialisation and without moving torch's generator (see
+    :func:`mcip.models.load_model`)."""
     path = Path(path)
     meta = read_meta(path)
     backend = meta["backend"]
     if backend not in backends:
         raise ModelLoadError(f"{path} needs backend '{backend}', which this mcip does not have.")
-    # Every persistent tensor is overwritten below (checked), so the build neither fills tensors at random
-    # nor moves torch's generator: what a caller draws after a load depends on its seed only.
-    with torch.random.fork_rng(devices=[]), random_init_skipped():
+    # Every persistent tensor is overwritten below (checked): the random fill is wasted work. It stays by
+    # default because it moves torch's generator, and a seeded stage draws its loss head after the load.
+    with contextlib.ExitStack() as build:
+        if not random_init:
+            build.enter_context(torch.random.fork_rng(devices=[]))
+            build.enter_context(random_init_skipped())
         model = backends[backend].from_build_info(meta["build"], path / ASSET_DIR, spec=str(path))
         model.apply_modifications(meta.get("modifications", {}))
     weights = path / WEIGHTS_FILE
