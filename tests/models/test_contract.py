@@ -276,7 +276,6 @@ def test_reload_skips_random_init_and_restores_every_tensor(tiny_model, tmp_path
     from mcip.models.checkpoint import RANDOM_FILLERS
 
     path = mcip.save_model(tiny_model, tmp_path / "model")
-    fillers = {name: getattr(init, name) for name in RANDOM_FILLERS}
     seen = []
     real_build = checkpoint.random_init_skipped
 
@@ -287,7 +286,7 @@ def test_reload_skips_random_init_and_restores_every_tensor(tiny_model, tmp_path
             def __enter__(self):
                 ctx.__enter__()
                 t = torch.full((4,), 3.0)
-                seen.append(torch.equal(init.normal_(t), torch.full((4,), 3.0)))
+                seen.append(torch.equal(init.kaiming_normal_(t.view(2, 2)).view(-1), torch.zeros(4)))
 
             def __exit__(self, *exc):
                 return ctx.__exit__(*exc)
@@ -299,9 +298,9 @@ def test_reload_skips_random_init_and_restores_every_tensor(tiny_model, tmp_path
         again = mcip.load_model(path, random_init=False)
     finally:
         checkpoint.random_init_skipped = real_build
-    assert seen == [True]  # inside the build, a random fill leaves its tensor alone
-    assert {name: getattr(init, name) for name in RANDOM_FILLERS} == fillers  # put back
-    assert not torch.equal(init.normal_(torch.full((4,), 3.0)), torch.full((4,), 3.0))
+    assert seen == [True]  # inside the build, a random fill writes zeros
+    assert not any(name in torch.Tensor.__dict__ for name in RANDOM_FILLERS)  # put back
+    assert init.normal_(torch.zeros(1000)).std() > 0.5
     before = dict(tiny_model.net.named_parameters()) | dict(tiny_model.net.named_buffers())
     after = dict(again.net.named_parameters()) | dict(again.net.named_buffers())
     assert before.keys() == after.keys()
@@ -331,7 +330,32 @@ def test_a_failed_load_puts_the_init_functions_back(tiny_model, tmp_path):
 
     path = mcip.save_model(tiny_model, tmp_path / "model")
     (path / "model.safetensors").unlink()
-    fillers = {name: getattr(init, name) for name in RANDOM_FILLERS}
     with pytest.raises(mcip.ModelLoadError, match="missing"):
         mcip.load_model(path, random_init=False)
-    assert {name: getattr(init, name) for name in RANDOM_FILLERS} == fillers
+    assert not any(name in torch.Tensor.__dict__ for name in RANDOM_FILLERS)
+    assert init.uniform_(torch.zeros(1000)).std() > 0.2
+
+
+LEAK_PROBE = """
+import sys, torch, mcip
+mcip.load_model(sys.argv[1], random_init=False)  # transformers and timm are imported during this load
+import transformers.initialization as hf_init
+assert hf_init.TORCH_INIT_FUNCTIONS["normal_"] is torch.nn.init.normal_
+assert hf_init.normal_(torch.zeros(2000)).std() > 0.5  # a later Hugging Face init draws again
+assert torch.nn.Linear(64, 64).weight.abs().sum() > 0
+print("ok")
+"""
+
+
+def test_a_first_load_that_imports_the_backends_leaves_no_patched_init(model_specs, tmp_path):
+    """In a fresh interpreter the backends' libraries are imported inside the build: the ones that keep
+    references to torch's init functions (transformers) keep the real functions."""
+    import subprocess
+    import sys
+
+    kwargs = dict(model_specs["composed"])
+    path = mcip.save_model(mcip.load_model(kwargs.pop("spec"), **kwargs), tmp_path / "model")
+    out = subprocess.run(
+        [sys.executable, "-c", LEAK_PROBE, str(path)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]

@@ -104,40 +104,38 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-RANDOM_FILLERS = (
-    "uniform_",
-    "normal_",
-    "trunc_normal_",
-    "xavier_uniform_",
-    "xavier_normal_",
-    "kaiming_uniform_",
-    "kaiming_normal_",
-    "orthogonal_",
-    "sparse_",
-)
-"""The ``torch.nn.init`` functions :func:`random_init_skipped` turns into no-ops."""
+RANDOM_FILLERS = ("normal_", "uniform_")
+"""The ``torch.Tensor`` methods that draw random values in place; :func:`random_init_skipped` makes them
+write zeros. ``torch.nn.init``'s random initialisers (normal, uniform, truncated normal, Xavier, Kaiming,
+orthogonal) all draw through them."""
 
 
 @contextmanager
 def random_init_skipped() -> Iterator[None]:
-    """While an architecture is built only to receive a checkpoint's weights, ``torch.nn.init``'s random
-    fillers (:data:`RANDOM_FILLERS`) leave their tensor as it is: drawing the lab's 27 M random weights
-    took 0.23 s of a 0.37 s load. The caller must overwrite every persistent tensor afterwards (the load
-    below refuses a checkpoint that misses one); constant fillers still run. The functions are swapped
-    module-wide, as Hugging Face's ``no_init_weights`` does: another thread initialising a module at the
-    same moment would get uninitialised weights, so models are not built concurrently with a load."""
-    saved = {name: getattr(torch.nn.init, name) for name in RANDOM_FILLERS if hasattr(torch.nn.init, name)}
+    """While an architecture is built only to receive a checkpoint's weights, tensors' random fills
+    (:data:`RANDOM_FILLERS`) write zeros instead (a memset: no NaNs for an orthogonal init's QR to meet):
+    drawing the lab's 27 M random weights took 0.23 s of a 0.37 s load. The caller must overwrite every
+    persistent tensor afterwards (the load below refuses a checkpoint that misses one).
 
-    def keep(tensor, *args, **kwargs):
-        return tensor
+    The methods are swapped on ``torch.Tensor``, not ``torch.nn.init``'s functions: a library imported
+    during the build that keeps references to those functions (transformers does) keeps the real ones.
+    Another thread drawing random values in place at the same moment would get zeros, so nothing else
+    should build models or draw during a load that skips the init."""
+    saved = {name: torch.Tensor.__dict__.get(name) for name in RANDOM_FILLERS}
+
+    def zeros(tensor, *args, **kwargs):
+        return tensor.zero_()
 
     try:
-        for name in saved:
-            setattr(torch.nn.init, name, keep)
+        for name in RANDOM_FILLERS:
+            setattr(torch.Tensor, name, zeros)
         yield
     finally:
-        for name, fn in saved.items():
-            setattr(torch.nn.init, name, fn)
+        for name, method in saved.items():
+            if method is None:  # inherited from torch._C.TensorBase: remove the override
+                delattr(torch.Tensor, name)
+            else:
+                setattr(torch.Tensor, name, method)
 
 
 def load_mcip_checkpoint(
