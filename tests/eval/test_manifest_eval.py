@@ -3,6 +3,7 @@ images, and unreadable files skipped and counted through `mcip eval`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -104,3 +105,45 @@ def test_manifest_i2i_gallery_queries_only_the_split_against_split_plus_gallery(
     assert data.subsets == (("queries", 0, 2),) and data.include_self is False
     plain = create_benchmark("manifest_i2i", manifest=str(manifest), split="val")
     assert plain.table1_metric == "map" and plain.load(tmp_path).include_self is True
+
+
+def _plain(x):
+    """Loaded benchmark data as plain Python values (dataclasses by field, arrays as lists)."""
+    if dataclasses.is_dataclass(x):
+        return (type(x).__name__, [(f.name, _plain(getattr(x, f.name))) for f in dataclasses.fields(x)])
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return x
+
+
+def test_the_benchmarks_of_one_evaluation_parse_their_manifest_once(tmp_path, monkeypatch):
+    """mcip fit's four benchmarks over one catalogue: inside ``manifests_read_once`` the file is parsed
+    once and every benchmark's data equals its own load outside the block; outside, each parses again."""
+    from mcip.eval.benchmarks import manifest_data
+
+    manifest, names = _one_set_two_layouts(tmp_path)
+    specs = [
+        ("manifest_i2i", {"manifest": manifest, "split": "test"}),
+        ("manifest_knn", {"manifest": manifest, "index": "train", "query": "test"}),
+        ("manifest_zeroshot", {"manifest": manifest, "split": "test", "names": names}),
+        ("captions_t2i", {"manifest": manifest, "split": "test", "match": "label", "names": names}),
+    ]
+    benchmarks = [create_benchmark(n, **o) for n, o in specs]
+    parsed = []
+    real = manifest_data.read_manifest
+    monkeypatch.setattr(manifest_data, "read_manifest", lambda *a, **k: parsed.append(a[0]) or real(*a, **k))
+    alone = [b.load(tmp_path) for b in benchmarks]
+    assert len(parsed) == 4
+    parsed.clear()
+    with manifest_data.manifests_read_once():
+        shared = [b.load(tmp_path) for b in benchmarks]
+    assert parsed == [manifest]
+    assert _plain(shared) == _plain(alone)  # the same paths, labels, captions, arrays
+    (tmp_path / "imgs" / "test" / "red" / "0.png").unlink()  # which files exist is checked each time
+    with manifest_data.manifests_read_once(), pytest.warns(UserWarning, match="1 of the 8 images"):
+        again = create_benchmark(*specs[0][:1], **specs[0][1]).load(tmp_path)
+    assert again.images.skipped == 1 and len(again.images.paths) == len(alone[0].images.paths) - 1

@@ -28,6 +28,7 @@ from mcip.eval.benchmarks.base import (
     RevisitedSet,
     ZeroShotSet,
 )
+from mcip.eval.benchmarks.manifest_data import manifests_read_once
 from mcip.eval.text_encoding import cached_text_embeddings_by_tower, text_tower_fingerprint
 from mcip.models import load_model
 from mcip.models.base import EmbeddingModel
@@ -184,7 +185,8 @@ def evaluate_models(
     root = Path(data_root)
     missing = set(check_benchmarks(benchmarks, root, skip_missing))
     keyed = dict(zip(benchmark_keys(benchmarks), benchmarks, strict=True))
-    loaded = {key: b.load(root) for key, b in keyed.items() if b.name not in missing}
+    with manifests_read_once():  # benchmarks over one manifest share its records
+        loaded = {key: b.load(root) for key, b in keyed.items() if b.name not in missing}
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     reports = []
     for spec in models:

@@ -11,10 +11,12 @@ runner, counted as unreadable.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,6 +130,34 @@ def present_files(records: Sequence[ImageRecord], manifest: Path, what: str) -> 
     )
 
 
+_READ: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mcip_manifests_read", default=None)
+
+
+@contextmanager
+def manifests_read_once() -> Iterator[None]:
+    """Within the block each manifest is parsed once: the benchmarks of one evaluation (``mcip fit``'s
+    four read the same catalogue) share its records; which files exist is still checked per benchmark."""
+    token = _READ.set({} if _READ.get() is None else _READ.get())
+    try:
+        yield
+    finally:
+        _READ.reset(token)
+
+
+def _parsed(manifest: Path, root, encoding: str | None, with_splits: bool) -> tuple[list, list | None]:
+    """The manifest's records and (``with_splits``) each row's split, parsed once per
+    :func:`manifests_read_once` block."""
+    memo, key = _READ.get(), (str(manifest), str(root), encoding)
+    if memo is not None and key in memo:
+        records, per_row = memo[key]
+        return records, per_row if with_splits else None
+    records = read_manifest(manifest, root, encoding)
+    per_row = row_splits(read_manifest_rows(manifest, encoding)) if with_splits or memo is not None else None
+    if memo is not None:
+        memo[key] = (records, per_row)
+    return records, per_row if with_splits else None
+
+
 def read_labelled(
     manifest: Path,
     splits: Sequence[str | None],
@@ -140,9 +170,7 @@ def read_labelled(
     if _is_shards(manifest):
         records, per_row = load_records(manifest), None
     else:
-        records = read_manifest(manifest, root, encoding)
-        wanted = any(s is not None for s in splits)
-        per_row = row_splits(read_manifest_rows(manifest, encoding)) if wanted else None
+        records, per_row = _parsed(manifest, root, encoding, any(s is not None for s in splits))
     out = []
     for split in splits:
         chosen = select_split(records, per_row, split, manifest)
