@@ -25,7 +25,6 @@ reach the pooled token: see :mod:`mcip.models.text_split`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from functools import partial
@@ -41,6 +40,7 @@ from mcip.models.fingerprint import (  # noqa: F401 - the text fingerprints' old
     lower_blocks_fingerprint,
     text_tower_fingerprint,
 )
+from mcip.models.tokenizer_identity import tokenizer_fingerprint, tokens_digest
 
 
 def unique_texts(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -52,12 +52,7 @@ def unique_texts(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
 
 
 def _tokens_hash(tokens: Tokens) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tokens):
-        t = tokens[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
+    return tokens_digest(tokens, 16)
 
 
 class LengthOrderedTexts:
@@ -202,8 +197,6 @@ def cached_text_embeddings_by_tower(
     Where the model's tokenizer has a digest (:func:`mcip.models.tokenizer_identity.tokenizer_fingerprint`)
     the key holds it and the raw strings, and the length order is saved beside the rows: a complete cache
     is read without tokenising anything. Otherwise the key holds the tokenised texts."""
-    from mcip.models.tokenizer_identity import tokenizer_fingerprint
-
     texts = list(texts)
     unique, inverse = unique_texts(texts)
     if not unique:

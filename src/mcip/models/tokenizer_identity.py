@@ -81,13 +81,15 @@ def tokenizer_state(tokenizer: Any) -> dict | None:
     return None
 
 
-def _tokens_digest(tokens: dict[str, torch.Tensor]) -> str:
+def tokens_digest(tokens: dict[str, torch.Tensor], chars: int = 32) -> str:
+    """The first ``chars`` hex digits of the sha256 of a tokenizer output: each tensor's name, dtype,
+    shape and values, by name."""
     h = hashlib.sha256()
     for name in sorted(tokens):
         t = tokens[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:32]
+    return h.hexdigest()[:chars]
 
 
 def tokenizer_fingerprint(model) -> str | None:
@@ -103,7 +105,7 @@ def tokenizer_fingerprint(model) -> str | None:
     digest = None
     if state is not None:
         try:
-            probe = _tokens_digest(model.tokenize(list(PROBE_TEXTS)))
+            probe = tokens_digest(model.tokenize(list(PROBE_TEXTS)))
         except Exception:  # a tokenizer that cannot take the probe has no digest
             probe = None
         if probe is not None:
