@@ -25,6 +25,7 @@ reach the pooled token: see :mod:`mcip.models.text_split`).
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from functools import partial
@@ -32,6 +33,7 @@ from functools import partial
 import numpy as np
 import torch
 
+from mcip._io import atomic_write_bytes
 from mcip.data.cache import FeatureCache, cache_key
 from mcip.errors import ConfigError, UnsupportedError
 from mcip.models.base import EmbeddingModel, Tokens
@@ -174,10 +176,9 @@ def _stored_order(folder, n: int) -> np.ndarray | None:
 
 
 def _save_order(folder, order: np.ndarray) -> None:
-    tmp = folder / f".{ORDER_FILE}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        np.save(f, np.asarray(order, dtype=np.int64), allow_pickle=False)
-    os.replace(tmp, folder / ORDER_FILE)
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(order, dtype=np.int64), allow_pickle=False)
+    atomic_write_bytes(folder / ORDER_FILE, buffer.getvalue())
 
 
 def cached_text_embeddings_by_tower(

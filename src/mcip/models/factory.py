@@ -67,7 +67,7 @@ def load_model(
             ``fp16`` (inference).
         random_init: for a saved mcip model, False builds its architecture without the random
             initialisation its weights replace and leaves torch's random generator where it was (the lab's
-            model loads in 0.13 s instead of 0.37); evaluation loads so. The default keeps the draws, so
+            aligned base loads in 0.11 to 0.14 s instead of 0.29 to 0.33); evaluation loads so. The default keeps the draws, so
             a seeded training run that loads its start and then draws (a loss head) reproduces.
         **backend_kwargs: passed to the backend (e.g. ``embed_dim`` for composed models).
 
